@@ -1,0 +1,37 @@
+"""lit-llm: from raw text to a reproducible evaluation report."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The repository root (holds `conf/`); `LIT_LLM_ROOT` overrides, else the current directory."""
+    env = os.environ.get("LIT_LLM_ROOT")
+    if env:
+        return Path(env).resolve()
+    candidate = PACKAGE_DIR.parent
+    if (candidate / "conf").is_dir():
+        return candidate
+    return Path.cwd()
+
+
+def package_file(relative: str) -> str:
+    """Absolute path of a file shipped inside the package (small corpora, fixtures)."""
+    return str(PACKAGE_DIR / relative)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("package_file"):
+        OmegaConf.register_new_resolver("package_file", package_file)
+
+
+_register_resolvers()
