@@ -1,0 +1,320 @@
+"""A GPT-2 style decoder-only language model, readable top to bottom.
+
+Pre-LayerNorm transformer blocks, causal self-attention through PyTorch's fused
+`scaled_dot_product_attention`, learned or rotary (RoPE) positions, GPT-2 initialisation and
+an optional key/value cache for fast generation. Plain `nn.Module`: no Lightning, no
+transformers; the task modules (`lit_llm.tasks.clm`) add the loss and the optimiser.
+
+References: nanoGPT's model.py (structure, init, FLOPs), GPT-2 (pre-LN, GELU-tanh, tied
+embeddings), RoFormer / GPT-NeoX (rotary embeddings, "rotate half" convention).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lit_llm.errors import ConfigError
+
+POS_EMBEDDINGS = ("learned", "rope")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 8192
+    block_size: int = 256  # max context length
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm; False is slightly faster and as good
+    pos_embedding: str = "learned"  # "learned" | "rope"
+    rope_base: float = 10000.0
+    tie_weights: bool = True  # lm_head shares its weight with the token embedding
+    arch: str = "gpt"  # recorded in checkpoints so a loader can refuse the wrong backbone
+
+    def __post_init__(self) -> None:
+        # Fail here, with the config key in the message, rather than deep inside a matmul.
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+        if self.n_embd % self.n_head != 0:
+            raise ConfigError(
+                f"model.n_head={self.n_head} must divide model.n_embd={self.n_embd} "
+                f"(each head gets n_embd / n_head channels); pick e.g. n_head="
+                f"{_largest_divisor_at_most(self.n_embd, self.n_head)}"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
+        if self.pos_embedding not in POS_EMBEDDINGS:
+            raise ConfigError(
+                f"model.pos_embedding={self.pos_embedding!r} is not one of {list(POS_EMBEDDINGS)}"
+            )
+        if self.pos_embedding == "rope":
+            head_dim = self.n_embd // self.n_head
+            if head_dim % 2 != 0:
+                raise ConfigError(
+                    f"model.pos_embedding='rope' needs an even head size, but "
+                    f"model.n_embd={self.n_embd} / model.n_head={self.n_head} = {head_dim}"
+                )
+            if not float(self.rope_base) > 0:
+                raise ConfigError(f"model.rope_base={self.rope_base!r} must be positive")
+        if self.arch != "gpt":
+            raise ConfigError(f"model.arch={self.arch!r} must be 'gpt' for GPTConfig")
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> GPTConfig:
+        """Build from a plain dict or DictConfig; unknown keys are errors, not silently dropped
+        (a typo like `n_heads` would otherwise train the default model without a word)."""
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"model.{key} is not a GPT option; known: {', '.join(known)}")
+        return cls(**{k: d[k] for k in d})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _largest_divisor_at_most(n: int, k: int) -> int:
+    return max(d for d in range(1, k + 1) if n % d == 0)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for `max_len` positions.
+
+    Decoding writes one position per step by index assignment into the buffers, so a step
+    costs O(1) copies instead of re-concatenating a growing tensor. `length` is the number of
+    positions already filled; the model advances it once all layers have written a chunk.
+    Keys are stored after the rotary rotation, so cached positions are never rotated again.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
+                 device=None, dtype=None):
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.batch_size = batch_size
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this chunk's keys/values at [length, length+T) and return all filled positions."""
+        start, end = self.length, self.length + k.size(2)
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Rotary position embeddings: rotate each (x_i, x_{i+d/2}) pair of a query/key by an angle that
+# grows with its position, so q·k depends only on the relative distance between tokens.
+
+
+def rope_cache(block_size: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, hd): "rotate half" layout (GPT-NeoX/Llama)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, nh, T, hd); cos/sin: (T, hd) for the positions of x."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------------------------
+# The transformer block.
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hd): heads become a batch dimension for the attention kernel.
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+
+        start = 0
+        if kv_cache is not None:
+            start = kv_cache.length
+            k, v = kv_cache.update(layer, k, v)
+            k, v = k.to(q.dtype), v.to(q.dtype)  # no-op unless the cache dtype differs (autocast)
+
+        # SDPA's is_causal aligns the mask to the top-left corner, which is only right when
+        # queries and keys start at the same position. A multi-token chunk appended to a
+        # non-empty cache needs the diagonal shifted by the cache length; a single new token may
+        # see every cached key, so it needs no mask at all.
+        mask, is_causal = None, False
+        if start == 0:
+            is_causal = T > 1
+        elif T > 1:
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU, so imported weights behave the same
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LN: normalise the input of each sub-layer, keep the residual stream un-normalised
+    (trains stably without warmup tricks, unlike the original post-LN transformer)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0):
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
+# The model.
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig | Mapping):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            config = GPTConfig.from_dict(config)
+        self.config = config
+
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.pos_embedding == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        else:
+            self.wpe = None
+            # Non-persistent: derived from the config, so they stay out of checkpoints and
+            # state dicts but still follow the model across .to(device).
+            cos, sin = rope_cache(config.block_size, config.n_embd // config.n_head, config.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            # Input and output embeddings share one matrix: fewer parameters and, for small
+            # models, better perplexity (Press & Wolf, 2017).
+            self.lm_head.weight = self.wte.weight
+
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer)
+        # (two per block), so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
+        """An empty cache for up to `max_len` positions (default: block_size), on the model's
+        device and dtype unless told otherwise."""
+        cfg = self.config
+        max_len = cfg.block_size if max_len is None else max_len
+        if not 0 < max_len <= cfg.block_size:
+            raise ValueError(f"KV cache max_len={max_len} must be in [1, block_size={cfg.block_size}]")
+        ref = self.wte.weight
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head,
+                       device=ref.device if device is None else device,
+                       dtype=ref.dtype if dtype is None else dtype)
+
+    def forward(self, input_ids: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, vocab_size). With a cache, input_ids are the tokens
+        that follow the cached ones: their positions start at the cache length."""
+        B, T = input_ids.shape
+        start = 0 if kv_cache is None else kv_cache.length
+        if start + T > self.config.block_size:
+            where = f" after {start} cached tokens" if start else ""
+            raise ValueError(
+                f"Cannot forward {T} tokens{where}: the model's context is block_size="
+                f"{self.config.block_size} positions. Crop the input to the last "
+                f"{self.config.block_size - start} tokens."
+            )
+        if kv_cache is not None:
+            if kv_cache.batch_size != B:
+                raise ValueError(f"KV cache was made for batch size {kv_cache.batch_size}, got {B}")
+            if start + T > kv_cache.max_len:
+                raise ValueError(f"KV cache is full: {start} + {T} tokens > max_len={kv_cache.max_len}")
+
+        x = self.wte(input_ids)
+        rope = None
+        if self.wpe is not None:
+            pos = torch.arange(start, start + T, device=input_ids.device)
+            x = x + self.wpe(pos)
+        else:
+            rope = (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.advance(T)  # every layer wrote positions [start, start+T)
+        return self.lm_head(self.ln_f(x))
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; tied weights are counted once (parameters() de-duplicates them).
+        non_embedding subtracts the position embedding, as nanoGPT does: the token embedding
+        stays in because (when tied) it is also the output layer's weight."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.wpe is not None:
+            n -= self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) per token, as in PaLM appendix B / nanoGPT:
+        6 * N for the weight matmuls (2 forward, 4 backward, N = non-embedding parameters)
+        plus 12 * n_layer * n_embd * T for attention scores and the weighted sum over T keys
+        (2 matmuls of n_embd * T each per token, x2 multiply-add, x3 forward + backward).
+        Multiply by tokens per second and divide by the peak FLOP/s to get MFU."""
+        cfg = self.config
+        T = cfg.block_size if seq_len is None else seq_len
+        return 6.0 * self.num_params(non_embedding=True) + 12.0 * cfg.n_layer * cfg.n_embd * T
