@@ -1,0 +1,78 @@
+"""Checkpoint files: atomic writes, self-contained loading, compatibility checks."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from lit_llm.errors import ConfigError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes `<name>.tmp-*` in the target directory, fsyncs, then renames over the target.
+
+    A run killed mid-save leaves only a temp file that nothing loads; the previous checkpoint
+    under the final name stays intact.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+    """`ckpt_path` may name a checkpoint file or a run directory (then its checkpoints/last.ckpt)."""
+    if not ckpt_path:
+        return None
+    p = Path(ckpt_path)
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / "last.ckpt", p / "last.ckpt"):
+            if candidate.is_file():
+                return str(candidate)
+        raise ConfigError(f"ckpt_path={ckpt_path} is a directory without checkpoints/last.ckpt; "
+                          "point ckpt_path at a .ckpt file")
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file; "
+                          "give the path of a .ckpt (e.g. <run dir>/checkpoints/last.ckpt)")
+    return str(p)
+
+
+def read_checkpoint(path: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated/foreign file: say which file and what to do
+        raise ConfigError(f"ckpt_path={path} is not a readable checkpoint ({type(e).__name__}: {e}); "
+                          "use another checkpoint") from e
+
+
+def check_compatible(path: str, backbone_config: dict, tokenizer_fingerprint: str | None = None) -> dict:
+    """Stops with a clear message when a checkpoint was trained with another model or tokenizer."""
+    ckpt = read_checkpoint(path)
+    meta = ckpt.get("lit_llm")
+    if meta is None:
+        raise ConfigError(f"ckpt_path={path} was not written by lit-llm (no 'lit_llm' metadata)")
+    saved = meta["backbone_config"]
+    diffs = [f"model.{k}={saved.get(k)!r} in the checkpoint but {v!r} in the config"
+             for k, v in backbone_config.items() if saved.get(k) != v]
+    if diffs:
+        fixes = " ".join(f"model.{k}={saved.get(k)}" for k, v in backbone_config.items() if saved.get(k) != v)
+        raise ConfigError(f"ckpt_path={path} comes from another model config: " + "; ".join(diffs)
+                          + f". Resume with the same settings (e.g. {fixes}) or drop ckpt_path to start anew.")
+    if tokenizer_fingerprint and meta.get("tokenizer_fingerprint") not in (None, tokenizer_fingerprint):
+        raise ConfigError(f"ckpt_path={path} was trained with another tokenizer than this config builds; "
+                          "use the same tokenizer/data settings as that run")
+    return ckpt

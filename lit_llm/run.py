@@ -1,0 +1,168 @@
+"""Orchestration: config -> tokenizer, data, model, task, trainer -> files. Returns metrics.
+
+`train(cfg)` never reads Hydra globals except through `cfg` itself, so tests call it with a
+composed config and a temporary `paths.output_dir`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import lit_llm
+from lit_llm.checkpointing import AtomicCheckpointIO, check_compatible, resolve_ckpt_path
+from lit_llm.errors import ConfigError
+from lit_llm.metrics.baselines import unigram_perplexity
+from lit_llm.reporting.metadata import run_metadata
+from lit_llm.tokenization import get_tokenizer
+from lit_llm.utils_io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("lit_llm")
+
+VOCAB_MULTIPLE = 64  # embedding rows rounded up for faster matmuls (nanoGPT's 50257 -> 50304)
+
+
+def _container(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def resolve_model_config(model_cfg: dict, vocab_size: int, data_block_size: int) -> dict:
+    """Fills `model.vocab_size: null` from the tokenizer and checks that data fits the model."""
+    model_cfg = dict(model_cfg)
+    if model_cfg.get("vocab_size") is None:
+        model_cfg["vocab_size"] = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    elif model_cfg["vocab_size"] < vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {vocab_size} tokens but model.vocab_size={model_cfg['vocab_size']} "
+            f"embeddings; set model.vocab_size=null (sized from the tokenizer) or >= {vocab_size}, "
+            "or lower tokenizer.vocab_size")
+    if data_block_size > model_cfg["block_size"]:
+        raise ConfigError(
+            f"data.block_size={data_block_size} is longer than the model's context "
+            f"model.block_size={model_cfg['block_size']}; lower data.block_size or raise model.block_size")
+    return model_cfg
+
+
+def _tokens(dataset) -> np.ndarray:
+    """Predicted tokens of a packed split (labels of every block)."""
+    ids = np.asarray(dataset.with_format("numpy")["ids"])
+    return ids[:, 1:]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Pretrain (or resume) a model as `cfg` says; write the run directory; return flat metrics."""
+    started = time.time()
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    # Cheap checks first: a wrong size must not cost a tokenization pass.
+    data_cfg = _container(cfg.data)
+    model_cfg = _container(cfg.model)
+    if model_cfg.get("block_size") and data_cfg.get("block_size", 0) > model_cfg["block_size"]:
+        resolve_model_config(model_cfg, 0, data_cfg["block_size"])
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+
+    # Data and tokenizer: the tokenizer is trained on the training split only.
+    dm = instantiate(cfg.data, cache_dir=cfg.paths.cache_dir, _convert_="all")
+    dm.load_raw()
+    tok_cfg = _container(cfg.tokenizer)
+    tokenizer, tok_fp = get_tokenizer(texts=dm.train_texts, fingerprint=dm.data_fingerprint,
+                                      cache_dir=cfg.paths.cache_dir, **tok_cfg)
+    model_cfg = resolve_model_config(model_cfg, tokenizer.get_vocab_size(), dm.block_size)
+    dm.set_tokenizer(tokenizer, tok_fp)
+    dm.prepare_data()
+    dm.setup("fit")
+    unigram = unigram_perplexity(_tokens(dm.train_dataset), _tokens(dm.val_dataset), tokenizer.get_vocab_size())
+
+    task = instantiate(cfg.task, model=model_cfg, tokenizer_json=tokenizer.to_str(), _convert_="all")
+    if ckpt_path:
+        check_compatible(ckpt_path, task.config.to_dict(), tok_fp)
+
+    callbacks = [instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values()
+                 if c is not None and "_target_" in c]
+    loggers = [instantiate(c, _convert_="all") for c in (cfg.get("logger") or {}).values()
+               if c is not None and "_target_" in c]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir),
+                                      _convert_="all")
+
+    meta = {
+        "status": "running",
+        "task_name": cfg.get("task_name"),
+        "seed": cfg.seed,
+        "output_dir": str(out_dir),
+        "ckpt_path": ckpt_path,
+        **run_metadata(lit_llm.project_root()),
+        "data": {"fingerprint": dm.data_fingerprint, "tokenizer_fingerprint": tok_fp,
+                 "vocab_size": tokenizer.get_vocab_size(), **dm.stats},
+        "model": {**model_cfg, "params": task.backbone.num_params(),
+                  "params_non_embedding": task.backbone.num_params(non_embedding=True)},
+        "baselines": {"unigram_ppl": unigram},
+    }
+    git_diff = meta.pop("_git_diff")
+    if trainer.is_global_zero:
+        if git_diff:
+            atomic_write_text(out_dir / "git.diff", git_diff)
+        (out_dir / "tokenizer.json").write_text(tokenizer.to_str())
+        atomic_write_json(out_dir / "run.json", meta)
+
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    if not trainer.fast_dev_run and getattr(task, "last_val_step", None) != trainer.global_step:
+        trainer.validate(task, datamodule=dm, verbose=False)  # report the final weights
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+    ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and not trainer.fast_dev_run and ckpt_cb.dirpath:
+        trainer.save_checkpoint(str(Path(ckpt_cb.dirpath) / "last.ckpt"))
+
+    if cfg.get("test", True):
+        best = ckpt_cb.best_model_path if ckpt_cb is not None and not trainer.fast_dev_run else ""
+        for result in trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    metrics["baseline/unigram_ppl"] = unigram
+    metrics = dict(sorted(metrics.items()))
+
+    if trainer.is_global_zero:
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        speed = next((c for c in callbacks if hasattr(c, "summary")), None)
+        meta.update(status="completed", seconds=round(time.time() - started, 1),
+                    global_step=trainer.global_step, perf=getattr(speed, "summary", {}),
+                    best_checkpoint=(ckpt_cb.best_model_path if ckpt_cb else None))
+        atomic_write_json(out_dir / "run.json", meta)
+        sampler = next((c for c in callbacks if hasattr(c, "last_sample")), None)
+        print_summary(out_dir, metrics, meta, getattr(sampler, "last_sample", None))
+    return metrics
+
+
+def print_summary(out_dir: Path, metrics: dict, meta: dict, sample: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"lit-llm run: {out_dir}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}")
+    perf = meta.get("perf") or {}
+    if "tokens_per_s" in perf:
+        table.add_row("perf/tokens_per_s", f"{perf['tokens_per_s']:.0f}")
+    console.print(table)
+    if sample:
+        console.print("[bold]generated sample[/bold] (final weights):")
+        console.print(sample, markup=False, highlight=False)
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value a Hydra sweeper optimises (`optimized_metric`), or None when unset."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric={name} is not among the run's metrics: {sorted(metrics)}")
+    return metrics[name]
