@@ -115,7 +115,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     if not trainer.fast_dev_run and getattr(task, "last_val_step", None) != trainer.global_step:
         trainer.validate(task, datamodule=dm, verbose=False)  # report the final weights
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+    # timings (perf/*) go to run.json, so metrics.json is identical for identical deterministic runs
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if "/" in k and not k.startswith("perf/")}
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and not trainer.fast_dev_run and ckpt_cb.dirpath:
         trainer.save_checkpoint(str(Path(ckpt_cb.dirpath) / "last.ckpt"))

@@ -1,0 +1,60 @@
+"""The command line as a user runs it: one run, a two-job multirun, errors, Hydra's own flags."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, TINY
+
+
+def _run(args: list[str], tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LIT_LLM_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "pipelines" / "train.py"), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_single_run_puts_every_file_in_run_dir(tmp_path, cache_dir):
+    run_dir = tmp_path / "myrun"
+    proc = _run(["experiment=quickstart", *TINY, f"hydra.run.dir={run_dir}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {p.name for p in run_dir.iterdir()}
+    assert {".hydra", "checkpoints", "metrics.json", "metrics.csv", "run.json", "tokenizer.json",
+            "samples", "quickstart.log"} <= names, names
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
+    assert set(os.listdir(tmp_path)) == {"myrun"}  # nothing written to the working directory
+    assert "generated sample" in proc.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val/ppl"] < metrics["baseline/unigram_ppl"] * 2  # sanity: a finite, sensible number
+
+
+def test_multirun_two_jobs(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    proc = _run(["-m", "experiment=quickstart", *TINY, "seed=1,2", "trainer.max_steps=4", "test=false",
+                 f"hydra.sweep.dir={sweep}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in (0, 1)]
+    assert results[0]["val/loss"] != results[1]["val/loss"]
+    assert (sweep / "multirun.yaml").is_file()
+
+
+def test_config_error_is_one_clear_line(tmp_path, cache_dir):
+    proc = _run(["experiment=quickstart", *TINY, "data.files=/no/such/*.txt",
+                 f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, cache_dir)
+    assert proc.returncode == 2
+    assert "error: data.files" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_option_names_the_key(tmp_path, cache_dir):
+    proc = _run(["experiment=quickstart", "trainer.max_stepz=3"], tmp_path, cache_dir)
+    assert proc.returncode != 0
+    assert "max_stepz" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hydra_help_and_cfg(tmp_path, cache_dir):
+    proc = _run(["--help"], tmp_path, cache_dir)
+    assert proc.returncode == 0 and "experiment" in proc.stdout
+    proc = _run(["experiment=shakespeare_gpt", "--cfg", "job"], tmp_path, cache_dir)
+    assert proc.returncode == 0 and "tinyshakespeare/input.txt" in proc.stdout

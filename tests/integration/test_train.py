@@ -1,0 +1,100 @@
+"""In-process training runs on tiny configs: files, metrics, overfitting, resume, determinism."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_llm.run import train
+
+
+def _state(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_run_directory_contract(compose_train, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(compose_train(["experiment=quickstart"], out))
+
+    for key in ("val/loss", "val/ppl", "train/loss", "test/heldout/ppl", "baseline/unigram_ppl"):
+        assert key in metrics
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert metrics["val/ppl"] == pytest.approx(torch.exp(torch.tensor(metrics["val/loss"])).item(), rel=1e-3)
+
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert list((out / "checkpoints").glob("best-step*.ckpt"))
+    assert (out / "tokenizer.json").is_file()
+    assert (out / "metrics.csv").is_file()
+    assert sorted(p.name for p in (out / "samples").iterdir())  # one sample per validation
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "completed" and run["seed"] == 1234 and run["global_step"] == 8
+    assert {"python", "torch", "pytorch-lightning", "hydra-core"} <= set(run["versions"])
+    assert "commit" in run["git"] and "dirty" in run["git"]
+    assert run["model"]["params"] > 0 and len(run["data"]["fingerprint"]) == 64
+    assert "cpu_count" in run["device"]
+
+    # the checkpoint is self-contained: backbone config + tokenizer inside
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["lit_llm"]["backbone_config"]["n_layer"] == 2
+    assert ckpt["lit_llm"]["tokenizer_json"] == (out / "tokenizer.json").read_text()
+    assert ckpt["global_step"] == 8
+
+
+def test_loss_falls_when_overfitting_one_batch(compose_train, tmp_path):
+    out = tmp_path / "run"
+    train(compose_train(["experiment=quickstart", "debug=overfit", "trainer.max_steps=60",
+                         "task.optim.lr=3e-3"], out))
+    with open(out / "metrics.csv") as f:
+        losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert len(losses) >= 5
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_resume_equals_uninterrupted(compose_train, tmp_path, dropout):
+    # limit_train_batches=5 makes 12 steps cross two epoch boundaries (data order must resume too)
+    common = ["experiment=quickstart", f"model.dropout={dropout}", "trainer.limit_train_batches=5",
+              "trainer.val_check_interval=3", "test=false"]
+    full, first, resumed = tmp_path / "full", tmp_path / "first", tmp_path / "resumed"
+    train(compose_train(common + ["trainer.max_steps=12"], full))
+    train(compose_train(common + ["trainer.max_steps=6"], first))
+    train(compose_train(common + ["trainer.max_steps=12", f"ckpt_path={first}/checkpoints/last.ckpt"], resumed))
+
+    a, b = _state(full / "checkpoints" / "last.ckpt"), _state(resumed / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+    # and the resumed run did start from step 6, not from scratch
+    assert json.loads((resumed / "run.json").read_text())["global_step"] == 12
+
+
+def test_same_seed_deterministic_runs_give_identical_metrics(compose_train, tmp_path):
+    overrides = ["experiment=quickstart", "trainer.deterministic=true", "model.dropout=0.1"]
+    train(compose_train(overrides, tmp_path / "a"))
+    train(compose_train(overrides, tmp_path / "b"))
+    assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
+    train(compose_train(overrides + ["seed=7"], tmp_path / "c"))
+    assert (tmp_path / "a" / "metrics.json").read_text() != (tmp_path / "c" / "metrics.json").read_text()
+
+
+def test_bf16_mixed_on_cpu(compose_train, tmp_path):
+    metrics = train(compose_train(["experiment=quickstart", "trainer.precision=bf16-mixed", "test=false"]))
+    assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+
+
+def test_rope_and_tensorboard(compose_train, tmp_path):
+    out = tmp_path / "run"
+    train(compose_train(["experiment=quickstart", "model.pos_embedding=rope", "logger=tensorboard",
+                         "test=false"], out))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "metrics.csv").is_file()
+
+
+def test_fast_dev_run(compose_train, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(compose_train(["experiment=quickstart", "debug=fast_dev_run"], out))
+    assert "val/loss" in metrics and (out / "metrics.json").is_file()

@@ -1,0 +1,60 @@
+"""Optimizer groups and the learning-rate schedule."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lit_llm.errors import ConfigError
+from lit_llm.models.gpt import GPT, GPTConfig
+from lit_llm.tasks.base import OptimConfig, build_optimizer, param_groups, warmup_cosine
+from lit_llm.metrics.baselines import unigram_perplexity
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    ids = [id(p) for p in decay["params"] + no_decay["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))  # tied weights counted once
+    assert any(p is model.wte.weight for p in decay["params"])
+    n_ln = sum(1 for n, _ in model.named_parameters() if "ln" in n)
+    assert len(no_decay["params"]) >= n_ln
+
+
+def test_warmup_then_cosine():
+    f = lambda s: warmup_cosine(s, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert f(0) == pytest.approx(0.1)
+    assert f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    values = [f(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_scheduler_drives_optimizer_lr():
+    model = torch.nn.Linear(4, 4)
+    cfg = build_optimizer(model, OptimConfig(lr=1.0, warmup_steps=2, min_lr_ratio=0.0), total_steps=4)
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+    assert cfg["lr_scheduler"]["interval"] == "step"
+
+
+def test_bad_optim_values_name_the_key():
+    with pytest.raises(ConfigError, match="task.optim.lr"):
+        OptimConfig(lr=0)
+
+
+def test_unigram_perplexity_hand_computed():
+    train = torch.tensor([0, 0, 1, 1, 1, 1]).numpy()
+    # add-one: counts [3, 5, 1] over vocab 3 -> p = [3/9, 5/9, 1/9]
+    ppl = unigram_perplexity(train, torch.tensor([0, 1]).numpy(), vocab_size=3)
+    assert ppl == pytest.approx(math.exp(-(math.log(3 / 9) + math.log(5 / 9)) / 2))
