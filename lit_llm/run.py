@@ -48,10 +48,14 @@ def resolve_model_config(model_cfg: dict, vocab_size: int, data_block_size: int)
     return model_cfg
 
 
-def _tokens(dataset) -> np.ndarray:
-    """Predicted tokens of a packed split (labels of every block)."""
-    ids = np.asarray(dataset.with_format("numpy")["ids"])
-    return ids[:, 1:]
+def _tokens(blocks: np.ndarray) -> np.ndarray:
+    """Predicted tokens of a packed split: the labels of every [n, block_size + 1] block."""
+    return blocks[:, 1:]
+
+
+def _flat(callback_metrics: dict) -> dict[str, float]:
+    # timings (perf/*) go to run.json, so metrics.json is identical for identical deterministic runs
+    return {k: float(v) for k, v in callback_metrics.items() if "/" in k and not k.startswith("perf/")}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -78,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     dm.set_tokenizer(tokenizer, tok_fp)
     dm.prepare_data()
     dm.setup("fit")
-    unigram = unigram_perplexity(_tokens(dm.train_dataset), _tokens(dm.val_dataset), tokenizer.get_vocab_size())
+    unigram = unigram_perplexity(_tokens(dm.blocks["train"]), _tokens(dm.blocks["validation"]), tokenizer.get_vocab_size())
 
     task = instantiate(cfg.task, model=model_cfg, tokenizer_json=tokenizer.to_str(), _convert_="all")
     if ckpt_path:
@@ -113,11 +117,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         atomic_write_json(out_dir / "run.json", meta)
 
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    metrics = _flat(trainer.callback_metrics)
     if not trainer.fast_dev_run and getattr(task, "last_val_step", None) != trainer.global_step:
         trainer.validate(task, datamodule=dm, verbose=False)  # report the final weights
-    # timings (perf/*) go to run.json, so metrics.json is identical for identical deterministic runs
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-               if "/" in k and not k.startswith("perf/")}
+        metrics.update(_flat(trainer.callback_metrics))
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and not trainer.fast_dev_run and ckpt_cb.dirpath:
         trainer.save_checkpoint(str(Path(ckpt_cb.dirpath) / "last.ckpt"))

@@ -159,9 +159,20 @@ class ResumableRandomSampler(DistributedSampler):
         self.total_size = self.num_samples * self.num_replicas
         self.epoch = 0
         self.start_index = 0
+        # Lightning calls set_epoch(its epoch number) at each epoch start. After a resume its
+        # number need not be the data's epoch (a checkpoint saved after fit() ended counts the
+        # last, unfinished epoch as done), so the first call after `resume_at` fixes the offset.
+        self.epoch_offset = 0
+        self._align = False
+
+    def resume_at(self, epoch: int, start_index: int) -> None:
+        """Continue with data epoch `epoch`, skipping its first `start_index` samples."""
+        self.epoch, self.start_index, self._align = int(epoch), int(start_index), True
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        if self._align:
+            self.epoch_offset, self._align = self.epoch - int(epoch), False
+        self.epoch = int(epoch) + self.epoch_offset
 
     def permutation(self, epoch: int | None = None) -> list[int]:
         """This replica's full order for `epoch` (default: the current one)."""
@@ -186,10 +197,14 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         s = self.sampler
+        if not isinstance(s, ResumableRandomSampler):  # e.g. Lightning's overfit_batches swaps in its own
+            return {}
         return {"dataset_size": s.dataset_size, "seed": s.seed, "batch_size": self.batch_size,
                 "num_replicas": s.num_replicas}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
         changed = sorted(k for k, v in self.state_dict().items() if state_dict.get(k, v) != v)
         if changed:
             log.warning("data: the checkpoint was made with a different %s; the resumed data order "
@@ -418,10 +433,14 @@ class CorpusDataModule(pl.LightningDataModule):
         return self.blocks[split]
 
     def _loader(self, blocks: np.ndarray, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
+        # A DataLoader draws its workers' base seed from `generator` each time it is iterated;
+        # without one it draws from the global RNG, so a resumed run (which starts a new
+        # iterator mid-epoch) would shift the dropout masks of an uninterrupted run.
         return loader_cls(
             BlockDataset(blocks), batch_size=batch_size, collate_fn=collate_blocks,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(), **kwargs,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.shuffle_seed), **kwargs,
         )
 
     def make_train_sampler(self) -> ResumableRandomSampler:
@@ -442,8 +461,7 @@ class CorpusDataModule(pl.LightningDataModule):
         consumed = int(trainer.global_step) * int(trainer.accumulate_grad_batches)
         if consumed and batches_per_epoch > 0:
             epoch, done = divmod(consumed, batches_per_epoch)
-            sampler.set_epoch(epoch)
-            sampler.start_index = done * self.batch_size
+            sampler.resume_at(epoch, done * self.batch_size)
             log.info("data: resuming at epoch %d, skipping %d batches already seen", epoch, done)
         return sampler
 

@@ -34,6 +34,7 @@ class CausalLMTask(pl.LightningModule):
         self.__dict__["_forward"] = torch.compile(self.backbone) if compile else self.backbone
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = nn.ModuleList()  # one per test dataloader, built in on_test_start
+        self.last_val_step: int | None = None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self._forward(input_ids)
@@ -56,6 +57,10 @@ class CausalLMTask(pl.LightningModule):
         self.val_ppl.update(logits.float(), batch["labels"])
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
         self.log("val/ppl", self.val_ppl, prog_bar=True, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.last_val_step = self.global_step  # run.train validates again only if training went on
 
     def on_test_start(self) -> None:
         names = self._test_names()

@@ -56,9 +56,11 @@ def test_loss_falls_when_overfitting_one_batch(compose_train, tmp_path):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_resume_equals_uninterrupted(compose_train, tmp_path, dropout):
-    # limit_train_batches=5 makes 12 steps cross two epoch boundaries (data order must resume too)
+    # limit_train_batches=5 makes 12 steps cross two epoch boundaries (data order must resume too);
+    # decay_steps=12 gives the 6-step run the same LR schedule as the 12-step one; dropout > 0
+    # checks that the RNG stream resumes too.
     common = ["experiment=quickstart", f"model.dropout={dropout}", "trainer.limit_train_batches=5",
-              "trainer.val_check_interval=3", "test=false"]
+              "trainer.val_check_interval=3", "task.optim.decay_steps=12", "test=false"]
     full, first, resumed = tmp_path / "full", tmp_path / "first", tmp_path / "resumed"
     train(compose_train(common + ["trainer.max_steps=12"], full))
     train(compose_train(common + ["trainer.max_steps=6"], first))
