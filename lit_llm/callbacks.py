@@ -103,9 +103,9 @@ def sample_text(backbone, tokenizer, prompt: str, max_new_tokens: int, temperatu
     ids = [eos] + tokenizer.encode(prompt, add_special_tokens=False).ids
     device = next(backbone.parameters()).device
     x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    max_new = min(max_new_tokens, backbone.config.block_size - x.size(1))
     gen = torch.Generator(device=device).manual_seed(seed)
-    out = generate(backbone, x, max_new, temperature=temperature, top_k=top_k, generator=gen)
+    # past block_size, generate() slides its window (recomputing the last block_size tokens)
+    out = generate(backbone, x, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen)
     texts = []
     for row in out.tolist():
         docs, cur = [], []

@@ -55,7 +55,9 @@ def _tokens(blocks: np.ndarray) -> np.ndarray:
 
 def _flat(callback_metrics: dict) -> dict[str, float]:
     # timings (perf/*) go to run.json, so metrics.json is identical for identical deterministic runs
-    return {k: float(v) for k, v in callback_metrics.items() if "/" in k and not k.startswith("perf/")}
+    # (the learning rate, lr-*, is in metrics.csv)
+    return {k: float(v) for k, v in callback_metrics.items()
+            if "/" in k and not k.startswith(("perf/", "lr-"))}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -158,6 +160,10 @@ def print_summary(out_dir: Path, metrics: dict, meta: dict, sample: str | None) 
     if "tokens_per_s" in perf:
         table.add_row("perf/tokens_per_s", f"{perf['tokens_per_s']:.0f}")
     console.print(table)
+    if "val/ppl" in metrics and "baseline/unigram_ppl" in metrics:
+        ratio = metrics["baseline/unigram_ppl"] / metrics["val/ppl"]
+        console.print(f"validation perplexity {metrics['val/ppl']:.2f} vs {metrics['baseline/unigram_ppl']:.2f} "
+                      f"for a unigram model of the same tokens ({ratio:.1f}x lower)")
     if sample:
         console.print("[bold]generated sample[/bold] (final weights):")
         console.print(sample, markup=False, highlight=False)
