@@ -76,3 +76,21 @@ def check_compatible(path: str, backbone_config: dict, tokenizer_fingerprint: st
         raise ConfigError(f"ckpt_path={path} was trained with another tokenizer than this config builds; "
                           "use the same tokenizer/data settings as that run")
     return ckpt
+
+
+def load_backbone(path: str, device: str | torch.device = "cpu"):
+    """(backbone in eval mode, tokenizer) from a lit-llm checkpoint alone: no config needed."""
+    from tokenizers import Tokenizer
+
+    from lit_llm.models.gpt import GPT, GPTConfig
+
+    ckpt = read_checkpoint(resolve_ckpt_path(path))
+    meta = ckpt.get("lit_llm")
+    if meta is None:
+        raise ConfigError(f"ckpt_path={path} was not written by lit-llm (no 'lit_llm' metadata)")
+    model = GPT(GPTConfig.from_dict(meta["backbone_config"]))
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    tokenizer = Tokenizer.from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
+    return model.to(device).eval(), tokenizer

@@ -100,3 +100,17 @@ def test_fast_dev_run(compose_train, tmp_path):
     out = tmp_path / "run"
     metrics = train(compose_train(["experiment=quickstart", "debug=fast_dev_run"], out))
     assert "val/loss" in metrics and (out / "metrics.json").is_file()
+
+
+def test_checkpoint_loads_again_without_config(compose_train, tmp_path):
+    from lit_llm.callbacks import sample_text
+    from lit_llm.checkpointing import load_backbone
+
+    out = tmp_path / "run"
+    train(compose_train(["experiment=quickstart", "test=false"], out))
+    model, tokenizer = load_backbone(str(out))  # a run directory resolves to checkpoints/last.ckpt
+    state = _state(out / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(model.wte.weight, state["backbone.wte.weight"])
+    assert tokenizer.to_str() == (out / "tokenizer.json").read_text()
+    text = sample_text(model, tokenizer, "Once upon", 20, temperature=0.0, top_k=None, seed=0)
+    assert isinstance(text, str) and len(text) > 0
