@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,11 @@ from lit_llm.tokenization import get_tokenizer
 from lit_llm.utils_io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lit_llm")
+
+# Lightning warnings that are expected here and would only alarm: the run directory already holds
+# run.json/tokenizer.json when the CSV logger starts (it deletes nothing but an old metrics.csv).
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 VOCAB_MULTIPLE = 64  # embedding rows rounded up for faster matmuls (nanoGPT's 50257 -> 50304)
 
@@ -84,7 +90,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     dm.set_tokenizer(tokenizer, tok_fp)
     dm.prepare_data()
     dm.setup("fit")
-    unigram = unigram_perplexity(_tokens(dm.blocks["train"]), _tokens(dm.blocks["validation"]), tokenizer.get_vocab_size())
+    train_tokens, vocab = _tokens(dm.blocks["train"]), tokenizer.get_vocab_size()
+    baselines = {"baseline/unigram_ppl": unigram_perplexity(train_tokens, _tokens(dm.blocks["validation"]), vocab)}
+    for name in dm.test_names[1:]:  # extra evaluation corpora get their own reference point
+        baselines[f"baseline/{name}/unigram_ppl"] = unigram_perplexity(
+            train_tokens, _tokens(dm.blocks[f"eval_{name}"]), vocab)
 
     task = instantiate(cfg.task, model=model_cfg, tokenizer_json=tokenizer.to_str(), _convert_="all")
     if ckpt_path:
@@ -109,7 +119,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                  "vocab_size": tokenizer.get_vocab_size(), **dm.stats},
         "model": {**model_cfg, "params": task.backbone.num_params(),
                   "params_non_embedding": task.backbone.num_params(non_embedding=True)},
-        "baselines": {"unigram_ppl": unigram},
+        "baselines": baselines,
     }
     git_diff = meta.pop("_git_diff")
     if trainer.is_global_zero:
@@ -131,7 +141,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = ckpt_cb.best_model_path if ckpt_cb is not None and not trainer.fast_dev_run else ""
         for result in trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=False):
             metrics.update({k: float(v) for k, v in result.items()})
-    metrics["baseline/unigram_ppl"] = unigram
+    metrics.update(baselines)
     metrics = dict(sorted(metrics.items()))
 
     if trainer.is_global_zero:

@@ -87,3 +87,11 @@ def test_truncated_checkpoint_is_reported(compose_train, tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     _fails(compose_train([f"ckpt_path={bad}"]), "bad.ckpt")
+
+
+def test_uncached_hub_dataset_fails_fast_offline(compose_train):
+    import time
+
+    started = time.monotonic()
+    _fails(compose_train(["data=hub", "data.hub_name=lit-llm/no-such-dataset"]), "data.hub_name", "data.files")
+    assert time.monotonic() - started < 15  # not ~20 s of download retries per attempt

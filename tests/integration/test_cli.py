@@ -59,3 +59,14 @@ def test_hydra_help_and_cfg(tmp_path, cache_dir):
     assert proc.returncode == 0 and "experiment" in proc.stdout
     proc = _run(["experiment=shakespeare_gpt", "--cfg", "job"], tmp_path, cache_dir)
     assert proc.returncode == 0 and "tinyshakespeare/input.txt" in proc.stdout
+
+
+def test_ddp_sim_two_cpu_processes(tmp_path, cache_dir):
+    """trainer=ddp_sim: Lightning re-launches the script for rank 1 (gloo); rank 0 writes the run."""
+    run_dir = tmp_path / "ddp"
+    proc = _run(["experiment=quickstart", *TINY, "trainer=ddp_sim", "trainer.max_steps=4",
+                 "trainer.val_check_interval=2", f"hydra.run.dir={run_dir}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["global_step"] == 4
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
