@@ -37,8 +37,16 @@ def _container(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
+def check_context(data_block_size: int, model_block_size: int) -> None:
+    if data_block_size > model_block_size:
+        raise ConfigError(
+            f"data.block_size={data_block_size} is longer than the model's context "
+            f"model.block_size={model_block_size}; lower data.block_size or raise model.block_size")
+
+
 def resolve_model_config(model_cfg: dict, vocab_size: int, data_block_size: int) -> dict:
     """Fills `model.vocab_size: null` from the tokenizer and checks that data fits the model."""
+    check_context(data_block_size, model_cfg["block_size"])
     model_cfg = dict(model_cfg)
     if model_cfg.get("vocab_size") is None:
         model_cfg["vocab_size"] = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
@@ -47,10 +55,6 @@ def resolve_model_config(model_cfg: dict, vocab_size: int, data_block_size: int)
             f"the tokenizer has {vocab_size} tokens but model.vocab_size={model_cfg['vocab_size']} "
             f"embeddings; set model.vocab_size=null (sized from the tokenizer) or >= {vocab_size}, "
             "or lower tokenizer.vocab_size")
-    if data_block_size > model_cfg["block_size"]:
-        raise ConfigError(
-            f"data.block_size={data_block_size} is longer than the model's context "
-            f"model.block_size={model_cfg['block_size']}; lower data.block_size or raise model.block_size")
     return model_cfg
 
 
@@ -73,11 +77,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
 
-    # Cheap checks first: a wrong size must not cost a tokenization pass.
-    data_cfg = _container(cfg.data)
+    # Cheap checks first: a wrong size or path must not cost a tokenization pass.
     model_cfg = _container(cfg.model)
-    if model_cfg.get("block_size") and data_cfg.get("block_size", 0) > model_cfg["block_size"]:
-        resolve_model_config(model_cfg, 0, data_cfg["block_size"])
+    check_context(cfg.data.block_size, model_cfg["block_size"])
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
 
     # Data and tokenizer: the tokenizer is trained on the training split only.
@@ -125,10 +127,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         if git_diff:
             atomic_write_text(out_dir / "git.diff", git_diff)
-        (out_dir / "tokenizer.json").write_text(tokenizer.to_str())
+        atomic_write_text(out_dir / "tokenizer.json", tokenizer.to_str())
         atomic_write_json(out_dir / "run.json", meta)
 
-    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    except BaseException as e:  # the run directory says how the run ended, whatever happened
+        if trainer.is_global_zero:
+            meta.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000],
+                        seconds=round(time.time() - started, 1), global_step=trainer.global_step)
+            atomic_write_json(out_dir / "run.json", meta)
+        raise
     metrics = _flat(trainer.callback_metrics)
     if not trainer.fast_dev_run and getattr(task, "last_val_step", None) != trainer.global_step:
         trainer.validate(task, datamodule=dm, verbose=False)  # report the final weights

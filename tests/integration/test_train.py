@@ -114,3 +114,18 @@ def test_checkpoint_loads_again_without_config(compose_train, tmp_path):
     assert tokenizer.to_str() == (out / "tokenizer.json").read_text()
     text = sample_text(model, tokenizer, "Once upon", 20, temperature=0.0, top_k=None, seed=0)
     assert isinstance(text, str) and len(text) > 0
+
+
+def test_a_crashed_run_says_so_in_run_json(compose_train, tmp_path, monkeypatch):
+    from lit_llm.tasks.clm import CausalLMTask
+
+    def boom(self, batch, batch_idx):
+        raise RuntimeError("boom at step %d" % self.global_step)
+
+    monkeypatch.setattr(CausalLMTask, "training_step", boom)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="boom"):
+        train(compose_train(["experiment=quickstart"], out))
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "failed" and "boom at step 0" in run["error"]
+    assert not (out / "metrics.json").exists()
