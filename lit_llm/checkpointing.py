@@ -78,11 +78,41 @@ def check_compatible(path: str, backbone_config: dict, tokenizer_fingerprint: st
     return ckpt
 
 
+def export_safetensors(backbone, path: Path) -> None:
+    """Backbone weights alone (no optimizer state) as safetensors, its config in the metadata."""
+    import json
+
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    save_model(backbone, str(tmp), metadata={"lit_llm_backbone_config": json.dumps(backbone.config.to_dict())})
+    os.replace(tmp, path)
+
+
 def load_backbone(path: str, device: str | torch.device = "cpu"):
-    """(backbone in eval mode, tokenizer) from a lit-llm checkpoint alone: no config needed."""
+    """(backbone in eval mode, tokenizer) from a lit-llm checkpoint alone: no config needed.
+
+    `path`: a .ckpt, a run directory (its checkpoints/last.ckpt), or a model.safetensors
+    (the tokenizer then comes from the tokenizer.json beside it).
+    """
     from tokenizers import Tokenizer
 
     from lit_llm.models.gpt import GPT, GPTConfig
+
+    if str(path).endswith(".safetensors"):
+        import json
+
+        from safetensors import safe_open
+        from safetensors.torch import load_model
+
+        with safe_open(str(path), framework="pt") as f:
+            config = json.loads(f.metadata()["lit_llm_backbone_config"])
+        model = GPT(GPTConfig.from_dict(config))
+        load_model(model, str(path))
+        tok_file = Path(path).with_name("tokenizer.json")
+        tokenizer = Tokenizer.from_file(str(tok_file)) if tok_file.is_file() else None
+        return model.to(device).eval(), tokenizer
 
     ckpt = read_checkpoint(resolve_ckpt_path(path))
     meta = ckpt.get("lit_llm")

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lit_llm
-from lit_llm.checkpointing import AtomicCheckpointIO, check_compatible, resolve_ckpt_path
+from lit_llm.checkpointing import AtomicCheckpointIO, check_compatible, export_safetensors, resolve_ckpt_path
 from lit_llm.errors import ConfigError
 from lit_llm.metrics.baselines import unigram_perplexity
 from lit_llm.reporting.metadata import run_metadata
@@ -155,6 +155,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "metrics.json", metrics)
+        # after test() the task holds the best checkpoint's weights; without test, the final ones
+        tested_best = bool(cfg.get("test", True) and ckpt_cb is not None and ckpt_cb.best_model_path)
+        export_safetensors(task.backbone, out_dir / "model.safetensors")
+        meta["exported_weights"] = {"file": "model.safetensors",
+                                    "from": ckpt_cb.best_model_path if tested_best else "final weights"}
         speed = next((c for c in callbacks if hasattr(c, "summary")), None)
         meta.update(status="completed", seconds=round(time.time() - started, 1),
                     global_step=trainer.global_step, perf=getattr(speed, "summary", {}),

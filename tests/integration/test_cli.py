@@ -22,7 +22,7 @@ def test_single_run_puts_every_file_in_run_dir(tmp_path, cache_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = {p.name for p in run_dir.iterdir()}
     assert {".hydra", "checkpoints", "metrics.json", "metrics.csv", "run.json", "tokenizer.json",
-            "samples", "quickstart.log"} <= names, names
+            "samples", "quickstart.log", "model.safetensors"} <= names, names
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
     assert set(os.listdir(tmp_path)) == {"myrun"}  # nothing written to the working directory
     assert "generated sample" in proc.stdout

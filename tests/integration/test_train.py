@@ -115,6 +115,13 @@ def test_checkpoint_loads_again_without_config(compose_train, tmp_path):
     text = sample_text(model, tokenizer, "Once upon", 20, temperature=0.0, top_k=None, seed=0)
     assert isinstance(text, str) and len(text) > 0
 
+    # model.safetensors: the same weights (test=false: the final ones), loadable on their own
+    exported, tok2 = load_backbone(str(out / "model.safetensors"))
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(exported.state_dict()[name], tensor, msg=name)
+    assert exported.lm_head.weight is exported.wte.weight  # tying survives the export
+    assert tok2.to_str() == tokenizer.to_str()
+
 
 def test_a_crashed_run_says_so_in_run_json(compose_train, tmp_path, monkeypatch):
     from lit_llm.tasks.clm import CausalLMTask
