@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -20,6 +21,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     # 0 = use the trainer's total number of optimizer steps (max_steps, or epochs x batches).
     decay_steps: int = 0
+    # fine-tuning: learning rate of the backbone relative to the head (1.0 = same)
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # OmegaConf ListConfig -> tuple
@@ -31,18 +34,25 @@ class OptimConfig:
             raise ConfigError(f"task.optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: weight decay on matrices (linear weights, embeddings), none on biases
-    and LayerNorm gains, as in GPT-2/nanoGPT. Tied parameters appear once."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():  # named_parameters() de-duplicates tied weights
+def param_groups(model: nn.Module, weight_decay: float, backbone_lr_scale: float = 1.0,
+                 lr: float | None = None) -> list[dict]:
+    """AdamW groups: weight decay on matrices (linear weights, embeddings), none on biases and
+    LayerNorm gains, as in GPT-2/nanoGPT. Tied parameters appear once. With
+    `backbone_lr_scale != 1`, parameters under `backbone.` get `lr * backbone_lr_scale`
+    (fine-tuning: a pretrained body learns slower than a fresh head)."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():  # named_parameters() de-duplicates tied weights
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        in_backbone = backbone_lr_scale != 1.0 and name.startswith("backbone.")
+        groups.setdefault((p.dim() >= 2, in_backbone), []).append(p)
+    out = []
+    for (decay, in_backbone), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if in_backbone and lr is not None:
+            group["lr"] = lr * backbone_lr_scale
+        out.append(group)
+    return out
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -57,11 +67,74 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int) -> dict:
     """Lightning's `configure_optimizers` return value: AdamW + per-step LambdaLR."""
-    opt = torch.optim.AdamW(
-        param_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas, eps=optim.eps
-    )
+    groups = param_groups(model, optim.weight_decay, optim.backbone_lr_scale, optim.lr)
+    opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps)
     total = optim.decay_steps or total_steps
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, optim.warmup_steps, total, optim.min_lr_ratio)
     )
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+
+def build_backbone(model_cfg: dict) -> nn.Module:
+    """The backbone named by `model.arch`: "gpt" (causal) or "encoder" (BERT-style)."""
+    arch = model_cfg.get("arch", "gpt")
+    if arch == "gpt":
+        from lit_llm.models.gpt import GPT, GPTConfig
+
+        return GPT(GPTConfig.from_dict(model_cfg))
+    if arch == "encoder":
+        from lit_llm.models.encoder import Encoder, EncoderConfig
+
+        return Encoder(EncoderConfig.from_dict(model_cfg))
+    raise ConfigError(f"model.arch={arch!r} is not a backbone; use gpt or encoder")
+
+
+class BackboneTask(pl.LightningModule):
+    """What every task shares: a backbone built from `model` (a config dict), AdamW + warmup/cosine,
+    self-contained checkpoints (backbone config + tokenizer) and an exactly resumable RNG stream."""
+
+    task_kind = "base"
+
+    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None):
+        super().__init__()
+        # The tokenizer goes into the checkpoint (on_save_checkpoint), not into hparams.yaml.
+        self.save_hyperparameters(ignore=["tokenizer_json"])
+        self.backbone = build_backbone(dict(model))
+        self.config = self.backbone.config
+        self.optim = OptimConfig(**dict(optim))
+        self.tokenizer_json = tokenizer_json
+        # Kept out of nn.Module registration so the compiled wrapper adds no state_dict keys.
+        self.__dict__["_compiled"] = torch.compile(self.backbone) if compile else self.backbone
+        self.last_val_step: int | None = None
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.last_val_step = self.global_step  # run.train validates again only if training went on
+
+    def configure_optimizers(self):
+        return build_optimizer(self, self.optim, int(self.trainer.estimated_stepping_batches))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        import lit_llm
+        from lit_llm.utils_io import sha256_text
+
+        checkpoint["lit_llm"] = {
+            "version": lit_llm.__version__,
+            "task": self.task_kind,
+            "backbone_config": self.config.to_dict(),
+            "tokenizer_json": self.tokenizer_json,
+            "tokenizer_fingerprint": sha256_text(self.tokenizer_json) if self.tokenizer_json else None,
+        }
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("lit_llm", {})
+        self.tokenizer_json = meta.get("tokenizer_json", self.tokenizer_json)
+        rng = checkpoint.get("rng_state")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])

@@ -15,6 +15,7 @@ from lit_llm.metrics.baselines import unigram_perplexity
 def test_weight_decay_only_on_matrices():
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
     decay, no_decay = param_groups(model, 0.1)
+    assert len(param_groups(model, 0.1, backbone_lr_scale=0.5)) == 2  # no "backbone." names here
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     ids = [id(p) for p in decay["params"] + no_decay["params"]]
@@ -58,3 +59,12 @@ def test_unigram_perplexity_hand_computed():
     # add-one: counts [3, 5, 1] over vocab 3 -> p = [3/9, 5/9, 1/9]
     ppl = unigram_perplexity(train, torch.tensor([0, 1]).numpy(), vocab_size=3)
     assert ppl == pytest.approx(math.exp(-(math.log(3 / 9) + math.log(5 / 9)) / 2))
+
+
+def test_backbone_lr_scale_gives_the_body_a_lower_lr():
+    module = torch.nn.Module()
+    module.backbone = torch.nn.Linear(4, 4)
+    module.head = torch.nn.Linear(4, 2)
+    cfg = build_optimizer(module, OptimConfig(lr=1e-3, warmup_steps=0, backbone_lr_scale=0.1), total_steps=10)
+    lrs = sorted((g["lr"], sum(p.numel() for p in g["params"])) for g in cfg["optimizer"].param_groups)
+    assert lrs == [(pytest.approx(1e-4), 4), (pytest.approx(1e-4), 16), (1e-3, 2), (1e-3, 8)]
