@@ -84,8 +84,8 @@ class GenerateSamples(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
-        if tokenizer is None or not hasattr(pl_module, "backbone"):
-            return
+        if tokenizer is None or getattr(pl_module, "task_kind", None) != "clm":
+            return  # only causal language models generate
         text = sample_text(pl_module.backbone, tokenizer, self.prompt, self.max_new_tokens,
                            self.temperature, self.top_k, self.seed, self.num_samples)
         self.last_sample = text

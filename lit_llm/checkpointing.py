@@ -124,3 +124,77 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
     model.load_state_dict(state)
     tokenizer = Tokenizer.from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
     return model.to(device).eval(), tokenizer
+
+
+class Pretrained:
+    """What `model.init_from` brings: backbone config and weights, and the tokenizer they need."""
+
+    def __init__(self, source: str, backbone_config: dict, state_dict: dict, tokenizer, special_ids=None):
+        self.source = source
+        self.backbone_config = backbone_config
+        self.state_dict = state_dict
+        self.tokenizer = tokenizer
+        self.special_ids = special_ids  # None: our <pad> <unk> <bos> <eos> <mask> <cls> <sep> ids 0..6
+
+
+def load_pretrained(spec: str) -> Pretrained:
+    """`model.init_from`: a lit-llm checkpoint (.ckpt or run directory, CLM or MLM) or
+    `hf:<dir>`, a Hugging Face BERT / GPT-2 checkpoint on disk (config.json + weights)."""
+    if spec.startswith("hf:"):
+        import json
+
+        from lit_llm.models import hf_io
+
+        directory = Path(spec[3:])
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            raise ConfigError(f"model.init_from={spec}: no config.json in {directory}; "
+                              "point it at a Hugging Face model directory (config.json + model.safetensors)")
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        loaders = {"bert": hf_io.load_hf_bert, "gpt2": hf_io.load_hf_gpt2}
+        if model_type not in loaders:
+            raise ConfigError(f"model.init_from={spec}: model_type={model_type!r} is not supported "
+                              f"(supported: {sorted(loaders)})")
+        model, tokenizer = loaders[model_type](directory)
+        if tokenizer is None:
+            raise ConfigError(f"model.init_from={spec}: no tokenizer.json or vocab.txt in {directory}")
+        special = hf_io.hf_special_ids(tokenizer) if model_type == "bert" else None
+        return Pretrained(spec, model.config.to_dict(), model.state_dict(), tokenizer, special)
+
+    from tokenizers import Tokenizer
+
+    path = resolve_ckpt_path(spec)
+    ckpt = read_checkpoint(path)
+    meta = ckpt.get("lit_llm")
+    if meta is None or not meta.get("tokenizer_json"):
+        raise ConfigError(f"model.init_from={spec} is not a lit-llm checkpoint with a tokenizer inside")
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return Pretrained(path, meta["backbone_config"], state, Tokenizer.from_str(meta["tokenizer_json"]))
+
+
+# settings a fine-tuning config may change on a pretrained backbone; the rest are its architecture
+TUNABLE = ("dropout",)
+
+
+def merge_backbone_config(config: dict, pretrained: Pretrained) -> tuple[dict, list[str]]:
+    """The pretrained architecture with the config's tunable settings; returns the keys that differed."""
+    merged = dict(pretrained.backbone_config)
+    changed = []
+    for key, value in config.items():
+        if key in TUNABLE and key in merged:
+            merged[key] = value
+        elif key in merged and value is not None and value != merged[key]:
+            changed.append(f"model.{key}={value} -> {merged[key]}")
+    return merged, changed
+
+
+def load_backbone_weights(backbone, pretrained: Pretrained) -> str:
+    """Loads the weights; returns one line naming what was missing or unexpected."""
+    result = backbone.load_state_dict(pretrained.state_dict, strict=False)
+    line = f"init_from {pretrained.source}: loaded {len(pretrained.state_dict) - len(result.unexpected_keys)} tensors"
+    if result.missing_keys:
+        line += f"; missing (freshly initialised): {sorted(result.missing_keys)}"
+    if result.unexpected_keys:
+        line += f"; unexpected (ignored): {sorted(result.unexpected_keys)}"
+    return line

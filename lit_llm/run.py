@@ -16,11 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lit_llm
-from lit_llm.checkpointing import AtomicCheckpointIO, check_compatible, export_safetensors, resolve_ckpt_path
+from lit_llm.checkpointing import (AtomicCheckpointIO, check_compatible, export_safetensors, load_backbone_weights,
+                                  load_pretrained, merge_backbone_config, resolve_ckpt_path)
 from lit_llm.errors import ConfigError
 from lit_llm.metrics.baselines import unigram_perplexity
 from lit_llm.reporting.metadata import run_metadata
-from lit_llm.tokenization import get_tokenizer
+from lit_llm.tokenization import get_tokenizer, load_tokenizer, tokenizer_fingerprint
 from lit_llm.utils_io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lit_llm")
@@ -44,18 +45,35 @@ def check_context(data_block_size: int, model_block_size: int) -> None:
             f"model.block_size={model_block_size}; lower data.block_size or raise model.block_size")
 
 
-def resolve_model_config(model_cfg: dict, vocab_size: int, data_block_size: int) -> dict:
+def resolve_model_config(model_cfg: dict, vocab_size: int, data_block_size: int, source: str | None = None) -> dict:
     """Fills `model.vocab_size: null` from the tokenizer and checks that data fits the model."""
     check_context(data_block_size, model_cfg["block_size"])
     model_cfg = dict(model_cfg)
     if model_cfg.get("vocab_size") is None:
         model_cfg["vocab_size"] = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     elif model_cfg["vocab_size"] < vocab_size:
+        if source:
+            raise ConfigError(
+                f"model.init_from={source} has {model_cfg['vocab_size']} embeddings but its tokenizer "
+                f"{vocab_size} tokens; the checkpoint and its tokenizer do not belong together")
         raise ConfigError(
             f"the tokenizer has {vocab_size} tokens but model.vocab_size={model_cfg['vocab_size']} "
             f"embeddings; set model.vocab_size=null (sized from the tokenizer) or >= {vocab_size}, "
             "or lower tokenizer.vocab_size")
     return model_cfg
+
+
+def check_init_tokenizer(tok_cfg: dict, tokenizer, init_from: str) -> None:
+    """With init_from, an explicitly configured tokenizer file must be the checkpoint's own:
+    data tokenized differently from pretraining would be silently wrong."""
+    if tok_cfg.get("kind") != "pretrained" or not tok_cfg.get("path"):
+        return
+    configured = load_tokenizer(tok_cfg["path"])
+    if configured.to_str() != tokenizer.to_str():
+        raise ConfigError(
+            f"tokenizer.path={tok_cfg['path']} differs from the tokenizer saved with model.init_from={init_from} "
+            f"({configured.get_vocab_size()} vs {tokenizer.get_vocab_size()} tokens); drop tokenizer=pretrained "
+            "to use the checkpoint's tokenizer")
 
 
 def _tokens(blocks: np.ndarray) -> np.ndarray:
@@ -79,28 +97,50 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     # Cheap checks first: a wrong size or path must not cost a tokenization pass.
     model_cfg = _container(cfg.model)
-    check_context(cfg.data.block_size, model_cfg["block_size"])
+    init_from = model_cfg.pop("init_from", None)
+    seq_len = cfg.data.get("block_size") or cfg.data.get("max_length")
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    pretrained = load_pretrained(init_from) if init_from else None
+    if pretrained is not None:
+        model_cfg, changed = merge_backbone_config(model_cfg, pretrained)
+        if changed:
+            log.info("model: architecture taken from model.init_from (%s)", ", ".join(changed))
+    check_context(seq_len, model_cfg["block_size"])
 
-    # Data and tokenizer: the tokenizer is trained on the training split only.
+    # Data and tokenizer: the tokenizer is trained on the training split only, or comes with init_from.
     dm = instantiate(cfg.data, cache_dir=cfg.paths.cache_dir, _convert_="all")
     dm.load_raw()
     tok_cfg = _container(cfg.tokenizer)
-    tokenizer, tok_fp = get_tokenizer(texts=dm.train_texts, fingerprint=dm.data_fingerprint,
-                                      cache_dir=cfg.paths.cache_dir, **tok_cfg)
-    model_cfg = resolve_model_config(model_cfg, tokenizer.get_vocab_size(), dm.block_size)
-    dm.set_tokenizer(tokenizer, tok_fp)
+    if pretrained is not None:
+        tokenizer = pretrained.tokenizer
+        tok_fp = tokenizer_fingerprint(tokenizer)
+        check_init_tokenizer(tok_cfg, tokenizer, init_from)
+        log.info("tokenizer: the one saved with model.init_from (%d tokens); tokenizer.* is not used",
+                 tokenizer.get_vocab_size())
+    else:
+        tokenizer, tok_fp = get_tokenizer(texts=dm.train_texts, fingerprint=dm.data_fingerprint,
+                                          cache_dir=cfg.paths.cache_dir, **tok_cfg)
+    model_cfg = resolve_model_config(model_cfg, tokenizer.get_vocab_size(), seq_len, source=init_from)
+    if pretrained is not None and pretrained.special_ids:
+        dm.set_tokenizer(tokenizer, tok_fp, special_ids=pretrained.special_ids)
+    else:
+        dm.set_tokenizer(tokenizer, tok_fp)
     dm.prepare_data()
     dm.setup("fit")
-    train_tokens, vocab = _tokens(dm.blocks["train"]), tokenizer.get_vocab_size()
-    baselines = {"baseline/unigram_ppl": unigram_perplexity(train_tokens, _tokens(dm.blocks["validation"]), vocab)}
-    for name in dm.test_names[1:]:  # extra evaluation corpora get their own reference point
-        baselines[f"baseline/{name}/unigram_ppl"] = unigram_perplexity(
-            train_tokens, _tokens(dm.blocks[f"eval_{name}"]), vocab)
 
-    task = instantiate(cfg.task, model=model_cfg, tokenizer_json=tokenizer.to_str(), _convert_="all")
+    task_args = {"num_labels": dm.num_labels, "label_names": dm.label_names} if hasattr(dm, "num_labels") else {}
+    task = instantiate(cfg.task, model=model_cfg, tokenizer_json=tokenizer.to_str(), _convert_="all", **task_args)
+    if pretrained is not None:
+        log.info(load_backbone_weights(task.backbone, pretrained))
     if ckpt_path:
         check_compatible(ckpt_path, task.config.to_dict(), tok_fp)
+    baselines = {}
+    if task.task_kind == "clm":  # what a model that ignores context reaches on the same tokens
+        train_tokens, vocab = _tokens(dm.blocks["train"]), tokenizer.get_vocab_size()
+        baselines["baseline/unigram_ppl"] = unigram_perplexity(train_tokens, _tokens(dm.blocks["validation"]), vocab)
+        for name in dm.test_names[1:]:  # extra evaluation corpora get their own reference point
+            baselines[f"baseline/{name}/unigram_ppl"] = unigram_perplexity(
+                train_tokens, _tokens(dm.blocks[f"eval_{name}"]), vocab)
 
     callbacks = [instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values()
                  if c is not None and "_target_" in c]
@@ -116,6 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "seed": cfg.seed,
         "output_dir": str(out_dir),
         "ckpt_path": ckpt_path,
+        "init_from": init_from,
         **run_metadata(lit_llm.project_root()),
         "data": {"fingerprint": dm.data_fingerprint, "tokenizer_fingerprint": tok_fp,
                  "vocab_size": tokenizer.get_vocab_size(), **dm.stats},
@@ -155,6 +196,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "metrics.json", metrics)
+        if getattr(task, "confusion", None) is not None:
+            atomic_write_json(out_dir / "test_confusion_matrix.json",
+                              {"labels": task.label_names, "rows_true_cols_predicted": task.confusion})
         # after test() the task holds the best checkpoint's weights; without test, the final ones
         tested_best = bool(cfg.get("test", True) and ckpt_cb is not None and ckpt_cb.best_model_path)
         export_safetensors(task.backbone, out_dir / "model.safetensors")

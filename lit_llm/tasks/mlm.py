@@ -1,0 +1,59 @@
+"""Masked language modelling (BERT): predict the masked tokens of an encoder's input."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.text import Perplexity
+
+from lit_llm.tasks.base import BackboneTask
+
+IGNORE_INDEX = -100
+
+
+class MaskedLMTask(BackboneTask):
+    """Loss only on masked positions (labels != -100); logs masked-token accuracy and perplexity.
+
+    Batches: `{"input_ids", "attention_mask", "labels"}` from the data module's MLM collator
+    (15% of tokens chosen; 80% -> <mask>, 10% -> random, 10% kept).
+    """
+
+    task_kind = "mlm"
+
+    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None):
+        super().__init__(model, optim, compile, tokenizer_json)
+        vocab = self.config.vocab_size
+        self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        self.val_acc = MulticlassAccuracy(num_classes=vocab, ignore_index=IGNORE_INDEX, average="micro")
+        self.test_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        self.test_acc = MulticlassAccuracy(num_classes=vocab, ignore_index=IGNORE_INDEX, average="micro")
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        hidden = self._compiled(batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        return self.backbone.mlm_logits(hidden)
+
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch).float()
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), batch["labels"].reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        _, loss = self._step(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def _eval(self, batch: dict, stage: str, ppl, acc) -> None:
+        logits, loss = self._step(batch)
+        ppl.update(logits, batch["labels"])
+        acc.update(logits.argmax(-1).view(-1), batch["labels"].view(-1))
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", on_epoch=True, sync_dist=True)
+        self.log(f"{stage}/ppl", ppl, on_epoch=True)
+        self.log(f"{stage}/masked_acc", acc, prog_bar=stage == "val", on_epoch=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval(batch, "val", self.val_ppl, self.val_acc)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:  # the held-out split; extra corpora are for causal LMs
+            self._eval(batch, "test", self.test_ppl, self.test_acc)
