@@ -2,7 +2,8 @@
 
 Pre-LayerNorm transformer blocks, causal self-attention through PyTorch's fused
 `scaled_dot_product_attention`, learned or rotary (RoPE) positions, GPT-2 initialisation and
-an optional key/value cache for fast generation. Plain `nn.Module`: no Lightning, no
+an optional key/value cache for fast generation. The attention, MLP and block live in
+`layers.py`, shared with the BERT-style `Encoder`. Plain `nn.Module`: no Lightning, no
 transformers; the task modules (`lit_llm.tasks.clm`) add the loss and the optimiser.
 
 References: nanoGPT's model.py (structure, init, FLOPs), GPT-2 (pre-LN, GELU-tanh, tied
@@ -16,9 +17,10 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from lit_llm.errors import ConfigError
+from lit_llm.models.layers import KVCache, apply_rope, rope_cache  # noqa: F401  (re-exported)
+from lit_llm.models.layers import Block
 
 POS_EMBEDDINGS = ("learned", "rope")
 
@@ -85,131 +87,6 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
     return max(d for d in range(1, k + 1) if n % d == 0)
 
 
-class KVCache:
-    """Keys and values of every layer, preallocated for `max_len` positions.
-
-    Decoding writes one position per step by index assignment into the buffers, so a step
-    costs O(1) copies instead of re-concatenating a growing tensor. `length` is the number of
-    positions already filled; the model advances it once all layers have written a chunk.
-    Keys are stored after the rotary rotation, so cached positions are never rotated again.
-    """
-
-    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
-                 device=None, dtype=None):
-        shape = (batch_size, n_head, max_len, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.batch_size = batch_size
-        self.max_len = max_len
-        self.length = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this chunk's keys/values at [length, length+T) and return all filled positions."""
-        start, end = self.length, self.length + k.size(2)
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reset(self) -> None:
-        self.length = 0
-
-
-# ----------------------------------------------------------------------------------------------
-# Rotary position embeddings: rotate each (x_i, x_{i+d/2}) pair of a query/key by an angle that
-# grows with its position, so q·k depends only on the relative distance between tokens.
-
-
-def rope_cache(block_size: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, hd/2)
-    angles = torch.cat((angles, angles), dim=-1)  # (T, hd): "rotate half" layout (GPT-NeoX/Llama)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, nh, T, hd); cos/sin: (T, hd) for the positions of x."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos + rotated * sin
-
-
-# ----------------------------------------------------------------------------------------------
-# The transformer block.
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        self.head_dim = config.n_embd // config.n_head
-        self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, nh, T, hd): heads become a batch dimension for the attention kernel.
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-
-        start = 0
-        if kv_cache is not None:
-            start = kv_cache.length
-            k, v = kv_cache.update(layer, k, v)
-            k, v = k.to(q.dtype), v.to(q.dtype)  # no-op unless the cache dtype differs (autocast)
-
-        # SDPA's is_causal aligns the mask to the top-left corner, which is only right when
-        # queries and keys start at the same position. A multi-token chunk appended to a
-        # non-empty cache needs the diagonal shifted by the cache length; a single new token may
-        # see every cached key, so it needs no mask at all.
-        mask, is_causal = None, False
-        if start == 0:
-            is_causal = T > 1
-        elif T > 1:
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
-        return self.resid_dropout(self.c_proj(y))
-
-
-class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU, so imported weights behave the same
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
-
-
-class Block(nn.Module):
-    """Pre-LN: normalise the input of each sub-layer, keep the residual stream un-normalised
-    (trains stably without warmup tricks, unlike the original post-LN transformer)."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
-
-    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer)
-        x = x + self.mlp(self.ln_2(x))
-        return x
-
-
 # ----------------------------------------------------------------------------------------------
 # The model.
 
@@ -232,7 +109,12 @@ class GPT(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        # Pre-LN causal blocks with GPT-2's tanh GELU, so imported GPT-2 weights behave the same.
+        self.blocks = nn.ModuleList(
+            Block(config.n_embd, config.n_head, dropout=config.dropout, bias=config.bias,
+                  causal=True, norm_first=True, activation="gelu_tanh")
+            for _ in range(config.n_layer)
+        )
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -268,10 +150,25 @@ class GPT(nn.Module):
                        device=ref.device if device is None else device,
                        dtype=ref.dtype if dtype is None else dtype)
 
-    def forward(self, input_ids: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, kv_cache: KVCache | None = None, *,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, vocab_size). With a cache, input_ids are the tokens
-        that follow the cached ones: their positions start at the cache length."""
+        that follow the cached ones: their positions start at the cache length.
+        `attention_mask` is accepted and ignored, see `hidden_states`."""
+        return self.lm_head(self.hidden_states(input_ids, attention_mask, kv_cache=kv_cache))
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      kv_cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> the final LayerNorm's output (B, T, n_embd), what `lm_head` reads
+        (task heads, e.g. classification on the last real token, start here).
+
+        `attention_mask` ([B, T], 1 = token, 0 = padding) is accepted so every backbone takes the
+        same batch, and ignored: with right padding, causal attention never lets a real token
+        see the pads after it, so real positions are exact without a mask (pad positions hold
+        garbage that losses and heads must skip). Left padding is NOT supported."""
         B, T = input_ids.shape
+        if attention_mask is not None and tuple(attention_mask.shape) != (B, T):
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(B, T)}")
         start = 0 if kv_cache is None else kv_cache.length
         if start + T > self.config.block_size:
             where = f" after {start} cached tokens" if start else ""
@@ -295,10 +192,10 @@ class GPT(nn.Module):
             rope = (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, kv_cache, i)
+            x = block(x, rope=rope, kv_cache=kv_cache, layer=i)
         if kv_cache is not None:
             kv_cache.advance(T)  # every layer wrote positions [start, start+T)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; tied weights are counted once (parameters() de-duplicates them).

@@ -1,0 +1,199 @@
+"""A BERT-style bidirectional encoder with a masked-language-model head.
+
+Embeddings (word + learned position + optional token type) -> LayerNorm -> dropout ->
+`n_layer` post-LN blocks whose attention sees every non-padding token -> hidden states
+[B, T, n_embd]. `mlm_logits(hidden)` is BERT's prediction head (dense -> GELU -> LayerNorm ->
+decoder tied to the word embeddings, plus a bias). The blocks are `layers.Block`, the same code
+as the GPT's, run bidirectionally and post-LN.
+
+Module names follow the GPT's so that Hugging Face BERT checkpoints map through a flat table
+(`hf_io.py`):
+
+    wte                    embeddings.word_embeddings
+    wpe                    embeddings.position_embeddings
+    tte                    embeddings.token_type_embeddings   (absent when type_vocab_size=0)
+    ln_emb                 embeddings.LayerNorm
+    blocks.{i}.attn.c_attn encoder.layer.{i}.attention.self.{query,key,value}  (concatenated)
+    blocks.{i}.attn.c_proj encoder.layer.{i}.attention.output.dense
+    blocks.{i}.ln_1        encoder.layer.{i}.attention.output.LayerNorm
+    blocks.{i}.mlp.c_fc    encoder.layer.{i}.intermediate.dense
+    blocks.{i}.mlp.c_proj  encoder.layer.{i}.output.dense
+    blocks.{i}.ln_2        encoder.layer.{i}.output.LayerNorm
+    mlm.dense / mlm.ln     cls.predictions.transform.dense / .LayerNorm
+    mlm.decoder            cls.predictions.decoder (weight tied to wte) + cls.predictions.bias
+
+BERT's pooler (tanh dense on [CLS]) is not part of the backbone: classification heads live in
+the task modules.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+
+from lit_llm.errors import ConfigError
+from lit_llm.models.layers import ACTIVATIONS, Block, padding_bias
+
+
+@dataclass
+class EncoderConfig:
+    vocab_size: int = 8192
+    block_size: int = 512  # max positions (BERT's max_position_embeddings)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    intermediate_size: int | None = None  # MLP width; None -> 4 * n_embd
+    dropout: float = 0.1  # BERT's hidden and attention-probability dropout
+    type_vocab_size: int = 2  # segment (token type) embeddings; 0 = none
+    ln_eps: float = 1e-12
+    activation: str = "gelu"  # "gelu" (exact, BERT) | "gelu_tanh"
+    pad_token_id: int | None = 0  # its embedding row starts at zero and gets no gradient
+    arch: str = "encoder"  # recorded in checkpoints so a loader can refuse the wrong backbone
+
+    def __post_init__(self) -> None:
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.n_embd if _positive_int(self.n_embd) else self.n_embd
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "intermediate_size"):
+            value = getattr(self, key)
+            if not _positive_int(value):
+                raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+        if self.n_embd % self.n_head != 0:
+            divisor = max(d for d in range(1, self.n_head + 1) if self.n_embd % d == 0)
+            raise ConfigError(
+                f"model.n_head={self.n_head} must divide model.n_embd={self.n_embd} "
+                f"(each head gets n_embd / n_head channels); pick e.g. n_head={divisor}"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
+        t = self.type_vocab_size
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise ConfigError(f"model.type_vocab_size={t!r} must be an integer >= 0 (0 = no token types)")
+        if not float(self.ln_eps) > 0:
+            raise ConfigError(f"model.ln_eps={self.ln_eps!r} must be positive")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation={self.activation!r} is not one of {list(ACTIVATIONS)}")
+        p = self.pad_token_id
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < self.vocab_size):
+            raise ConfigError(
+                f"model.pad_token_id={p!r} must be null or an id in [0, model.vocab_size={self.vocab_size})"
+            )
+        if self.arch != "encoder":
+            raise ConfigError(f"model.arch={self.arch!r} must be 'encoder' for EncoderConfig")
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> EncoderConfig:
+        """Build from a plain dict or DictConfig; unknown keys are errors, not silently dropped."""
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"model.{key} is not an encoder option; known: {', '.join(known)}")
+        return cls(**{k: d[k] for k in d})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _positive_int(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value > 0
+
+
+class MLMHead(nn.Module):
+    """BERT's masked-LM head: dense -> GELU -> LayerNorm -> decoder (vocab logits, with bias).
+    The decoder's weight is the word embedding matrix (tied by `Encoder`)."""
+
+    def __init__(self, n_embd: int, vocab_size: int, ln_eps: float, activation: str):
+        super().__init__()
+        self.dense = nn.Linear(n_embd, n_embd)
+        self.act = nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
+        self.ln = nn.LayerNorm(n_embd, eps=ln_eps)
+        self.decoder = nn.Linear(n_embd, vocab_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.ln(self.act(self.dense(hidden))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: EncoderConfig | Mapping):
+        super().__init__()
+        if not isinstance(config, EncoderConfig):
+            config = EncoderConfig.from_dict(config)
+        self.config = config
+        C = config.n_embd
+
+        self.wte = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_token_id)
+        self.wpe = nn.Embedding(config.block_size, C)
+        self.tte = nn.Embedding(config.type_vocab_size, C) if config.type_vocab_size > 0 else None
+        self.ln_emb = nn.LayerNorm(C, eps=config.ln_eps)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(C, config.n_head, dropout=config.dropout, bias=True, causal=False, norm_first=False,
+                  ln_eps=config.ln_eps, activation=config.activation,
+                  intermediate_size=config.intermediate_size)
+            for _ in range(config.n_layer)
+        )
+        self.mlm = MLMHead(C, config.vocab_size, config.ln_eps, config.activation)
+
+        self.apply(self._init_weights)
+        # Tie after the init, or the decoder's Linear init would overwrite the embedding
+        # (and its zero padding row).
+        self.mlm.decoder.weight = self.wte.weight  # tied, as in BERT
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """BERT: weights ~ N(0, 0.02), biases 0, LayerNorm 1/0, the padding embedding row 0."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> hidden states (B, T, n_embd).
+
+        attention_mask (B, T): 1 for tokens, 0 for padding (any side); None attends everywhere.
+        Padding positions get hidden states too (attending to the real tokens); ignore them.
+        token_type_ids (B, T): segment ids in [0, type_vocab_size); None means all 0."""
+        B, T = input_ids.shape
+        if T > self.config.block_size:
+            raise ValueError(
+                f"Cannot encode {T} tokens: the model has block_size={self.config.block_size} "
+                f"positions. Truncate the input to {self.config.block_size} tokens."
+            )
+        x = self.wte(input_ids) + self.wpe(torch.arange(T, device=input_ids.device))
+        if self.tte is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.tte(token_type_ids)
+        elif token_type_ids is not None:
+            raise ValueError("token_type_ids given, but model.type_vocab_size=0 (no token-type embeddings)")
+        x = self.drop(self.ln_emb(x))
+        # Build the additive padding bias once for all layers.
+        bias = None if attention_mask is None else padding_bias(attention_mask, x.dtype)
+        for block in self.blocks:
+            x = block(x, attention_mask=bias)
+        return x
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., n_embd) -> vocabulary logits (..., vocab_size). Pass only the
+        masked positions (hidden[labels != -100]) to save the big vocab matmul elsewhere."""
+        return self.mlm(hidden)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; the tied decoder weight is counted once. non_embedding subtracts the
+        position and token-type embeddings (the word embedding is also the MLM decoder)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wpe.weight.numel()
+            if self.tte is not None:
+                n -= self.tte.weight.numel()
+        return n

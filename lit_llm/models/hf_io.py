@@ -1,0 +1,568 @@
+"""Hugging Face-format checkpoints on disk <-> our backbones (BERT <-> `Encoder`, GPT-2 <-> `GPT`).
+
+    encoder, tokenizer = load_hf_bert("/models/bert-base-uncased")   # config.json + weights (+ tokenizer)
+    gpt, tokenizer = load_hf_gpt2("/models/gpt2")
+    backbone, tokenizer = load_hf("/models/any")                     # dispatch on config.json's model_type
+    export_hf_bert(encoder, "/tmp/out", tokenizer)                   # BertForMaskedLM.from_pretrained works
+    export_hf_gpt2(gpt, "/tmp/out", tokenizer)                       # GPT2LMHeadModel.from_pretrained works
+
+Only local directories are read (never the hub) and `transformers` is not needed at run time:
+weights come from `model.safetensors` or `pytorch_model.bin` (sharded `*.index.json` too), names
+are mapped through flat tables (`bert_name_table`, `gpt2_name_table`). BertModel, BertForMaskedLM
+and BertForPreTraining checkpoints load, with or without the `bert.` prefix; a checkpoint without
+an MLM head leaves ours freshly initialised (logged); the pooler and NSP head are dropped (logged).
+GPT-2's Conv1D layers store weights as (in, out): they are transposed to and from nn.Linear.
+Anything we cannot represent exactly (relative positions, another activation, an untied MLM
+decoder, ...) is a `ConfigError` naming `model.init_from`, the file and the key.
+
+Loaded models are returned in eval mode, like `from_pretrained`.
+
+SPECIAL TOKENS. Our own tokenizers put `<pad> <unk> <bos> <eos> <mask> <cls> <sep>` at ids 0..6
+(`lit_llm.tokenization.special_ids`). Hugging Face vocabularies do not: BERT uses `[PAD]`=0,
+`[UNK]`=100, `[CLS]`=101, `[SEP]`=102, `[MASK]`=103; GPT-2 has only `<|endoftext|>`=50256. The
+loaders return the tokenizer as it is (a `tokenizers.Tokenizer`: from `tokenizer.json`, else
+built from BERT's `vocab.txt`), and `hf_special_ids(tokenizer_or_dir)` gives the ids it uses,
+keyed by OUR names, e.g. `{"<pad>": 0, "<unk>": 100, "<cls>": 101, "<sep>": 102, "<mask>": 103}`,
+so code written against `special_ids()` works with a pretrained vocabulary by swapping the call.
+Roles the vocabulary lacks (BERT has no `<bos>`/`<eos>`) are absent from the dict. Also unlike
+ours, HF tokenizers usually carry a post-processor that adds `[CLS] ... [SEP]` on `encode()`:
+pass `add_special_tokens=False` when inserting the ids yourself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from lit_llm.errors import ConfigError
+from lit_llm.models.encoder import Encoder, EncoderConfig
+from lit_llm.models.gpt import GPT, GPTConfig
+from lit_llm.utils_io import atomic_write_text
+
+log = logging.getLogger("lit_llm")
+
+SUPPORTED_MODEL_TYPES = ("bert", "gpt2")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+# HF activation names -> ours. "gelu_new"/"gelu_pytorch_tanh" are the same tanh approximation.
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh",
+                   "gelu_pytorch_tanh": "gelu_tanh"}
+_OUR_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
+
+# Our special-token names -> the tokenizer_config / special_tokens_map key, and the token strings
+# tried (in order) when a directory does not say.
+_ROLES = {
+    "<pad>": ("pad_token", ["[PAD]", "<pad>", "<|pad|>"]),
+    "<unk>": ("unk_token", ["[UNK]", "<unk>", "<|endoftext|>"]),
+    "<bos>": ("bos_token", ["<bos>", "<s>", "<|endoftext|>"]),
+    "<eos>": ("eos_token", ["<eos>", "</s>", "<|endoftext|>"]),
+    "<mask>": ("mask_token", ["[MASK]", "<mask>"]),
+    "<cls>": ("cls_token", ["[CLS]", "<cls>", "<s>"]),
+    "<sep>": ("sep_token", ["[SEP]", "<sep>", "</s>"]),
+}
+
+
+def _error(path, msg: str) -> ConfigError:
+    return ConfigError(f"model.init_from={path}: {msg}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a checkpoint directory.
+
+
+def read_hf_config(path: str | Path) -> dict:
+    """config.json of a checkpoint directory, as a dict (ConfigError if missing or not JSON)."""
+    path = Path(path)
+    if not path.exists():
+        raise _error(path, "no such directory (expected a Hugging Face checkpoint directory "
+                           "with config.json and model.safetensors or pytorch_model.bin)")
+    if not path.is_dir():
+        raise _error(path, "is not a directory (a Hugging Face checkpoint is a directory holding "
+                           "config.json and model.safetensors or pytorch_model.bin)")
+    file = path / "config.json"
+    if not file.is_file():
+        raise _error(path, f"{file} is missing: not a Hugging Face checkpoint directory")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise _error(path, f"cannot read {file}: {e}") from e
+
+
+def read_hf_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of model.safetensors or pytorch_model.bin (either may be sharded), on CPU."""
+    path = Path(path)
+    for name in WEIGHT_FILES:
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            if name.endswith(".index.json"):
+                shards = sorted(set(json.loads(file.read_text(encoding="utf-8"))["weight_map"].values()))
+                state = {}
+                for shard in shards:
+                    state.update(_read_weights(path / shard))
+                return state
+            return _read_weights(file)
+        except Exception as e:  # a corrupt or truncated file: say which one
+            raise _error(path, f"cannot read weights from {file}: {e}") from e
+    raise _error(path, f"no weights in {path}: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    if file.suffix == ".safetensors":
+        return load_file(str(file), device="cpu")
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _check_model_type(path, hf: dict, expected: str) -> None:
+    model_type = hf.get("model_type")
+    if model_type != expected:
+        hint = (f" (use load_hf_{'gpt2' if model_type == 'gpt2' else 'bert'})"
+                if model_type in SUPPORTED_MODEL_TYPES else "")
+        raise _error(path, f"config.json has model_type={model_type!r}, expected {expected!r}{hint}; "
+                           f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizers and special tokens.
+
+
+def load_hf_tokenizer(path: str | Path) -> Tokenizer | None:
+    """tokenizer.json as it is, else a BERT WordPiece tokenizer built from vocab.txt (+ the
+    lower-casing settings of tokenizer_config.json / config.json), else None."""
+    path = Path(path)
+    if (path / "tokenizer.json").is_file():
+        try:
+            return Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as e:
+            raise _error(path, f"cannot read {path / 'tokenizer.json'}: {e}") from e
+    if (path / "vocab.txt").is_file():
+        settings = {**_read_json(path / "config.json"), **_read_json(path / "tokenizer_config.json")}
+        return wordpiece_from_vocab(path / "vocab.txt", settings)
+    log.info("no tokenizer.json or vocab.txt in %s: returning no tokenizer", path)
+    return None
+
+
+def wordpiece_from_vocab(vocab_file: str | Path, settings: Mapping | None = None) -> Tokenizer:
+    """A BERT tokenizer from vocab.txt (one token a line, id = line number), the way
+    transformers' BertTokenizerFast builds it: BertNormalizer (lowercase = `do_lower_case`,
+    default True), BertPreTokenizer, WordPiece with `##` continuations, `[CLS] $A [SEP]` post-processor.
+    `settings` holds tokenizer_config.json keys (do_lower_case, strip_accents,
+    tokenize_chinese_chars, unk_token, cls_token, ...)."""
+    settings = dict(settings or {})
+    vocab: dict[str, int] = {}
+    with open(vocab_file, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            vocab[line.rstrip("\n")] = i
+    tokens = {role: _token_str(settings.get(key)) or default for role, key, default in (
+        ("unk", "unk_token", "[UNK]"), ("cls", "cls_token", "[CLS]"), ("sep", "sep_token", "[SEP]"),
+        ("pad", "pad_token", "[PAD]"), ("mask", "mask_token", "[MASK]"))}
+
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=tokens["unk"], max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
+        strip_accents=settings.get("strip_accents"),
+        lowercase=settings.get("do_lower_case", True),
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    present = [t for t in (tokens["pad"], tokens["unk"], tokens["cls"], tokens["sep"], tokens["mask"])
+               if t in vocab]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in present])
+    cls, sep = tokens["cls"], tokens["sep"]
+    if cls in vocab and sep in vocab:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+        )
+    return tok
+
+
+def hf_special_ids(tokenizer_or_dir: Tokenizer | str | Path) -> dict[str, int]:
+    """Ids of the special tokens a (Hugging Face) tokenizer uses, keyed by our names:
+    {"<pad>": 0, "<unk>": 100, "<cls>": 101, "<sep>": 102, "<mask>": 103} for BERT,
+    {"<unk>": 50256, "<bos>": 50256, "<eos>": 50256} for GPT-2; roles it lacks are absent.
+
+    Given a directory, the token strings named in tokenizer_config.json / special_tokens_map.json
+    win; otherwise the usual strings are looked up ([PAD], <pad>, [CLS], <s>, <|endoftext|>, ...).
+    Our own tokenizers give the same ids as `lit_llm.tokenization.special_ids`."""
+    declared: dict[str, str] = {}
+    if isinstance(tokenizer_or_dir, Tokenizer):
+        tokenizer = tokenizer_or_dir
+    else:
+        path = Path(tokenizer_or_dir)
+        tokenizer = load_hf_tokenizer(path)
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            for key, value in _read_json(path / name).items():
+                if _token_str(value):
+                    declared[key] = _token_str(value)
+        if tokenizer is None:  # no vocabulary: config.json's ids are all there is
+            hf = _read_json(path / "config.json")
+            return {ours: hf[f"{key[:-6]}_token_id"] for ours, (key, _) in _ROLES.items()
+                    if isinstance(hf.get(f"{key[:-6]}_token_id"), int)}
+    ids = {}
+    for ours, (key, candidates) in _ROLES.items():
+        for token in ([declared[key]] if key in declared else []) + candidates:
+            idx = tokenizer.token_to_id(token)
+            if idx is not None:
+                ids[ours] = idx
+                break
+    return ids
+
+
+def _token_str(value) -> str | None:
+    """A special token in tokenizer_config.json is a string or {"content": ..., ...}."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ----------------------------------------------------------------------------------------------
+# BERT.
+
+
+def bert_config_from_hf(hf: Mapping, path="<config>") -> EncoderConfig:
+    """EncoderConfig for a BertConfig dict; ConfigError for what our Encoder cannot represent."""
+    where = "config.json has"
+
+    def need(key, allowed, default):
+        value = hf.get(key, default)
+        if value not in allowed:
+            raise _error(path, f"{where} {key}={value!r}; lit-llm's Encoder supports only "
+                               f"{' or '.join(map(repr, allowed))}")
+        return value
+
+    need("position_embedding_type", ("absolute",), "absolute")
+    need("is_decoder", (False,), False)
+    need("add_cross_attention", (False,), False)
+    need("tie_word_embeddings", (True,), True)  # the MLM decoder is the word embedding matrix
+    act = need("hidden_act", tuple(_HF_ACTIVATIONS), "gelu")
+    try:
+        return EncoderConfig(
+            vocab_size=hf["vocab_size"],
+            block_size=hf.get("max_position_embeddings", 512),
+            n_layer=hf.get("num_hidden_layers", 12),
+            n_head=hf.get("num_attention_heads", 12),
+            n_embd=hf.get("hidden_size", 768),
+            intermediate_size=hf.get("intermediate_size", 3072),
+            dropout=hf.get("hidden_dropout_prob", 0.1),
+            type_vocab_size=hf.get("type_vocab_size", 2),
+            ln_eps=hf.get("layer_norm_eps", 1e-12),
+            activation=_HF_ACTIVATIONS[act],
+            pad_token_id=hf.get("pad_token_id", 0),
+        )
+    except KeyError as e:
+        raise _error(path, f"config.json lacks {e.args[0]!r}") from e
+    except ConfigError as e:
+        raise _error(path, f"config.json cannot be represented: {e}") from e
+
+
+def bert_name_table(config: EncoderConfig) -> dict[str, tuple[str, ...]]:
+    """Our Encoder's state-dict names -> the HF BertForMaskedLM names without the `bert.`
+    prefix. A tuple of three is q, k, v, concatenated (dim 0) into our fused c_attn."""
+    table: dict[str, tuple[str, ...]] = {
+        "wte.weight": ("embeddings.word_embeddings.weight",),
+        "wpe.weight": ("embeddings.position_embeddings.weight",),
+        "ln_emb.weight": ("embeddings.LayerNorm.weight",),
+        "ln_emb.bias": ("embeddings.LayerNorm.bias",),
+    }
+    if config.type_vocab_size > 0:
+        table["tte.weight"] = ("embeddings.token_type_embeddings.weight",)
+    for i in range(config.n_layer):
+        ours, hf = f"blocks.{i}.", f"encoder.layer.{i}."
+        for w in ("weight", "bias"):
+            table[f"{ours}attn.c_attn.{w}"] = tuple(f"{hf}attention.self.{n}.{w}" for n in ("query", "key", "value"))
+            table[f"{ours}attn.c_proj.{w}"] = (f"{hf}attention.output.dense.{w}",)
+            table[f"{ours}ln_1.{w}"] = (f"{hf}attention.output.LayerNorm.{w}",)
+            table[f"{ours}mlp.c_fc.{w}"] = (f"{hf}intermediate.dense.{w}",)
+            table[f"{ours}mlp.c_proj.{w}"] = (f"{hf}output.dense.{w}",)
+            table[f"{ours}ln_2.{w}"] = (f"{hf}output.LayerNorm.{w}",)
+    for w in ("weight", "bias"):
+        table[f"mlm.dense.{w}"] = (f"cls.predictions.transform.dense.{w}",)
+        table[f"mlm.ln.{w}"] = (f"cls.predictions.transform.LayerNorm.{w}",)
+    table["mlm.decoder.bias"] = ("cls.predictions.bias",)
+    # mlm.decoder.weight is wte.weight (tied): not in the table.
+    return table
+
+
+def _normalise_bert_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("bert.")
+        # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        out[key] = value
+    # cls.predictions.decoder.bias is an alias of cls.predictions.bias in transformers.
+    if "cls.predictions.bias" not in out and "cls.predictions.decoder.bias" in out:
+        out["cls.predictions.bias"] = out["cls.predictions.decoder.bias"]
+    return out
+
+
+def load_hf_bert(path: str | Path) -> tuple[Encoder, Tokenizer | None]:
+    """A BERT checkpoint directory -> (Encoder in eval mode, its tokenizer or None).
+    See `hf_special_ids` for the tokenizer's [CLS]/[SEP]/[PAD]/[MASK] ids."""
+    path = Path(path)
+    hf = read_hf_config(path)
+    _check_model_type(path, hf, "bert")
+    config = bert_config_from_hf(hf, path)
+    state = _normalise_bert_names(read_hf_state_dict(path))
+    model = Encoder(config)
+    optional = {k for k in bert_name_table(config) if k.startswith("mlm.")}
+    _load_mapped(model, state, bert_name_table(config), optional, path, what="MLM head")
+    model.mlm.decoder.weight = model.wte.weight  # keep the tie (load_state_dict copies in place)
+    return model.eval(), load_hf_tokenizer(path)
+
+
+def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """Write `encoder` as a BertForMaskedLM checkpoint (config.json, model.safetensors, and
+    tokenizer.json + tokenizer_config.json when given a tokenizer). BertModel.from_pretrained
+    loads it too (its pooler, which we do not have, is then freshly initialised)."""
+    cfg = encoder.config
+    ours = encoder.state_dict()
+    state = {}
+    for name, hf_names in bert_name_table(cfg).items():
+        prefix = "" if name.startswith("mlm.") else "bert."
+        parts = ours[name].chunk(len(hf_names), dim=0)
+        for hf_name, part in zip(hf_names, parts):
+            state[prefix + hf_name] = part
+    type_vocab_size = cfg.type_vocab_size
+    if type_vocab_size == 0:
+        # HF BERT always adds a token-type embedding; a single zero row adds nothing.
+        type_vocab_size = 1
+        state["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.n_embd, dtype=ours["wte.weight"].dtype)
+    hf = {
+        "architectures": ["BertForMaskedLM"],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.n_embd,
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": _OUR_ACTIVATIONS[cfg.activation],
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.dropout,
+        "max_position_embeddings": cfg.block_size,
+        "type_vocab_size": type_vocab_size,
+        "initializer_range": 0.02,
+        "layer_norm_eps": cfg.ln_eps,
+        "pad_token_id": cfg.pad_token_id,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+    }
+    return _write_checkpoint(path, hf, state, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPT-2.
+
+_GPT2_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
+
+
+def gpt2_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
+    """GPTConfig for a GPT2Config dict; ConfigError for what our GPT cannot represent."""
+    try:
+        n_embd = hf.get("n_embd", 768)
+        checks = [
+            ("activation_function", hf.get("activation_function", "gelu_new"), _GPT2_TANH_GELUS),
+            ("n_inner", hf.get("n_inner"), (None, 4 * n_embd)),
+            ("layer_norm_epsilon", hf.get("layer_norm_epsilon", 1e-5), (1e-5,)),
+            ("scale_attn_weights", hf.get("scale_attn_weights", True), (True,)),
+            ("scale_attn_by_inverse_layer_idx", hf.get("scale_attn_by_inverse_layer_idx", False), (False,)),
+            ("add_cross_attention", hf.get("add_cross_attention", False), (False,)),
+        ]
+        for key, value, allowed in checks:
+            if value not in allowed:
+                raise _error(path, f"config.json has {key}={value!r}; lit-llm's GPT supports only "
+                                   f"{' or '.join(map(repr, allowed))}")
+        return GPTConfig(
+            vocab_size=hf["vocab_size"],
+            block_size=hf.get("n_positions", 1024),
+            n_layer=hf.get("n_layer", 12),
+            n_head=hf.get("n_head", 12),
+            n_embd=n_embd,
+            dropout=hf.get("resid_pdrop", 0.1),
+            bias=True,
+            pos_embedding="learned",
+            tie_weights=hf.get("tie_word_embeddings", True),
+        )
+    except KeyError as e:
+        raise _error(path, f"config.json lacks {e.args[0]!r}") from e
+    except ConfigError as e:
+        if str(e).startswith("model.init_from="):
+            raise
+        raise _error(path, f"config.json cannot be represented: {e}") from e
+
+
+# GPT-2's Conv1D modules: weight is (in, out), the transpose of nn.Linear's.
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def gpt2_name_table(config: GPTConfig) -> dict[str, tuple[str, ...]]:
+    """Our GPT's state-dict names -> HF GPT2LMHeadModel names without the `transformer.` prefix
+    (lm_head.weight keeps no prefix). Names ending in one of `_CONV1D` are transposed."""
+    table: dict[str, tuple[str, ...]] = {"wte.weight": ("wte.weight",), "wpe.weight": ("wpe.weight",)}
+    for i in range(config.n_layer):
+        for name in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+            for w in ("weight", "bias"):
+                table[f"blocks.{i}.{name}.{w}"] = (f"h.{i}.{name}.{w}",)
+    table["ln_f.weight"], table["ln_f.bias"] = ("ln_f.weight",), ("ln_f.bias",)
+    if not config.tie_weights:
+        table["lm_head.weight"] = ("lm_head.weight",)
+    return table
+
+
+def _normalise_gpt2_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        if key.endswith((".attn.bias", ".attn.masked_bias")) and value.dim() != 1:
+            continue  # old checkpoints store the causal mask as a buffer
+        out[key.removeprefix("transformer.")] = value
+    return out
+
+
+def _conv1d_to_linear(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.t() if k.endswith(_CONV1D) else v) for k, v in state.items()}
+
+
+def load_hf_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
+    """A GPT-2 checkpoint directory -> (GPT in eval mode, its tokenizer or None)."""
+    path = Path(path)
+    hf = read_hf_config(path)
+    _check_model_type(path, hf, "gpt2")
+    config = gpt2_config_from_hf(hf, path)
+    state = _normalise_gpt2_names(read_hf_state_dict(path))
+    # Transpose HF's Conv1D weights (named as HF names them; _CONV1D suffixes are shared).
+    state = _conv1d_to_linear(state)
+    model = GPT(config)
+    _load_mapped(model, state, gpt2_name_table(config), set(), path, what="")
+    if config.tie_weights:
+        model.lm_head.weight = model.wte.weight
+    return model.eval(), load_hf_tokenizer(path)
+
+
+def export_hf_gpt2(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """Write `gpt` as a GPT2LMHeadModel checkpoint (config.json, model.safetensors, and
+    tokenizer.json + tokenizer_config.json when given a tokenizer). Rotary positions have no
+    GPT-2 equivalent (ConfigError); bias=False exports zero biases, which is exact."""
+    cfg = gpt.config
+    if cfg.pos_embedding != "learned":
+        raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r} cannot be exported as GPT-2, "
+                          f"which has learned absolute positions only")
+    ours = gpt.state_dict()
+    state = {}
+    for name, (hf_name,) in gpt2_name_table(cfg).items():
+        if name not in ours:  # bias=False: LayerNorm / Linear without bias == zero bias
+            weight = ours[name.rsplit(".", 1)[0] + ".weight"]  # (out, in) or LayerNorm's (C,)
+            value = torch.zeros(weight.shape[0], dtype=weight.dtype)
+        else:
+            value = ours[name]
+        if name.endswith(_CONV1D):
+            value = value.t()
+        state[hf_name if hf_name == "lm_head.weight" else "transformer." + hf_name] = value
+    ids = hf_special_ids(tokenizer) if tokenizer is not None else {}
+    hf = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": cfg.tie_weights,
+        "bos_token_id": ids.get("<bos>"),
+        "eos_token_id": ids.get("<eos>"),
+        "pad_token_id": ids.get("<pad>"),
+    }
+    return _write_checkpoint(path, hf, state, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared plumbing.
+
+
+def load_hf(path: str | Path) -> tuple[Encoder | GPT, Tokenizer | None]:
+    """Load a BERT or GPT-2 checkpoint directory, whichever config.json's model_type says."""
+    model_type = read_hf_config(path).get("model_type")
+    if model_type == "bert":
+        return load_hf_bert(path)
+    if model_type == "gpt2":
+        return load_hf_gpt2(path)
+    raise _error(path, f"config.json has model_type={model_type!r}; supported model types: "
+                       f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+
+
+def _load_mapped(model: torch.nn.Module, hf_state: dict[str, torch.Tensor],
+                 table: Mapping[str, tuple[str, ...]], optional: set[str], path, what: str) -> None:
+    """Fill `model` from `hf_state` through `table`; missing required names are a ConfigError,
+    missing optional ones keep their fresh init (logged), unused HF names are logged."""
+    ours = model.state_dict()
+    new, missing, used = {}, [], set()
+    for name, hf_names in table.items():
+        if not all(n in hf_state for n in hf_names):
+            missing.append(name)
+            continue
+        value = torch.cat([hf_state[n] for n in hf_names], dim=0)
+        used.update(hf_names)
+        if value.shape != ours[name].shape:
+            raise _error(path, f"weight {' + '.join(hf_names)} has shape {tuple(value.shape)}, "
+                               f"config.json implies {tuple(ours[name].shape)} (for {name})")
+        new[name] = value
+    required = [m for m in missing if m not in optional]
+    if required:
+        hf_missing = [n for m in required for n in table[m] if n not in hf_state]
+        raise _error(path, f"the weights lack {len(hf_missing)} tensors the config needs, e.g. "
+                           f"{', '.join(hf_missing[:5])}")
+    if missing:
+        log.warning("%s: no %s in the checkpoint; it is freshly initialised (%s)",
+                    path, what, ", ".join(missing))
+    unused = sorted(set(hf_state) - used)
+    if unused:
+        log.info("%s: ignored %d checkpoint tensors: %s", path, len(unused), ", ".join(unused[:10]))
+    model.load_state_dict({**ours, **new}, strict=True)
+
+
+def _write_checkpoint(path: str | Path, hf_config: dict, state: dict[str, torch.Tensor],
+                      tokenizer: Tokenizer | None) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    hf_config = {**hf_config, "dtype": str(next(iter(state.values())).dtype).removeprefix("torch.")}
+    # safetensors refuses tensors that share memory (views from chunk / tied weights): copy.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    atomic_write_text(path / "config.json", json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(str(path / "tokenizer.json"))
+        ids = hf_special_ids(tokenizer)
+        tok_config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                      "model_max_length": hf_config.get("max_position_embeddings", hf_config.get("n_positions"))}
+        for ours, (key, _) in _ROLES.items():
+            if ours in ids:
+                tok_config[key] = tokenizer.id_to_token(ids[ours])
+        atomic_write_text(path / "tokenizer_config.json", json.dumps(tok_config, indent=2) + "\n")
+    return path

@@ -1,0 +1,209 @@
+"""Transformer building blocks shared by every backbone: one attention, one MLP, one block.
+
+- `SelfAttention`: fused q/k/v projection (`c_attn`) and output projection (`c_proj`) around
+  PyTorch's `scaled_dot_product_attention`. Causal (GPT: rotary positions, KV cache) or
+  bidirectional (BERT: a [B, T] padding mask, 1 = keep, 0 = pad).
+- `MLP`: c_fc -> GELU (exact or tanh) -> c_proj, any intermediate size.
+- `Block`: attention + MLP with residuals, pre-LN (GPT-2) or post-LN (BERT).
+
+Module names are the GPT-2 ones (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`,
+`mlp.c_proj`) whatever the architecture, so checkpoints and the Hugging Face name tables in
+`hf_io.py` stay simple.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = ("gelu", "gelu_tanh")
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for `max_len` positions.
+
+    Decoding writes one position per step by index assignment into the buffers, so a step
+    costs O(1) copies instead of re-concatenating a growing tensor. `length` is the number of
+    positions already filled; the model advances it once all layers have written a chunk.
+    Keys are stored after the rotary rotation, so cached positions are never rotated again.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
+                 device=None, dtype=None):
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.batch_size = batch_size
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this chunk's keys/values at [length, length+T) and return all filled positions."""
+        start, end = self.length, self.length + k.size(2)
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Rotary position embeddings: rotate each (x_i, x_{i+d/2}) pair of a query/key by an angle that
+# grows with its position, so q·k depends only on the relative distance between tokens.
+
+
+def rope_cache(block_size: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, hd): "rotate half" layout (GPT-NeoX/Llama)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, nh, T, hd); cos/sin: (T, hd) for the positions of x."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention.
+
+
+def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, T] mask of 1 (keep) / 0 (pad) -> additive [B, 1, 1, T] bias for SDPA: 0 where kept,
+    the dtype's most negative number where padded, broadcast over heads and query positions.
+
+    Additive rather than boolean: a query row whose keys are all padding (an all-pad sequence)
+    then gets a uniform softmax instead of NaNs, and the result equals Hugging Face BERT's."""
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be (batch, seq_len), got {tuple(attention_mask.shape)}")
+    keep = attention_mask.to(torch.bool)[:, None, None, :]
+    bias = torch.zeros(keep.shape, dtype=dtype, device=attention_mask.device)
+    return bias.masked_fill(~keep, torch.finfo(dtype).min)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through `F.scaled_dot_product_attention`.
+
+    causal=True: each position sees itself and earlier ones; supports rotary `rope` (cos, sin)
+    and a `KVCache`. Right padding needs no mask there (real tokens never see later pads), so a
+    padding mask is refused rather than silently half-applied.
+    causal=False: every position sees every non-padding position; `attention_mask` is [B, T]
+    of 1/0 or an already built additive bias (`padding_bias`), which the encoder builds once
+    for all layers.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 causal: bool = True):
+        super().__init__()
+        if n_embd % n_head != 0:
+            raise ValueError(f"n_head={n_head} must divide n_embd={n_embd}")
+        self.n_head = n_head
+        self.head_dim = n_embd // n_head
+        self.dropout = dropout
+        self.causal = causal
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v at once
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, rope=None,
+                kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hd): heads become a batch dimension for the attention kernel.
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+
+        if self.causal:
+            if attention_mask is not None:
+                raise ValueError("causal attention takes no padding mask (right padding needs none)")
+            mask, is_causal = self._causal_mask(q, kv_cache)
+            if kv_cache is not None:
+                k, v = kv_cache.update(layer, k, v)
+                k, v = k.to(q.dtype), v.to(q.dtype)  # no-op unless the cache dtype differs (autocast)
+        else:
+            if kv_cache is not None:
+                raise ValueError("a KV cache only makes sense for causal attention")
+            is_causal = False
+            mask = attention_mask
+            if mask is not None and mask.dim() == 2:
+                mask = padding_bias(mask, q.dtype)
+            elif mask is not None and mask.dtype != q.dtype:
+                # e.g. a float32 bias under fp16 autocast: clamp so "minus a lot" stays finite.
+                mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
+        return self.resid_dropout(self.c_proj(y))
+
+    @staticmethod
+    def _causal_mask(q: torch.Tensor, kv_cache: KVCache | None):
+        # SDPA's is_causal aligns the mask to the top-left corner, which is only right when
+        # queries and keys start at the same position. A multi-token chunk appended to a
+        # non-empty cache needs the diagonal shifted by the cache length; a single new token may
+        # see every cached key, so it needs no mask at all.
+        T = q.size(2)
+        start = 0 if kv_cache is None else kv_cache.length
+        if start == 0:
+            return None, T > 1
+        if T > 1:
+            return torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(diagonal=start), False
+        return None, False
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: c_fc (n_embd -> intermediate) -> GELU -> c_proj -> dropout.
+
+    activation "gelu_tanh" is GPT-2's approximation, "gelu" the exact erf form BERT uses: an
+    imported checkpoint only reproduces its outputs with the GELU it was trained with."""
+
+    def __init__(self, n_embd: int, bias: bool = True, dropout: float = 0.0,
+                 activation: str = "gelu_tanh", intermediate_size: int | None = None):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not one of {list(ACTIVATIONS)}")
+        hidden = 4 * n_embd if intermediate_size is None else intermediate_size
+        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.act = nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
+        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Attention + MLP, each with a residual connection.
+
+    norm_first=True (pre-LN, GPT-2): x + attn(ln_1(x)), then x + mlp(ln_2(x)); the residual
+    stream stays un-normalised, which trains stably without warmup tricks.
+    norm_first=False (post-LN, original transformer / BERT): ln_1(x + attn(x)), then
+    ln_2(x + mlp(x)).
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 causal: bool = True, norm_first: bool = True, ln_eps: float = 1e-5,
+                 activation: str = "gelu_tanh", intermediate_size: int | None = None):
+        super().__init__()
+        self.norm_first = norm_first
+        self.ln_1 = nn.LayerNorm(n_embd, eps=ln_eps, bias=bias)
+        self.attn = SelfAttention(n_embd, n_head, dropout=dropout, bias=bias, causal=causal)
+        self.ln_2 = nn.LayerNorm(n_embd, eps=ln_eps, bias=bias)
+        self.mlp = MLP(n_embd, bias=bias, dropout=dropout, activation=activation,
+                       intermediate_size=intermediate_size)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, rope=None,
+                kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.attn(self.ln_1(x), attention_mask, rope, kv_cache, layer)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, attention_mask, rope, kv_cache, layer))
+        return self.ln_2(x + self.mlp(x))
