@@ -11,7 +11,10 @@ Flow (the orchestration calls these in order):
 Packing: every split is one token stream (each document followed by `<eos>`) cut into blocks of
 `block_size + 1` tokens with stride `block_size`; block i is stream[i*B : i*B + B + 1], so
 consecutive blocks share one token and every token after the first is a target exactly once.
-A batch is `input_ids = block[:, :-1]`, `labels = block[:, 1:]`.
+A batch is `input_ids = block[:, :-1]`, `labels = block[:, 1:]` (objective "clm"), or, with
+objective "mlm", `block[:, :-1]` masked BERT-style by `collate.MLMCollator` ({"input_ids",
+"attention_mask", "labels"}; training batches masked afresh from the global RNG, evaluation
+batches masked once with a fixed seed so every validation sees the same masks).
 
 Packed splits are cached in `<cache_dir>/tokenized/<key>/<split>` (key: data fingerprint,
 tokenizer fingerprint, block size, packing version), written to a temporary directory and
@@ -35,9 +38,10 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, DistributedSampler
 
+from lit_llm.data.collate import MLMCollator
 from lit_llm.data.sources import load_text_dataset, nonempty_rows
 from lit_llm.errors import ConfigError
-from lit_llm.tokenization import EOS, token_id
+from lit_llm.tokenization import EOS, MASK, PAD, SPECIAL_TOKENS, token_id
 from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
 from lit_llm.utils_io import atomic_dir, sha256_json
 
@@ -45,6 +49,7 @@ log = logging.getLogger("lit_llm")
 
 PACKING_VERSION = 1  # bump when tokenization/packing changes: old cache entries are then ignored
 SPLITS = ("rows", "tail")
+OBJECTIVES = ("clm", "mlm")
 STATS_FILE = "lit_llm_stats.json"
 
 
@@ -220,9 +225,81 @@ def _limit_batches(num_batches: int, limit: Any) -> int:
     return num_batches
 
 
+class ResumableTrainMixin:
+    """The resumable train order shared by the data modules (mixed into a LightningDataModule).
+
+    A subclass provides `_train_size()` (samples in the train split), `batch_size`,
+    `shuffle_seed`, `num_workers` and `state_dict()`; it may override `_new_train_sampler`
+    (e.g. length bucketing). It gets `make_train_sampler()` (fast-forwarded to a resumed
+    trainer's progress), `loader_kwargs()` (the loader settings every loader shares) and the
+    check that a resumed run uses the checkpoint's data settings.
+    """
+
+    _restored_state: dict[str, Any]
+
+    def _train_size(self) -> int:
+        raise NotImplementedError
+
+    def _new_train_sampler(self, num_replicas: int, rank: int) -> ResumableRandomSampler:
+        return ResumableRandomSampler(self._train_size(), self.shuffle_seed, num_replicas=num_replicas, rank=rank)
+
+    def make_train_sampler(self) -> ResumableRandomSampler:
+        """The train sampler, fast-forwarded to the attached trainer's restored progress.
+
+        consumed batches = global_step * accumulate_grad_batches (per process), so a run
+        resumed from a checkpoint sees exactly the batches an uninterrupted run would (as
+        long as batches per epoch is a multiple of accumulate_grad_batches).
+        """
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = self._new_train_sampler(world, rank)
+        if trainer is None:
+            return sampler
+        self._check_restored_state()
+        batches_per_epoch = _limit_batches(sampler.num_samples // self.batch_size, trainer.limit_train_batches)
+        consumed = int(trainer.global_step) * int(trainer.accumulate_grad_batches)
+        if consumed and batches_per_epoch > 0:
+            epoch, done = divmod(consumed, batches_per_epoch)
+            sampler.resume_at(epoch, done * self.batch_size)
+            log.info("data: resuming at epoch %d, skipping %d batches already seen", epoch, done)
+        return sampler
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        # A DataLoader draws its workers' base seed from `generator` each time it is iterated;
+        # without one it draws from the global RNG, so a resumed run (which starts a new
+        # iterator mid-epoch) would shift the dropout masks of an uninterrupted run.
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+                "pin_memory": torch.cuda.is_available(),
+                "generator": torch.Generator().manual_seed(self.shuffle_seed)}
+
+    # -- checkpoint state: detect resuming on different data -----------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_state = dict(state_dict)
+
+    def _check_restored_state(self) -> None:
+        restored, current = getattr(self, "_restored_state", {}), self.state_dict()
+        changed = {k: (v, current.get(k)) for k, v in restored.items() if current.get(k) != v}
+        if changed:
+            log.warning("data: resuming with different data settings than the checkpoint %s; "
+                        "the data order will not match the interrupted run", sorted(changed))
+
+
+def resolve_special_ids(tokenizer: Tokenizer, given: Mapping[str, int] | None = None) -> dict[str, int]:
+    """{"pad": id, "cls": id, ...}: `given` (keys "cls" or "<cls>"; e.g. a WordPiece tokenizer's
+    [CLS]/[SEP]/[PAD] ids) first, then our SPECIAL_TOKENS that the tokenizer has."""
+    out: dict[str, int] = {}
+    for tok in SPECIAL_TOKENS:
+        idx = tokenizer.token_to_id(tok)
+        if idx is not None:
+            out[tok.strip("<>")] = idx
+    for name, idx in (given or {}).items():
+        out[str(name).strip("<>").lower()] = int(idx)
+    return out
+
+
 # ----------------------------------------------------------------------------- data module
 
-class CorpusDataModule(pl.LightningDataModule):
+class CorpusDataModule(ResumableTrainMixin, pl.LightningDataModule):
     """Packed causal-LM batches from text files or a hub dataset (see the module docstring).
 
     `split`: how validation is held out when the source has no "validation" split:
@@ -232,6 +309,9 @@ class CorpusDataModule(pl.LightningDataModule):
     A source split named "test" becomes the evaluation corpus "test". `eval_files`
     (`{name: path/glob}`) adds evaluation corpora, tested after the held-out validation split:
     `test_dataloader()` returns [validation, eval corpora...] named by `self.test_names`.
+
+    `objective`: "clm" (next-token labels) or "mlm" (BERT masking of `block[:, :-1]` with
+    probability `mlm_probability`; see the module docstring). Packing and caches are shared.
     """
 
     def __init__(
@@ -252,8 +332,15 @@ class CorpusDataModule(pl.LightningDataModule):
         num_proc: int = 1,
         cache_dir: str = ".cache",
         shuffle_seed: int = 1234,
+        objective: str = "clm",
+        mlm_probability: float = 0.15,
     ):
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"data.objective={objective!r} is not one of {list(OBJECTIVES)}; pick one of them.")
+        if isinstance(mlm_probability, bool) or not isinstance(mlm_probability, (int, float)) \
+                or not 0 < mlm_probability < 1:
+            raise ConfigError(f"data.mlm_probability={mlm_probability!r} must be a number in (0, 1), e.g. 0.15.")
         if split not in SPLITS:
             raise ConfigError(f"data.split={split!r} is not one of {list(SPLITS)}; pick one of them.")
         for key, value in (("data.block_size", block_size), ("data.batch_size", batch_size)):
@@ -277,11 +364,15 @@ class CorpusDataModule(pl.LightningDataModule):
         self.num_proc = num_proc
         self.cache_dir = os.fspath(cache_dir)
         self.shuffle_seed = shuffle_seed
+        self.objective = objective
+        self.mlm_probability = float(mlm_probability)
 
         self.raw: datasets.DatasetDict | None = None
         self.data_fingerprint: str | None = None
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_fingerprint: str | None = None
+        self.special_ids: dict[str, int] = {}
+        self.mlm_collator: MLMCollator | None = None
         self.blocks: dict[str, np.ndarray] = {}
         self.stats: dict[str, dict[str, int]] = {}
         self.test_names: list[str] = ["heldout"]
@@ -360,11 +451,35 @@ class CorpusDataModule(pl.LightningDataModule):
         for start in range(0, len(train), batch_size):
             yield train[start : start + batch_size]["text"]
 
-    def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None) -> None:
-        """Use `tokenizer` (fingerprint: as returned by get_tokenizer; computed when omitted)."""
+    def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
+                      special_ids: Mapping[str, int] | None = None) -> None:
+        """Use `tokenizer` (fingerprint: as returned by get_tokenizer; computed when omitted).
+
+        `special_ids` ({"mask": 103, "pad": 0, "sep": 102, ...}) overrides our special tokens'
+        ids, for tokenizers that name them differently (a Hugging Face WordPiece tokenizer).
+        """
         self.tokenizer = tokenizer
         self.tokenizer_fingerprint = tokenizer_fingerprint or _fingerprint_of(tokenizer)
+        self.special_ids = resolve_special_ids(tokenizer, special_ids)
         self.blocks, self.stats = {}, {}
+        self.mlm_collator = None
+        if self.objective == "mlm":
+            missing = [t for t in (MASK, PAD) if t.strip("<>") not in self.special_ids]
+            if missing:
+                raise ConfigError(
+                    f"data.objective=mlm: the tokenizer has no {' or '.join(missing)} token; use a tokenizer "
+                    f"trained by lit-llm (tokenizer.kind=bpe|char) or one that has {MASK} and {PAD}.")
+            self.mlm_collator = MLMCollator(
+                mask_id=self.special_ids["mask"], vocab_size=tokenizer.get_vocab_size(),
+                special_ids=list(self.special_ids.values()), mlm_probability=self.mlm_probability,
+                pad_id=self.special_ids["pad"])
+
+    def _document_end_id(self) -> int:
+        """The token after every document: <eos> (the sep token of a tokenizer without one)."""
+        for name in ("eos", "sep"):
+            if name in self.special_ids:
+                return self.special_ids[name]
+        return token_id(self.tokenizer, EOS)  # raises, naming the token
 
     # -- 4. tokenize, pack, cache -----------------------------------------------------------
     @property
@@ -399,7 +514,7 @@ class CorpusDataModule(pl.LightningDataModule):
             return final
         t0 = time.perf_counter()
         ds = self.raw[split]
-        eos_id = token_id(self.tokenizer, EOS)
+        eos_id = self._document_end_id()
         fp = sha256_json([ds._fingerprint, self.tokenizer_fingerprint, eos_id, PACKING_VERSION])[:32]
         stream = tokenize_split(ds, self.tokenizer, eos_id, self.num_proc, fingerprint=fp)
         blocks = pack_blocks(stream, self.block_size)
@@ -432,38 +547,34 @@ class CorpusDataModule(pl.LightningDataModule):
             self.setup()
         return self.blocks[split]
 
+    def _collate_fn(self):
+        if self.objective == "mlm":
+            return _MLMBlocks(self._mlm())
+        return collate_blocks
+
+    def _mlm(self) -> MLMCollator:
+        if self.mlm_collator is None:
+            raise RuntimeError("CorpusDataModule: call set_tokenizer(...) before building loaders")
+        return self.mlm_collator
+
     def _loader(self, blocks: np.ndarray, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
-        # A DataLoader draws its workers' base seed from `generator` each time it is iterated;
-        # without one it draws from the global RNG, so a resumed run (which starts a new
-        # iterator mid-epoch) would shift the dropout masks of an uninterrupted run.
-        return loader_cls(
-            BlockDataset(blocks), batch_size=batch_size, collate_fn=collate_blocks,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.shuffle_seed), **kwargs,
-        )
+        return loader_cls(BlockDataset(blocks), batch_size=batch_size, collate_fn=self._collate_fn(),
+                          **self.loader_kwargs(), **kwargs)
 
-    def make_train_sampler(self) -> ResumableRandomSampler:
-        """The train sampler, fast-forwarded to the attached trainer's restored progress.
+    def _eval_loader(self, split: str) -> DataLoader:
+        blocks = self._blocks(split)
+        if self.objective == "clm":
+            return self._loader(blocks, self.eval_batch_size, shuffle=False)
+        # MLM: mask once, batch by batch, with a fixed seed: every evaluation sees the same masks
+        # and the global RNG (training masks, dropout) is not consumed by validation.
+        gen = torch.Generator().manual_seed(self.shuffle_seed)
+        inputs = torch.from_numpy(np.ascontiguousarray(blocks[:, :-1], dtype=np.int64))
+        batches = [self._mlm().mask_tokens(inputs[i : i + self.eval_batch_size], generator=gen)
+                   for i in range(0, len(inputs), self.eval_batch_size)]
+        return DataLoader(batches, batch_size=None, shuffle=False, **self.loader_kwargs())
 
-        consumed batches = global_step * accumulate_grad_batches (per process), so a run
-        resumed from a checkpoint sees exactly the batches an uninterrupted run would (as
-        long as batches per epoch is a multiple of accumulate_grad_batches).
-        """
-        n = len(self._blocks("train"))
-        trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = ResumableRandomSampler(n, self.shuffle_seed, num_replicas=world, rank=rank)
-        if trainer is None:
-            return sampler
-        self._check_restored_state()
-        batches_per_epoch = _limit_batches(sampler.num_samples // self.batch_size, trainer.limit_train_batches)
-        consumed = int(trainer.global_step) * int(trainer.accumulate_grad_batches)
-        if consumed and batches_per_epoch > 0:
-            epoch, done = divmod(consumed, batches_per_epoch)
-            sampler.resume_at(epoch, done * self.batch_size)
-            log.info("data: resuming at epoch %d, skipping %d batches already seen", epoch, done)
-        return sampler
+    def _train_size(self) -> int:
+        return len(self._blocks("train"))
 
     def train_dataloader(self) -> DataLoader:
         blocks = self._blocks("train")
@@ -476,26 +587,30 @@ class CorpusDataModule(pl.LightningDataModule):
                             loader_cls=ResumableDataLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._blocks("validation"), self.eval_batch_size, shuffle=False)
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> list[DataLoader]:
         splits = ["validation"] + [f"eval_{name}" for name in self.test_names[1:]]
-        return [self._loader(self._blocks(s), self.eval_batch_size, shuffle=False) for s in splits]
+        return [self._eval_loader(s) for s in splits]
 
-    # -- checkpoint state: detect resuming on different data -----------------------------------
+    # -- checkpoint state: detect resuming on different data (ResumableTrainMixin) --------------
     def state_dict(self) -> dict[str, Any]:
-        return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
-                "block_size": self.block_size, "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed}
+        state = {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                 "block_size": self.block_size, "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed}
+        if self.objective != "clm":
+            state.update(objective=self.objective, mlm_probability=self.mlm_probability)
+        return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored_state = dict(state_dict)
 
-    def _check_restored_state(self) -> None:
-        changed = {k: (v, self.state_dict().get(k)) for k, v in self._restored_state.items()
-                   if self.state_dict().get(k) != v}
-        if changed:
-            log.warning("data: resuming with different data settings than the checkpoint %s; "
-                        "the data order will not match the interrupted run", sorted(changed))
+class _MLMBlocks:
+    """Collate packed blocks [B, T+1] into a masked batch of their first T tokens."""
+
+    def __init__(self, collator: MLMCollator):
+        self.collator = collator
+
+    def __call__(self, batch: np.ndarray | list[np.ndarray]) -> dict[str, torch.Tensor]:
+        arr = batch if isinstance(batch, np.ndarray) else np.stack(batch)
+        return self.collator.mask_tokens(torch.from_numpy(arr[:, :-1].astype(np.int64)))
 
 
 def _cut_tail(batch: dict[str, list], keep: float) -> dict[str, list]:
@@ -508,7 +623,7 @@ def _cut_tail(batch: dict[str, list], keep: float) -> dict[str, list]:
 
 
 __all__ = [
-    "CorpusDataModule", "ResumableRandomSampler", "ResumableDataLoader", "BlockDataset", "collate_blocks", "pack_blocks",
-    "tokenize_split", "PACKING_VERSION",
+    "CorpusDataModule", "ResumableRandomSampler", "ResumableDataLoader", "ResumableTrainMixin", "BlockDataset",
+    "collate_blocks", "pack_blocks", "tokenize_split", "resolve_special_ids", "OBJECTIVES", "PACKING_VERSION",
 ]
 

@@ -160,11 +160,16 @@ def _clean(ds: datasets.Dataset, text_column: str, where: str, key: str = "data.
 
 
 def _load_files(
-    files: list[str], split: str, sample_by: str, hf_cache: str | None, key: str
+    files: list[str], split: str, sample_by: str, hf_cache: str | None, key: str,
+    builder_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[datasets.Dataset, str]:
+    """One split from `files` (one format); `builder_kwargs` go to csv/tsv builders only
+    (e.g. `column_names` for a file without a header). Returns the dataset and a loader tag."""
     ext, builder, kwargs = _builder_for(files, key)
     if builder == "text":
         kwargs["sample_by"] = sample_by
+    elif builder == "csv" and builder_kwargs:
+        kwargs.update(builder_kwargs)
     try:
         ds = datasets.load_dataset(builder, data_files={split: files}, split=split, cache_dir=hf_cache, **kwargs)
     except (KeyboardInterrupt, ConfigError):

@@ -1,0 +1,605 @@
+"""Sequence classification data: labelled text (or text pairs) -> `[cls] a [sep] (b [sep])` -> padded batches.
+
+Flow (same as `CorpusDataModule`; the orchestration calls these in order):
+
+    dm = ClassificationDataModule(train_files=".../train.tsv", test_files=".../dev.tsv", label_names=[...])
+    dm.load_raw()                          # train/validation(/test) with columns text(, text_pair), label
+    tok, tok_fp = get_tokenizer(..., texts=dm.train_texts, fingerprint=dm.data_fingerprint)
+    dm.set_tokenizer(tok, tok_fp)          # special_ids={"cls":..,"sep":..,"pad":..} for a WordPiece tokenizer
+    trainer.fit(model, datamodule=dm)      # prepare_data + setup: tokenize, cache
+
+Labels become class ids 0..num_labels-1 through `label_names`: a list (string labels are looked up
+by name, integer labels index the list), a file with one name per line, a mapping
+{label in the data: name} (e.g. AG News' 1..4), or None (the sorted distinct labels of the
+train files). Missing validation/test splits are held out of the train files with a seeded
+random permutation (`val_fraction`, `test_fraction`, `split_seed`).
+
+Tokenized splits are cached in `<cache_dir>/classification/<key>/<split>` (key: data
+fingerprint, tokenizer fingerprint, special ids, max_length, version), built in a temporary
+directory and renamed (`utils_io.atomic_dir`). Batches: {"input_ids", "attention_mask",
+"labels"} (+ "token_type_ids" for pairs), padded to the longest example of the batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterator
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytorch_lightning as pl
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from lit_llm.data.collate import pad_collate
+from lit_llm.data.corpus import (
+    ResumableDataLoader,
+    ResumableRandomSampler,
+    ResumableTrainMixin,
+    resolve_special_ids,
+)
+from lit_llm.data.sources import _load_files, load_hub_dataset, resolve_files
+from lit_llm.errors import ConfigError
+from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
+from lit_llm.utils_io import atomic_dir, sha256_file, sha256_json
+
+log = logging.getLogger("lit_llm")
+
+CLASSIFICATION_VERSION = 1  # bump when loading/tokenization changes: old cache entries are then ignored
+STATS_FILE = "lit_llm_stats.json"
+SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files", "test": "data.test_files"}
+# roles a decoder-only tokenizer lacks: [cls] -> its <bos>, [sep] and padding -> its <eos>
+FALLBACKS = {"cls": "bos", "sep": "eos", "pad": "eos"}
+BUCKET_BATCHES = 50  # length bucketing sorts within chunks of this many batches
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+# ----------------------------------------------------------------------------- labels
+
+def label_key(value: Any) -> int | str:
+    """A label as found in data, normalised: integers (also 1.0, "1") -> int, anything else -> str."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    text = str(value).strip()
+    return int(text) if _INT.match(text) else text
+
+
+def _sort_keys(keys: set) -> list:
+    return sorted(keys, key=lambda k: (isinstance(k, str), k if isinstance(k, str) else int(k)))
+
+
+def read_label_names(spec: Any) -> tuple[list[str], dict[int | str, int] | None]:
+    """(class names, lookup {label key: class id}) from `data.label_names`; (…, None) for None.
+
+    A list gives names whose ids are their positions (string labels match a name, integer
+    labels index the list); a str is a file with one name per line; a mapping is
+    {label in the data: name} in class-id order.
+    """
+    if spec is None:
+        return [], None
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"data.label_names={os.fspath(spec)!r}: no such file; give a list of class names or a file "
+                f"with one name per line.")
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        where = f" (read from {path})"
+        spec = names
+    else:
+        where = ""
+    if isinstance(spec, Mapping):
+        names = [str(v) for v in spec.values()]
+        lookup = {label_key(k): i for i, k in enumerate(spec)}
+        if len(lookup) != len(spec):
+            raise ConfigError(f"data.label_names={dict(spec)}: two labels normalise to the same value; fix the keys.")
+    elif isinstance(spec, Sequence):
+        names = [str(v) for v in spec]
+        lookup = {**{i: i for i in range(len(names))}, **{label_key(n): i for i, n in enumerate(names)
+                                                          if isinstance(label_key(n), str)}}
+    else:
+        raise ConfigError(f"data.label_names={spec!r}: expected a list of names, a file path, a mapping or null.")
+    if len(names) < 2:
+        raise ConfigError(f"data.label_names={names}{where}: a classifier needs at least 2 classes.")
+    dupes = sorted(n for n, c in Counter(names).items() if c > 1)
+    if dupes:
+        raise ConfigError(f"data.label_names={names}{where} repeats {dupes}; every class needs its own name.")
+    return names, lookup
+
+
+# ----------------------------------------------------------------------------- tokenization
+
+def _encode_examples(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, sep_id: int,
+                     max_length: int) -> dict[str, list]:
+    """`[cls] a [sep]` or `[cls] a [sep] b [sep]` (token types 0/1), at most `max_length` tokens.
+
+    Pairs are truncated longest first: the shorter text keeps min(its length, budget // 2)
+    tokens, the longer one the rest of the budget.
+    """
+    first = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+    out: dict[str, list] = {"input_ids": [], "label": batch["label"], "length": [], "truncated": []}
+    if "text_pair" not in batch:
+        budget = max_length - 2
+        for enc in first:
+            ids = enc.ids
+            out["input_ids"].append([cls_id] + ids[:budget] + [sep_id])
+            out["truncated"].append(len(ids) > budget)
+    else:
+        out["token_type_ids"] = []
+        budget = max_length - 3
+        for enc_a, enc_b in zip(first, tokenizer.encode_batch(batch["text_pair"], add_special_tokens=False)):
+            a, b = enc_a.ids, enc_b.ids
+            keep_a, keep_b = len(a), len(b)
+            if keep_a + keep_b > budget:
+                if keep_a <= keep_b:
+                    keep_a = min(keep_a, budget // 2)
+                    keep_b = budget - keep_a
+                else:
+                    keep_b = min(keep_b, budget // 2)
+                    keep_a = budget - keep_b
+            out["input_ids"].append([cls_id] + a[:keep_a] + [sep_id] + b[:keep_b] + [sep_id])
+            out["token_type_ids"].append([0] * (keep_a + 2) + [1] * (keep_b + 1))
+            out["truncated"].append(keep_a < len(a) or keep_b < len(b))
+    out["length"] = [len(ids) for ids in out["input_ids"]]
+    return out
+
+
+class TokenizedExamples(torch.utils.data.Dataset):
+    """Tokenized examples as flat numpy arrays + offsets (fast indexing, cheap in workers)."""
+
+    def __init__(self, ds: datasets.Dataset):
+        if ds._indices is not None:
+            ds = ds.flatten_indices()
+        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        ids = table.column("input_ids").combine_chunks()
+        self.lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.ids = ids.flatten().to_numpy(zero_copy_only=False)
+        self.types = (table.column("token_type_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                      if "token_type_ids" in table.column_names else None)
+        self.labels = table.column("label").to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        lo, hi = self.offsets[index], self.offsets[index + 1]
+        item = {"input_ids": self.ids[lo:hi], "labels": int(self.labels[index])}
+        if self.types is not None:
+            item["token_type_ids"] = self.types[lo:hi]
+        return item
+
+
+class BucketRandomSampler(ResumableRandomSampler):
+    """`ResumableRandomSampler` whose order forms batches of similar length.
+
+    Each epoch: this replica's seeded permutation, cut into chunks of `batch_size *
+    bucket_batches` samples, each chunk sorted by length (stable) and cut into batches; the
+    complete batches are shuffled (seed, epoch) and the incomplete one goes last (dropped by
+    the loader's drop_last). A resume skips whole batches, as with the plain sampler.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0, bucket_batches: int = BUCKET_BATCHES):
+        super().__init__(len(lengths), seed, num_replicas=num_replicas, rank=rank)
+        self.lengths = np.asarray(lengths)
+        self.batch_size = int(batch_size)
+        self.bucket_batches = int(bucket_batches)
+
+    def permutation(self, epoch: int | None = None) -> list[int]:
+        epoch = self.epoch if epoch is None else epoch
+        order = np.asarray(super().permutation(epoch), dtype=np.int64)
+        bs, chunk = self.batch_size, self.batch_size * self.bucket_batches
+        batches: list[np.ndarray] = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[i : i + bs] for i in range(0, len(part), bs)]
+        full = [b for b in batches if len(b) == bs]
+        rest = [b for b in batches if len(b) < bs]
+        shuffled = [full[i] for i in np.random.default_rng((self.seed, epoch)).permutation(len(full))]
+        return np.concatenate(shuffled + rest).tolist() if batches else []
+
+
+# ----------------------------------------------------------------------------- data module
+
+class ClassificationDataModule(ResumableTrainMixin, pl.LightningDataModule):
+    """Labelled text (or pairs) from files or a hub dataset -> padded classification batches.
+
+    Files: `train_files` (required unless `hub_name`), `validation_files`, `test_files`: a path,
+    glob or list of them; .tsv (GLUE style, no quoting), .csv, .jsonl/.json, .parquet.
+    `column_names` names the columns of csv/tsv files without a header row (e.g. AG News).
+    When validation (test) is missing it is a seeded `val_fraction` (`test_fraction`) of the
+    train rows. Without any test split, testing runs on the validation split
+    (`test_names == ["validation"]`), else `test_names == ["test"]`.
+    """
+
+    def __init__(
+        self,
+        train_files: Any = None,
+        validation_files: Any = None,
+        test_files: Any = None,
+        hub_name: str | None = None,
+        hub_config: str | None = None,
+        text_column: str = "sentence",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        label_names: list[str] | str | Mapping[Any, str] | None = None,
+        column_names: list[str] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        split_seed: int = 1234,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        bucket_by_length: bool = False,
+        num_workers: int = 0,
+        num_proc: int = 1,
+        cache_dir: str = ".cache",
+        shuffle_seed: int = 1234,
+    ):
+        super().__init__()
+        if (train_files is None) == (hub_name is None):
+            raise ConfigError(
+                "data.train_files and data.hub_name: set exactly one of them "
+                f"(got train_files={train_files!r}, hub_name={hub_name!r}).")
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 4:
+            raise ConfigError(f"data.max_length={max_length!r} must be an integer >= 4 ([cls] a [sep] b [sep]).")
+        for key, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{key}={value!r} must be a positive integer.")
+        for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"{key}={value!r} must be a number in [0, 1), e.g. 0.1.")
+        if val_fraction + test_fraction >= 1:
+            raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
+                              "training rows; lower them.")
+        self.files = {"train": train_files, "validation": validation_files, "test": test_files}
+        self.hub_name = hub_name
+        self.hub_config = hub_config
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column
+        self.label_names_spec = label_names
+        self.column_names = list(column_names) if column_names is not None else None
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.bucket_by_length = bool(bucket_by_length)
+        self.num_workers = num_workers
+        self.num_proc = num_proc
+        self.cache_dir = os.fspath(cache_dir)
+        self.shuffle_seed = shuffle_seed
+
+        self.raw: datasets.DatasetDict | None = None
+        self.data_fingerprint: str | None = None
+        self._names: list[str] = []
+        self.tokenizer: Tokenizer | None = None
+        self.tokenizer_fingerprint: str | None = None
+        self.special_ids: dict[str, int] = {}
+        self.examples: dict[str, TokenizedExamples] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.test_names: list[str] = ["test"]
+        self._restored_state: dict[str, Any] = {}
+
+    # -- classes -----------------------------------------------------------------------------
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in class-id order (loads the data when `label_names` was not given)."""
+        if not self._names:
+            self.load_raw()
+        return list(self._names)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    # -- 1. raw examples -----------------------------------------------------------------------
+    def load_raw(self) -> datasets.DatasetDict:
+        """Load, check and split the data; set `raw`, `label_names`, `data_fingerprint`, `test_names`."""
+        if self.raw is not None:
+            return self.raw
+        parts, layout = self._load_sources()
+        names, lookup = read_label_names(self.label_names_spec)
+        if lookup is None:  # the classes are the train split's distinct labels
+            keys = _sort_keys({label_key(v) for _, table in parts["train"] for v in table.column("label").to_pylist()})
+            if len(keys) < 2:
+                raise ConfigError(
+                    f"data.label_column={self.label_column!r}: the train split has {len(keys)} distinct label(s) "
+                    f"({keys}); a classifier needs at least 2; check the column or set data.label_names.")
+            names, lookup = [str(k) for k in keys], {k: i for i, k in enumerate(keys)}
+            log.info("data: classes from the train split's labels: %s", names)
+        self._names = names
+        splits = {split: _concat([self._map_labels(table, where, names, lookup) for where, table in tables])
+                  for split, tables in parts.items()}
+
+        holdout: dict[str, Any] = {}
+        missing = [s for s in ("test", "validation") if s not in splits
+                   and (s == "validation" or self.test_fraction > 0)]
+        if missing:
+            splits.update(self._hold_out(splits.pop("train"), missing))
+            holdout = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                       "seed": self.split_seed, "splits": missing}
+        order = [s for s in ("train", "validation", "test") if s in splits]
+        self.raw = datasets.DatasetDict({s: splits[s] for s in order})
+        self.test_names = ["test"] if "test" in splits else ["validation"]
+        if "test" not in splits:
+            log.info("data: no test split (set data.test_files or data.test_fraction); testing on validation")
+        self.data_fingerprint = sha256_json({
+            "version": CLASSIFICATION_VERSION, "sources": layout, "holdout": holdout,
+            "columns": [self.text_column, self.text_pair_column, self.label_column, self.column_names],
+            "labels": [names, sorted(lookup.items(), key=lambda kv: (kv[1], str(kv[0])))],
+        })
+        for split, ds in self.raw.items():
+            counts = np.bincount(np.asarray(ds["label"], dtype=np.int64), minlength=len(names)).tolist()
+            log.info("data split %s: %d examples, per class %s", split, len(ds), dict(zip(names, counts)))
+        return self.raw
+
+    def _load_sources(self) -> tuple[dict[str, list[tuple[str, pa.Table]]], dict[str, Any]]:
+        """{split: [(where, standardized table), ...]} (one entry per file) and a content layout."""
+        hf_cache = os.path.join(self.cache_dir, "hf_datasets")
+        parts: dict[str, list[tuple[str, pa.Table]]] = {}
+        layout: dict[str, Any] = {}
+        if self.hub_name is not None:
+            source = load_hub_dataset(self.hub_name, self.hub_config, hf_cache)
+            for split in ("train", "validation", "test"):
+                if split not in source:
+                    continue
+                where = f"data.hub_name={self.hub_name!r} split {split!r}"
+                table = self._standardize(source[split], where)
+                if split != "train" and _unlabelled(table):
+                    log.info("data: ignoring %s: every label is -1 (unlabelled, as GLUE's test splits)", where)
+                    continue
+                parts[split] = [(where, table)]
+                layout[split] = {"hub": self.hub_name, "config": self.hub_config,
+                                 "fingerprint": source[split]._fingerprint}
+            if "train" not in parts:
+                raise ConfigError(f"data.hub_name={self.hub_name!r} has no 'train' split (splits: {list(source)}); "
+                                  "use data.train_files instead.")
+        extra = {"column_names": self.column_names} if self.column_names else None
+        for split, spec in self.files.items():
+            if spec is None:
+                continue
+            key = SPLIT_KEYS[split]
+            parts[split], layout[split] = [], []
+            for path in resolve_files(spec, key):
+                try:
+                    ds, loader = _load_files([path], split, "line", hf_cache, key, builder_kwargs=extra)
+                except ConfigError as e:  # datasets refuses a file without data rows (a header only)
+                    if "corresponds to no data" not in str(e.__cause__):
+                        raise
+                    raise ConfigError(f"{path} has no rows; fix the file or drop {key}.") from e
+                parts[split].append((f"{key} ({path})", self._standardize(ds, f"{path}", key)))
+                layout[split].append({"file": sha256_file(path), "loader": loader})
+        return parts, layout
+
+    def _standardize(self, ds: datasets.Dataset, where: str, files_key: str | None = None) -> pa.Table:
+        """Columns text (+ text_pair), label of `ds`, checked: present, text as strings, no nulls."""
+        if ds._indices is not None:
+            ds = ds.flatten_indices()
+        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        if len(table) == 0:
+            raise ConfigError(f"{where} has no rows; fix the file or drop {files_key or 'the split'}.")
+        hint = (" (for a csv/tsv file without a header row, set data.column_names=[...])"
+                if files_key and not self.column_names else "")
+        columns: dict[str, pa.ChunkedArray] = {}
+        wanted = [("text", self.text_column, "data.text_column"), ("label", self.label_column, "data.label_column")]
+        if self.text_pair_column is not None:
+            wanted.insert(1, ("text_pair", self.text_pair_column, "data.text_pair_column"))
+        for name, column, key in wanted:
+            if column not in table.column_names:
+                raise ConfigError(f"{key}={column!r} is not a column of {where}; its columns are "
+                                  f"{table.column_names}; set {key}=<one of them>{hint}.")
+            values = table.column(column)
+            if values.null_count:
+                rows = pc.indices_nonzero(pc.is_null(values)).to_pylist()[:5]
+                raise ConfigError(
+                    f"{key}={column!r}: {values.null_count} null values in {where} (rows "
+                    f"{', '.join(str(r + 1) for r in rows)}{', ...' if values.null_count > 5 else ''}); "
+                    f"fill or drop those rows.")
+            if name != "label":
+                if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                    raise ConfigError(f"{key}={column!r} in {where} holds {values.type}, not text; set {key} "
+                                      f"to a text column (columns: {table.column_names}).")
+                values = values.cast(pa.string())
+            columns[name] = values
+        return pa.table(columns)
+
+    def _map_labels(self, table: pa.Table, where: str, names: list[str], lookup: dict) -> pa.Table:
+        raw = table.column("label").to_pylist()
+        ids = [lookup.get(label_key(v)) for v in raw]
+        if None in ids:
+            row = ids.index(None)
+            if self.label_names_spec is None:
+                head = (f"data.label_names is not set, so the classes are the train split's labels {names}: "
+                        f"label {raw[row]!r} in {where} row {row + 1} is not one of them")
+            else:
+                indexable = not isinstance(self.label_names_spec, Mapping)  # integer labels index the list
+                allowed = names + ([f"0..{len(names) - 1}"] if indexable else [])
+                head = (f"data.label_names={names}: label {raw[row]!r} in {where} row {row + 1} is not one of "
+                        f"{allowed}")
+            n_bad = ids.count(None)
+            raise ConfigError(f"{head} ({n_bad} such row{'s' if n_bad > 1 else ''}); add the class to "
+                              f"data.label_names or fix data.label_column={self.label_column!r}.")
+        return table.set_column(table.column_names.index("label"), "label", pa.array(ids, pa.int64()))
+
+    def _hold_out(self, train: datasets.Dataset, missing: list[str]) -> dict[str, datasets.Dataset]:
+        """Seeded random validation/test parts of the train rows (row order kept in each part)."""
+        n = len(train)
+        fractions = {"test": self.test_fraction, "validation": self.val_fraction}
+        sizes = {s: round(n * fractions[s]) for s in missing}
+        for split, size in sizes.items():
+            key = "data.val_fraction" if split == "validation" else "data.test_fraction"
+            if size < 1:
+                raise ConfigError(
+                    f"{key}={fractions[split]} of {n} train rows is an empty {split} split; raise {key} or "
+                    f"set {SPLIT_KEYS[split]}.")
+        if n - sum(sizes.values()) < 1:
+            raise ConfigError(f"holding out {sizes} of {n} train rows leaves no training rows; lower "
+                              "data.val_fraction / data.test_fraction or add data.")
+        perm = np.random.default_rng(self.split_seed).permutation(n)
+        out, start = {}, 0
+        for split in missing:  # test first, then validation: fixed order, whatever the fractions
+            out[split] = train.select(np.sort(perm[start : start + sizes[split]]))
+            start += sizes[split]
+        out["train"] = train.select(np.sort(perm[start:]))
+        return out
+
+    # -- 2./3. tokenizer ---------------------------------------------------------------------
+    def train_texts(self, batch_size: int = 1000) -> Iterator[list[str]]:
+        """Batches of the train split's texts (and text pairs), for tokenizer training."""
+        train = self.load_raw()["train"]
+        for column in ("text", "text_pair"):
+            if column in train.column_names:
+                for start in range(0, len(train), batch_size):
+                    yield train[start : start + batch_size][column]
+
+    def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
+                      special_ids: Mapping[str, int] | None = None) -> None:
+        """Use `tokenizer`. `special_ids` maps "cls", "sep", "pad" to ids (default: our
+        <cls> <sep> <pad>; a Hugging Face WordPiece tokenizer passes its [CLS] [SEP] [PAD]; keys
+        may also be written "<cls>"). A tokenizer with only <bos>/<eos> (GPT-2) uses them instead."""
+        ids = resolve_special_ids(tokenizer, special_ids)
+        for role, fallback in FALLBACKS.items():  # e.g. GPT-2: <|endoftext|> is bos, eos and pad
+            if role not in ids and fallback in ids:
+                ids[role] = ids[fallback]
+                log.info("data: the tokenizer has no <%s>; using its <%s> (id %d)", role, fallback, ids[role])
+        missing = [name for name in ("cls", "sep", "pad") if name not in ids]
+        if missing:
+            raise ConfigError(
+                f"the tokenizer has no {', '.join(f'<{m}>' for m in missing)} token: classification inputs are "
+                f"[cls] text [sep]; use a tokenizer trained by lit-llm (tokenizer.kind=bpe|char) or pass "
+                f"special_ids={{'cls': ..., 'sep': ..., 'pad': ...}}.")
+        self.tokenizer = tokenizer
+        self.tokenizer_fingerprint = tokenizer_fingerprint or _fingerprint_of(tokenizer)
+        self.special_ids = ids
+        self.examples, self.stats = {}, {}
+
+    # -- 4. tokenize, cache -------------------------------------------------------------------
+    @property
+    def tokenized_dir(self) -> Path:
+        if self.tokenizer is None:
+            raise RuntimeError("ClassificationDataModule: call set_tokenizer(...) before prepare_data()/setup()")
+        self.load_raw()
+        key = sha256_json({
+            "data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint, "max_length": self.max_length,
+            "cls": self.special_ids["cls"], "sep": self.special_ids["sep"], "version": CLASSIFICATION_VERSION,
+        })
+        return Path(self.cache_dir) / "classification" / key[:32]
+
+    def prepare_data(self) -> None:
+        """Tokenize and cache every split (Lightning runs this on one process per node)."""
+        for split in self.load_raw():
+            self._cached_split(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in self.load_raw():
+            if split not in self.examples:
+                path = self._cached_split(split)
+                self.examples[split] = TokenizedExamples(datasets.load_from_disk(str(path)))
+                self.stats[split] = json.loads((path / STATS_FILE).read_text())
+
+    def _cached_split(self, split: str) -> Path:
+        final = self.tokenized_dir / split
+        if (final / STATS_FILE).is_file():
+            return final
+        t0 = time.perf_counter()
+        ds = self.raw[split]
+        pair = "text_pair" in ds.column_names
+        features = {"input_ids": datasets.List(datasets.Value("int32")), "label": datasets.Value("int64"),
+                    "length": datasets.Value("int32"), "truncated": datasets.Value("bool")}
+        if pair:
+            features["token_type_ids"] = datasets.List(datasets.Value("int8"))
+        fp = sha256_json([self.tokenized_dir.name, split])[:32]
+        mapped = ds.map(
+            _encode_examples, batched=True, batch_size=1000,
+            num_proc=self.num_proc if self.num_proc > 1 and len(ds) > 1 else None,
+            remove_columns=ds.column_names, features=datasets.Features(features),
+            fn_kwargs={"tokenizer": self.tokenizer, "cls_id": self.special_ids["cls"],
+                       "sep_id": self.special_ids["sep"], "max_length": self.max_length},
+            new_fingerprint=fp,  # given, so datasets does not hash the tokenizer
+            desc=f"tokenizing {split}",
+        )
+        lengths = np.asarray(mapped["length"])
+        truncated = int(np.sum(mapped["truncated"]))
+        stats = {"examples": len(mapped), "truncated": truncated, "mean_tokens": round(float(lengths.mean()), 2),
+                 "max_tokens": int(lengths.max()),
+                 "per_class": np.bincount(np.asarray(mapped["label"]), minlength=len(self._names)).tolist()}
+        with atomic_dir(final) as tmp:
+            mapped.remove_columns(["truncated"]).save_to_disk(str(tmp))
+            (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        share = truncated / max(len(mapped), 1)
+        (log.warning if share > 0.01 else log.info)(
+            "data: tokenized %s: %d examples, %d tokens on average, %d (%.1f%%) truncated to data.max_length=%d "
+            "in %.1fs", split, len(mapped), stats["mean_tokens"], truncated, 100 * share, self.max_length,
+            time.perf_counter() - t0)
+        return final
+
+    # -- 5. loaders --------------------------------------------------------------------------
+    def _examples(self, split: str) -> TokenizedExamples:
+        if split not in self.examples:
+            self.setup()
+        return self.examples[split]
+
+    def _train_size(self) -> int:
+        return len(self._examples("train"))
+
+    def _new_train_sampler(self, num_replicas: int, rank: int) -> ResumableRandomSampler:
+        if self.bucket_by_length:
+            return BucketRandomSampler(self._examples("train").lengths, self.batch_size, self.shuffle_seed,
+                                       num_replicas=num_replicas, rank=rank)
+        return super()._new_train_sampler(num_replicas, rank)
+
+    def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
+        return loader_cls(self._examples(split), batch_size=batch_size,
+                          collate_fn=pad_collate(self.special_ids["pad"]), **self.loader_kwargs(), **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        n = self._train_size()
+        if n < self.batch_size:
+            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the train split ({n} examples); "
+                              "lower data.batch_size.")
+        return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
+                            sampler=self.make_train_sampler(), drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name, self.eval_batch_size, shuffle=False) for name in self.test_names]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "max_length": self.max_length, "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed,
+                "bucket_by_length": self.bucket_by_length}
+
+
+def _concat(tables: list[pa.Table]) -> datasets.Dataset:
+    return datasets.Dataset(datasets.table.InMemoryTable(pa.concat_tables(tables).combine_chunks()))
+
+
+def _unlabelled(table: pa.Table) -> bool:
+    labels = table.column("label")
+    return pa.types.is_integer(labels.type) and bool(pc.all(pc.equal(labels, -1)).as_py())
+
+
+__all__ = [
+    "ClassificationDataModule", "BucketRandomSampler", "TokenizedExamples", "read_label_names", "label_key",
+    "CLASSIFICATION_VERSION",
+]

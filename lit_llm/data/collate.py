@@ -1,0 +1,106 @@
+"""Batch builders shared by the data modules: BERT masking (MLM) and dynamic padding.
+
+Both are picklable objects (not closures), so they work in DataLoader worker processes.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (torch.nn.functional.cross_entropy's default)
+
+
+class MLMCollator:
+    """BERT masking, vectorised over a whole batch of token ids [B, T].
+
+    Each non-special, non-pad, attended position is chosen with probability `mlm_probability`;
+    a chosen position becomes `mask_id` (80%), a random non-special token (10%) or stays as it
+    is (10%). `labels` hold the original ids at chosen positions and -100 elsewhere. At least one
+    position per batch is chosen (when any is eligible), so a loss is always defined.
+
+    Randomness comes from the global torch RNG unless a `generator` is given. The global RNG
+    is checkpointed with the model (tasks/base.py), and with `num_workers=0` batches are
+    collated just before their step (Lightning does not prefetch from sized loaders), so a
+    resumed run draws the same masks as an uninterrupted one.
+    """
+
+    def __init__(self, mask_id: int, vocab_size: int, special_ids: Sequence[int],
+                 mlm_probability: float = 0.15, pad_id: int = 0):
+        if not 0.0 < mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability={mlm_probability} must be in (0, 1)")
+        self.mask_id = int(mask_id)
+        self.pad_id = int(pad_id)
+        self.vocab_size = int(vocab_size)
+        self.mlm_probability = float(mlm_probability)
+        self.special_ids = torch.tensor(sorted({int(i) for i in special_ids} | {self.pad_id, self.mask_id}))
+        allowed = torch.ones(self.vocab_size, dtype=torch.bool)
+        allowed[self.special_ids[self.special_ids < self.vocab_size]] = False
+        self.random_ids = allowed.nonzero().squeeze(1)  # replacement tokens: never a special id
+        if len(self.random_ids) == 0:
+            raise ValueError(f"vocab_size={vocab_size} leaves no non-special token to sample")
+
+    def mask_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """{"input_ids": masked copy, "attention_mask", "labels"} for ids [B, T] (any int dtype)."""
+        ids = input_ids.long()
+        if attention_mask is None:
+            attention_mask = (ids != self.pad_id).long()
+        eligible = ~torch.isin(ids, self.special_ids.to(ids.device)) & attention_mask.bool()
+        chosen = (torch.rand(ids.shape, generator=generator, device=ids.device) < self.mlm_probability) & eligible
+        if not bool(chosen.any()) and bool(eligible.any()):
+            candidates = eligible.flatten().nonzero().squeeze(1)
+            pick = candidates[torch.randint(len(candidates), (1,), generator=generator, device=ids.device)]
+            chosen = chosen.flatten().index_fill(0, pick, True).view_as(chosen)
+        labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
+        action = torch.rand(ids.shape, generator=generator, device=ids.device)
+        random_tokens = self.random_ids.to(ids.device)[
+            torch.randint(len(self.random_ids), ids.shape, generator=generator, device=ids.device)]
+        masked = torch.where(chosen & (action < 0.8), torch.full_like(ids, self.mask_id), ids)
+        masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_tokens, masked)
+        return {"input_ids": masked, "attention_mask": attention_mask.long(), "labels": labels}
+
+    def __call__(self, batch: Mapping[str, Any] | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mask a batch: a tensor of ids, or a dict with `input_ids` (+ `attention_mask`)."""
+        if isinstance(batch, Mapping):
+            return self.mask_tokens(torch.as_tensor(batch["input_ids"]),
+                                    None if batch.get("attention_mask") is None
+                                    else torch.as_tensor(batch["attention_mask"]))
+        return self.mask_tokens(torch.as_tensor(batch))
+
+
+class PadCollator:
+    """Pad variable-length examples to the longest in the batch (see `pad_collate`)."""
+
+    def __init__(self, pad_id: int = 0):
+        self.pad_id = int(pad_id)
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(ex["input_ids"]) for ex in examples]
+        width = max(lengths, default=0)
+        input_ids = np.full((len(examples), width), self.pad_id, dtype=np.int64)
+        attention = np.zeros((len(examples), width), dtype=np.int64)
+        with_types = len(examples) > 0 and examples[0].get("token_type_ids") is not None
+        types = np.zeros((len(examples), width), dtype=np.int64) if with_types else None
+        for row, (ex, n) in enumerate(zip(examples, lengths)):  # one copy per example, not per token
+            input_ids[row, :n] = ex["input_ids"]
+            attention[row, :n] = 1
+            if types is not None:
+                types[row, :n] = ex["token_type_ids"]
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
+        if types is not None:
+            batch["token_type_ids"] = torch.from_numpy(types)
+        if len(examples) and "labels" in examples[0]:
+            batch["labels"] = torch.tensor([int(ex["labels"]) for ex in examples], dtype=torch.long)
+        return batch
+
+
+def pad_collate(pad_id: int = 0) -> PadCollator:
+    """Collate {"input_ids": list[int], "token_type_ids"?: list[int], "labels": int} examples into
+    LongTensors padded to the batch's longest example: input_ids (pad_id), attention_mask (1 real,
+    0 pad), token_type_ids (0 on padding; only if the examples have them) and labels [B]."""
+    return PadCollator(pad_id)
+
+
+__all__ = ["IGNORE_INDEX", "MLMCollator", "PadCollator", "pad_collate"]

@@ -1,0 +1,78 @@
+"""The chain pretrain -> fine-tune on tiny data: classification, masked LM, model.init_from."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lit_llm.checkpointing import load_pretrained
+from lit_llm.errors import ConfigError
+from lit_llm.run import train
+
+CLASSIFY = ["data=tiny_sentiment", "tokenizer=bpe", "tokenizer.vocab_size=512", "task=classification",
+            "trainer.max_steps=150", "trainer.val_check_interval=50", "trainer.limit_val_batches=null",
+            "trainer.limit_test_batches=null", "task.optim.lr=2e-3", "task.optim.warmup_steps=10"]
+
+
+def test_encoder_classifier_learns_tiny_sentiment(compose_train, tmp_path):
+    out = tmp_path / "cls"
+    metrics = train(compose_train(CLASSIFY + ["model=bert_tiny", "task.pooling=cls"], out, tiny=False))
+    assert metrics["test/acc"] > 0.8  # chance is 0.5 (balanced classes)
+    assert {"test/f1_macro", "test/f1/negative", "test/f1/positive", "val/acc"} <= set(metrics)
+    confusion = json.loads((out / "test_confusion_matrix.json").read_text())
+    assert confusion["labels"] == ["negative", "positive"]
+    assert sum(map(sum, confusion["rows_true_cols_predicted"])) == 54  # every test sentence counted once
+
+
+def test_masked_lm_pretraining_then_classification(compose_train, tmp_path):
+    mlm = tmp_path / "mlm"
+    metrics = train(compose_train(["experiment=quickstart", "model=bert_tiny", "model.block_size=32",
+                                   "task=mlm", "data.objective=mlm", "callbacks.generate_samples=null"], mlm))
+    assert {"val/loss", "val/masked_acc", "test/masked_acc", "test/ppl"} <= set(metrics)
+    assert not (mlm / "samples").exists()  # encoders do not generate
+
+    out = tmp_path / "cls"
+    train(compose_train(CLASSIFY + ["model=bert_tiny", "trainer.max_steps=4", f"model.init_from={mlm}"],
+                        out, tiny=False))
+    loaded = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert loaded["lit_llm"]["tokenizer_json"] == (mlm / "tokenizer.json").read_text()  # the MLM run's tokenizer
+    assert json.loads((out / "run.json").read_text())["init_from"] == str(mlm)
+
+
+def test_init_from_copies_the_pretrained_backbone(compose_train, tmp_path):
+    clm = tmp_path / "clm"
+    train(compose_train(["experiment=quickstart", "test=false"], clm))
+    pretrained = load_pretrained(str(clm))
+
+    from lit_llm.tasks.classification import ClassificationTask
+    from lit_llm.checkpointing import load_backbone_weights
+
+    task = ClassificationTask(model=pretrained.backbone_config, optim={}, num_labels=2, pooling="last")
+    line = load_backbone_weights(task.backbone, pretrained)
+    assert "missing" not in line and "unexpected" not in line
+    for name, tensor in task.backbone.state_dict().items():
+        torch.testing.assert_close(tensor, pretrained.state_dict[name], msg=name)
+
+    # end to end: a GPT as classifier, initialised from the CLM run (its tokenizer comes along)
+    out = tmp_path / "gpt_cls"
+    metrics = train(compose_train(CLASSIFY + ["model=gpt_tiny", "model.block_size=64", "task.pooling=last",
+                                              "trainer.max_steps=4", f"model.init_from={clm}"], out, tiny=False))
+    assert "test/acc" in metrics
+
+
+def test_init_from_with_a_different_tokenizer_file_is_refused(compose_train, tmp_path):
+    clm = tmp_path / "clm"
+    train(compose_train(["experiment=quickstart", "test=false", "trainer.max_steps=2"], clm))
+    other = tmp_path / "other"
+    train(compose_train(["experiment=quickstart", "test=false", "trainer.max_steps=2", "tokenizer=bpe",
+                         "tokenizer.vocab_size=300"], other))
+    with pytest.raises(ConfigError, match="tokenizer.path"):
+        train(compose_train(CLASSIFY + ["model=gpt_tiny", f"model.init_from={clm}", "tokenizer=pretrained",
+                                        f"tokenizer.path={other}/tokenizer.json"], tmp_path / "x", tiny=False))
+
+
+def test_init_from_missing_hf_dir(compose_train, tmp_path):
+    with pytest.raises(ConfigError, match="model.init_from"):
+        train(compose_train(CLASSIFY + ["model=bert_tiny", f"model.init_from=hf:{tmp_path}/nope"], tmp_path / "x",
+                            tiny=False))
