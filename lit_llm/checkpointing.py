@@ -98,7 +98,7 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
     """
     from tokenizers import Tokenizer
 
-    from lit_llm.models.gpt import GPT, GPTConfig
+    from lit_llm.tasks.base import build_backbone
 
     if str(path).endswith(".safetensors"):
         import json
@@ -108,7 +108,7 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
 
         with safe_open(str(path), framework="pt") as f:
             config = json.loads(f.metadata()["lit_llm_backbone_config"])
-        model = GPT(GPTConfig.from_dict(config))
+        model = build_backbone(config)
         load_model(model, str(path))
         tok_file = Path(path).with_name("tokenizer.json")
         tokenizer = Tokenizer.from_file(str(tok_file)) if tok_file.is_file() else None
@@ -118,7 +118,7 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
     meta = ckpt.get("lit_llm")
     if meta is None:
         raise ConfigError(f"ckpt_path={path} was not written by lit-llm (no 'lit_llm' metadata)")
-    model = GPT(GPTConfig.from_dict(meta["backbone_config"]))
+    model = build_backbone(meta["backbone_config"])
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state)

@@ -76,3 +76,31 @@ def test_init_from_missing_hf_dir(compose_train, tmp_path):
     with pytest.raises(ConfigError, match="model.init_from"):
         train(compose_train(CLASSIFY + ["model=bert_tiny", f"model.init_from=hf:{tmp_path}/nope"], tmp_path / "x",
                             tiny=False))
+
+
+@pytest.mark.parametrize("model", ["gpt_tiny", "bert_tiny"])
+def test_export_to_hugging_face_format(compose_train, tmp_path, model):
+    transformers = pytest.importorskip("transformers")
+    import subprocess
+    import sys
+
+    from lit_llm.checkpointing import load_backbone
+    from tests.conftest import ROOT
+
+    run = tmp_path / "run"
+    extra = ["task=mlm", "data.objective=mlm"] if model == "bert_tiny" else []
+    train(compose_train(["experiment=quickstart", f"model={model}", "model.block_size=32", "test=false",
+                         "trainer.max_steps=2", *extra], run))
+    hf_dir = tmp_path / "hf"
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "export.py"), str(run), str(hf_dir)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours, _ = load_backbone(str(run))
+    ids = torch.randint(7, 60, (2, 16))
+    with torch.no_grad():
+        if model == "gpt_tiny":
+            theirs = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+            torch.testing.assert_close(theirs(ids).logits[..., : ours.config.vocab_size], ours(ids), atol=1e-4, rtol=0)
+        else:
+            theirs = transformers.BertForMaskedLM.from_pretrained(hf_dir).eval()
+            torch.testing.assert_close(theirs(ids).logits, ours.mlm_logits(ours(ids)), atol=1e-4, rtol=0)
