@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import ACTIVATIONS, Block, padding_bias
+from lit_llm.models.layers import ACTIVATIONS, Block, init_weights, padding_bias
 
 
 @dataclass
@@ -135,26 +135,10 @@ class Encoder(nn.Module):
         )
         self.mlm = MLMHead(C, config.vocab_size, config.ln_eps, config.activation)
 
-        self.apply(self._init_weights)
+        self.apply(init_weights)  # BERT: N(0, 0.02), biases 0, LN 1/0, padding row 0
         # Tie after the init, or the decoder's Linear init would overwrite the embedding
         # (and its zero padding row).
         self.mlm.decoder.weight = self.wte.weight  # tied, as in BERT
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """BERT: weights ~ N(0, 0.02), biases 0, LayerNorm 1/0, the padding embedding row 0."""
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:

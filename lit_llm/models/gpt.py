@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from lit_llm.errors import ConfigError
 from lit_llm.models.layers import KVCache, apply_rope, rope_cache  # noqa: F401  (re-exported)
-from lit_llm.models.layers import Block
+from lit_llm.models.layers import Block, init_weights
 
 POS_EMBEDDINGS = ("learned", "rope")
 
@@ -122,21 +122,12 @@ class GPT(nn.Module):
             # models, better perplexity (Press & Wolf, 2017).
             self.lm_head.weight = self.wte.weight
 
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer)
         # (two per block), so the stream's variance does not grow with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
         """An empty cache for up to `max_len` positions (default: block_size), on the model's

@@ -207,3 +207,22 @@ class Block(nn.Module):
             return x + self.mlp(self.ln_2(x))
         x = self.ln_1(x + self.attn(x, attention_mask, rope, kv_cache, layer))
         return self.ln_2(x + self.mlp(x))
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-2/BERT initialisation, for `model.apply`: weights ~ N(0, std), biases 0, LayerNorm 1/0,
+    an embedding's padding row 0."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+        if module.bias is not None:  # bias=False models
+            nn.init.zeros_(module.bias)
