@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import tokenizers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from lit_llm.errors import ConfigError
 from lit_llm.utils_io import atomic_write_text, sha256_json, sha256_text
@@ -66,11 +66,12 @@ def _batches(texts: Iterable[str] | Iterable[list[str]], size: int = _BATCH) -> 
         yield batch
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2, lowercase: bool = False) -> Tokenizer:
     """Byte-level BPE (GPT-2 style, no prefix space) with `SPECIAL_TOKENS` as ids 0..6.
 
     `texts` may yield strings or lists of strings. Every byte is in the initial alphabet, so any
-    text encodes without `<unk>` and decodes back exactly.
+    text encodes without `<unk>` and decodes back exactly (lower-cased with `lowercase=True`, an
+    "uncased" vocabulary as BERT-uncased's: it matches lower-cased data such as SST-2 to cased books).
     """
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ConfigError(
@@ -78,6 +79,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
             f"{len(SPECIAL_TOKENS) + 256} (7 special tokens + 256 bytes); raise tokenizer.vocab_size."
         )
     tok = Tokenizer(models.BPE())
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -92,7 +95,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
     return tok
 
 
-def train_char(texts: Iterable[str]) -> Tokenizer:
+def train_char(texts: Iterable[str], lowercase: bool = False) -> Tokenizer:
     """Character vocabulary: `SPECIAL_TOKENS` then the sorted characters of `texts`.
 
     Built as a BPE model without merges and without pre-tokenizer (every character is one token,
@@ -103,13 +106,15 @@ def train_char(texts: Iterable[str]) -> Tokenizer:
     chars: set[str] = set()
     for batch in _batches(texts):
         for text in batch:
-            chars.update(text)
+            chars.update(text.lower() if lowercase else text)
     if not chars:
         raise ConfigError("tokenizer.kind=char: the training texts are empty; check data.files.")
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in sorted(chars):
         vocab.setdefault(ch, len(vocab))
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK, fuse_unk=False))
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.decoder = decoders.Fuse()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     _check_special_ids(tok)
@@ -150,7 +155,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 
 
 def tokenizer_cache_path(
-    cache_dir: str | os.PathLike, kind: str, corpus_fingerprint: str, vocab_size: int, min_frequency: int
+    cache_dir: str | os.PathLike, kind: str, corpus_fingerprint: str, vocab_size: int, min_frequency: int,
+    lowercase: bool = False,
 ) -> Path:
     """`<cache_dir>/tokenizers/<kind>-<key>.json`; the key covers everything that shapes the result."""
     key = sha256_json(
@@ -160,6 +166,7 @@ def tokenizer_cache_path(
             "vocab_size": vocab_size if kind == "bpe" else None,
             "min_frequency": min_frequency if kind == "bpe" else None,
             "corpus": corpus_fingerprint,
+            **({"lowercase": True} if lowercase else {}),  # absent when False: earlier cache keys stay valid
             "special_tokens": SPECIAL_TOKENS,
             "version": TOKENIZER_VERSION,
             "tokenizers": ".".join(tokenizers.__version__.split(".")[:2]),
@@ -176,6 +183,7 @@ def get_tokenizer(
     vocab_size: int = 8192,
     min_frequency: int = 2,
     path: str | None = None,
+    lowercase: bool = False,
 ) -> tuple[Tokenizer, str]:
     """Train (bpe, char) or load (pretrained) a tokenizer; return it and its fingerprint.
 
@@ -190,11 +198,15 @@ def get_tokenizer(
             raise ConfigError(
                 "tokenizer.path is not set: tokenizer.kind=pretrained needs tokenizer.path=<tokenizer.json>."
             )
+        if lowercase:
+            raise ConfigError(
+                "tokenizer.lowercase=true does not apply to tokenizer.kind=pretrained: the tokenizer file "
+                f"{path} defines its own normalizer; drop tokenizer.lowercase.")
         tok = load_tokenizer(path)
         log.info("tokenizer loaded from %s (vocab %d)", path, tok.get_vocab_size())
         return tok, tokenizer_fingerprint(tok)
 
-    cache_file = tokenizer_cache_path(cache_dir, kind, fingerprint, vocab_size, min_frequency)
+    cache_file = tokenizer_cache_path(cache_dir, kind, fingerprint, vocab_size, min_frequency, lowercase)
     if cache_file.is_file():
         tok = Tokenizer.from_file(str(cache_file))
         log.info("tokenizer %s loaded from cache %s (vocab %d)", kind, cache_file, tok.get_vocab_size())
@@ -202,7 +214,8 @@ def get_tokenizer(
 
     if texts is None:
         raise ValueError("get_tokenizer: texts is required to train a tokenizer")
-    tok = train_bpe(texts(), vocab_size, min_frequency) if kind == "bpe" else train_char(texts())
+    tok = (train_bpe(texts(), vocab_size, min_frequency, lowercase) if kind == "bpe"
+           else train_char(texts(), lowercase))
     if kind == "bpe" and tok.get_vocab_size() < vocab_size:
         log.info(
             "tokenizer.vocab_size=%d: the corpus only supports %d tokens (min_frequency=%d)",

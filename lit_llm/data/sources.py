@@ -104,6 +104,7 @@ def resolve_files(spec: FileSpec, key: str = "data.files") -> list[str]:
 
 
 def _builder_for(files: list[str], key: str) -> tuple[str, str, dict[str, Any]]:
+    """The `datasets` builder for files of ONE format (callers group files with `_format_groups`)."""
     exts = sorted({file_extension(f) for f in files})
     unknown = [e for e in exts if e not in _BUILDERS]
     if unknown:
@@ -112,15 +113,24 @@ def _builder_for(files: list[str], key: str) -> tuple[str, str, dict[str, Any]]:
             f"{key}: unsupported file type {unknown[0] or '(no extension)'!r} ({bad[0]}); "
             f"supported: {', '.join(SUPPORTED_EXTENSIONS)} (optionally compressed: {', '.join(_COMPRESSION)})."
         )
-    builders = {_BUILDERS[e][0] + repr(_BUILDERS[e][1]) for e in exts}
-    if len(builders) > 1:
-        raise ConfigError(
-            f"{key}: one split mixes file types {exts} ({files[:3]}...); use one format per split "
-            f"(convert the files, or give each format its own split)."
-        )
     ext = exts[0]
     name, kwargs = _BUILDERS[ext]
     return ext, name, dict(kwargs)
+
+
+def _format_groups(files: list[str], key: str) -> list[list[str]]:
+    """Split `files` into runs of one loader each, in order of first appearance.
+
+    `[a.txt, b.txt, c.tsv]` -> `[[a.txt, b.txt], [c.tsv]]`, so one split can mix plain text
+    (e.g. books) with a column of a table (e.g. SST-2 sentences): each group is loaded with its
+    own builder, cleaned to one `text` column, and the groups are concatenated.
+    """
+    _builder_for(files, key)  # unsupported extensions fail here, naming the file
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        name, kwargs = _BUILDERS[file_extension(f)]
+        groups.setdefault(name + repr(kwargs), []).append(f)
+    return list(groups.values())
 
 
 # ----------------------------------------------------------------------------- loading
@@ -218,7 +228,8 @@ def load_text_dataset(
     - `files`: a path, glob, directory or list of them (-> split "train"), or a dict
       `{split: path/glob/list}`. File type by extension: .txt/.raw (one row per `sample_by`
       unit: line, paragraph = blank-line separated, document = whole file), .jsonl/.json, .csv,
-      .tsv, .parquet; compressed variants (.gz, ...) too.
+      .tsv, .parquet; compressed variants (.gz, ...) too. One split may mix formats (books as .txt
+      plus a .tsv column): each format is loaded on its own and the rows are concatenated in order.
     - `hub_name`/`hub_config`: `datasets.load_dataset(hub_name, hub_config)`, all its splits.
     - `eval_files`: `{name: path/glob/list}` loaded like `files` into splits `eval_<name>`.
     - `text_column`: the column of structured files / hub datasets holding the text (plain text
@@ -246,12 +257,18 @@ def load_text_dataset(
         specs = _split_specs(files, eval_files)
 
     for split, (spec, key) in specs.items():
-        paths = resolve_files(spec, key)
-        ds, loader = _load_files(paths, split, sample_by, hf_cache, key)
-        column = "text" if loader.startswith("text") else text_column  # plain text has only `text`
-        where = f"{key} ({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''})"
-        splits[split] = _clean(ds, column, where)
-        layout[split] = {"files": [sha256_file(p) for p in paths], "loader": loader}
+        parts, part_layout = [], []
+        for paths in _format_groups(resolve_files(spec, key), key):
+            ds, loader = _load_files(paths, split, sample_by, hf_cache, key)
+            column = "text" if loader.startswith("text") else text_column  # plain text has only `text`
+            where = f"{key} ({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''})"
+            parts.append(_clean(ds, column, where))
+            part_layout.append({"files": [sha256_file(p) for p in paths], "loader": loader})
+        if len(parts) > 1:  # builders disagree on string vs large_string: align on the first
+            parts = [parts[0]] + [p.cast(parts[0].features) if p.features != parts[0].features else p for p in parts[1:]]
+        splits[split] = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+        # one format keeps the layout (and so the fingerprints and caches) of earlier versions
+        layout[split] = part_layout[0] if len(part_layout) == 1 else part_layout
 
     fingerprint = sha256_json(
         {"version": SOURCES_VERSION, "splits": layout, "text_column": text_column, "sample_by": sample_by}

@@ -29,24 +29,32 @@ class MaskedLMTask(BackboneTask):
         self.test_acc = MulticlassAccuracy(num_classes=vocab, ignore_index=IGNORE_INDEX, average="micro")
 
     def forward(self, batch: dict) -> torch.Tensor:
+        """Vocabulary logits at every position (B, T, V) (for inspection; training uses `_step`)."""
         hidden = self._compiled(batch["input_ids"], attention_mask=batch.get("attention_mask"))
         return self.backbone.mlm_logits(hidden)
 
-    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch).float()
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), batch["labels"].reshape(-1),
-                               ignore_index=IGNORE_INDEX)
-        return logits, loss
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (M, V) and labels (M,) of the M masked positions only, and the loss.
+
+        The head (dense + vocabulary matmul, ~40% of bert_small's FLOPs at 128 tokens) runs on the
+        ~15% of positions that carry a label, as in MosaicBERT/ModernBERT's sparse prediction;
+        the loss is the same as over all positions with ignore_index."""
+        hidden = self._compiled(batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        labels = batch["labels"]
+        chosen = labels != IGNORE_INDEX
+        logits = self.backbone.mlm_logits(hidden[chosen]).float()
+        targets = labels[chosen]
+        return logits, targets, F.cross_entropy(logits, targets)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        _, loss = self._step(batch)
+        _, _, loss = self._step(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def _eval(self, batch: dict, stage: str, ppl, acc) -> None:
-        logits, loss = self._step(batch)
-        ppl.update(logits, batch["labels"])
-        acc.update(logits.argmax(-1).view(-1), batch["labels"].view(-1))
+        logits, targets, loss = self._step(batch)
+        ppl.update(logits[None], targets[None])  # Perplexity wants (batch, seq, vocab)
+        acc.update(logits.argmax(-1), targets)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", on_epoch=True, sync_dist=True)
         self.log(f"{stage}/ppl", ppl, on_epoch=True)
         self.log(f"{stage}/masked_acc", acc, prog_bar=stage == "val", on_epoch=True)

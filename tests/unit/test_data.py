@@ -167,12 +167,24 @@ def test_missing_files_and_bad_types_name_the_key(tmp_path, monkeypatch):
         load_text_dataset(files=str(tmp_path / "a.txt"), eval_files={"wt": "missing.raw"}, cache_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"data\.files: unsupported file type '\.docx'.*\.txt"):
         load_text_dataset(files=write(tmp_path / "a.docx", "x"), cache_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"data\.files: one split mixes file types"):
-        load_text_dataset(files=[str(tmp_path / "a.txt"), write(tmp_path / "b.csv", "text\nx\n")], cache_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"data\.sample_by"):
         load_text_dataset(files=str(tmp_path / "a.txt"), sample_by="sentence")
     with pytest.raises(ConfigError, match=r"data\.files and data\.hub_name"):
         load_text_dataset()
+
+
+def test_one_split_mixes_plain_text_and_a_table_column(tmp_path):
+    """Books (.txt) + a .tsv's sentence column in one training split, rows in file order."""
+    book = write(tmp_path / "book.txt", "It was a dark night.\n\nThe end.\n")
+    table = write(tmp_path / "train.tsv", "sentence\tlabel\na gripping film \t1\ndull \t0\n")
+    more = write(tmp_path / "more.txt", "Epilogue.\n")
+    dsd, fp = load_text_dataset(files=[book, table, more], text_column="sentence", cache_dir=tmp_path)
+    assert dsd["train"]["text"] == ["It was a dark night.", "The end.", "Epilogue.", "a gripping film ", "dull "]
+    _, fp_alone = load_text_dataset(files=[book, more], cache_dir=tmp_path)
+    assert fp != fp_alone
+    # the column key is checked against the table, and the message names it
+    with pytest.raises(ConfigError, match=r"data\.text_column='body' is not a column of data\.files \(.*train\.tsv"):
+        load_text_dataset(files=[book, table], text_column="body", cache_dir=tmp_path)
 
 
 def test_missing_column_and_empty_corpus_messages(tmp_path):

@@ -68,3 +68,23 @@ def test_backbone_lr_scale_gives_the_body_a_lower_lr():
     cfg = build_optimizer(module, OptimConfig(lr=1e-3, warmup_steps=0, backbone_lr_scale=0.1), total_steps=10)
     lrs = sorted((g["lr"], sum(p.numel() for p in g["params"])) for g in cfg["optimizer"].param_groups)
     assert lrs == [(pytest.approx(1e-4), 4), (pytest.approx(1e-4), 16), (1e-3, 2), (1e-3, 8)]
+
+
+def test_mlm_loss_on_masked_positions_only_equals_the_full_ignore_index_loss():
+    from lit_llm.tasks.mlm import IGNORE_INDEX, MaskedLMTask
+
+    torch.manual_seed(0)
+    model = {"arch": "encoder", "vocab_size": 40, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16,
+             "intermediate_size": 32, "dropout": 0.0}
+    task = MaskedLMTask(model, {"lr": 1e-3}).eval()
+    ids = torch.randint(7, 40, (3, 12))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, [1, 5]] = ids[0, [1, 5]]
+    labels[2, 11] = 3
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    logits, targets, loss = task._step(batch)
+    full = task(batch)  # (B, T, V) at every position
+    assert logits.shape == (3, 40) and targets.tolist() == [ids[0, 1].item(), ids[0, 5].item(), 3]
+    ref = torch.nn.functional.cross_entropy(full.view(-1, 40), labels.view(-1), ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, full[labels != IGNORE_INDEX], rtol=1e-5, atol=1e-6)

@@ -166,3 +166,21 @@ def test_load_tokenizer_errors_name_the_key(tmp_path):
 def test_unknown_kind_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match="tokenizer.kind='wordpiece'"):
         get_tokenizer("wordpiece", lambda: TEXTS, "fp", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_lowercase_gives_an_uncased_vocabulary_with_its_own_cache_key(tmp_path, kind):
+    cased, _ = get_tokenizer(kind, CountingTexts(TEXTS), "corpus-fp", tmp_path, vocab_size=300, min_frequency=1)
+    uncased, _ = get_tokenizer(kind, CountingTexts(TEXTS), "corpus-fp", tmp_path, vocab_size=300, min_frequency=1,
+                               lowercase=True)
+    assert cased.encode("The Fox").ids != cased.encode("the fox").ids
+    assert uncased.encode("The Fox").ids == uncased.encode("the fox").ids
+    assert uncased.decode(uncased.encode("The Fox").ids) == "the fox"
+    if kind == "char":  # (byte-level BPE keeps all 256 bytes in its alphabet either way)
+        assert "T" not in uncased.get_vocab() and "T" in cased.get_vocab()
+    assert len(list((tmp_path / "tokenizers").glob("*.json"))) == 2  # two cache entries, not one overwritten
+    saved = tmp_path / "uncased.json"
+    uncased.save(str(saved))
+    assert load_tokenizer(saved).encode("ABC").ids == uncased.encode("abc").ids  # the normalizer travels
+    with pytest.raises(ConfigError, match=r"tokenizer\.lowercase=true does not apply to tokenizer\.kind=pretrained"):
+        get_tokenizer("pretrained", None, "", tmp_path, path=str(saved), lowercase=True)
