@@ -21,7 +21,6 @@ directory and renamed (`utils_io.atomic_dir`). Batches: {"input_ids", "attention
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
+from lit_llm.data.base import TokenizedSplitsMixin
 from lit_llm.data.collate import pad_collate
 from lit_llm.data.corpus import (
     ResumableDataLoader,
@@ -50,12 +50,11 @@ from lit_llm.data.corpus import (
 from lit_llm.data.sources import _load_files, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
-from lit_llm.utils_io import atomic_dir, sha256_file, sha256_json
+from lit_llm.utils_io import sha256_file, sha256_json
 
 log = logging.getLogger("lit_llm")
 
 CLASSIFICATION_VERSION = 1  # bump when loading/tokenization changes: old cache entries are then ignored
-STATS_FILE = "lit_llm_stats.json"
 SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files", "test": "data.test_files"}
 # roles a decoder-only tokenizer lacks: [cls] -> its <bos>, [sep] and padding -> its <eos>
 FALLBACKS = {"cls": "bos", "sep": "eos", "pad": "eos"}
@@ -216,7 +215,7 @@ class BucketRandomSampler(ResumableRandomSampler):
 
 # ----------------------------------------------------------------------------- data module
 
-class ClassificationDataModule(ResumableTrainMixin, pl.LightningDataModule):
+class ClassificationDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
     """Labelled text (or pairs) from files or a hub dataset -> padded classification batches.
 
     Files: `train_files` (required unless `hub_name`), `validation_files`, `test_files`: a path,
@@ -226,6 +225,8 @@ class ClassificationDataModule(ResumableTrainMixin, pl.LightningDataModule):
     train rows. Without any test split, testing runs on the validation split
     (`test_names == ["validation"]`), else `test_names == ["test"]`.
     """
+
+    CACHE_SUBDIR = "classification"  # <cache_dir>/classification/<key>/<split>
 
     def __init__(
         self,
@@ -492,33 +493,15 @@ class ClassificationDataModule(ResumableTrainMixin, pl.LightningDataModule):
         self.examples, self.stats = {}, {}
 
     # -- 4. tokenize, cache -------------------------------------------------------------------
-    @property
-    def tokenized_dir(self) -> Path:
-        if self.tokenizer is None:
-            raise RuntimeError("ClassificationDataModule: call set_tokenizer(...) before prepare_data()/setup()")
-        self.load_raw()
-        key = sha256_json({
-            "data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint, "max_length": self.max_length,
-            "cls": self.special_ids["cls"], "sep": self.special_ids["sep"], "version": CLASSIFICATION_VERSION,
-        })
-        return Path(self.cache_dir) / "classification" / key[:32]
+    def _cache_key(self) -> dict[str, Any]:
+        return {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint, "max_length": self.max_length,
+                "cls": self.special_ids["cls"], "sep": self.special_ids["sep"], "version": CLASSIFICATION_VERSION}
 
-    def prepare_data(self) -> None:
-        """Tokenize and cache every split (Lightning runs this on one process per node)."""
-        for split in self.load_raw():
-            self._cached_split(split)
+    def _open_split(self, split: str, path: Path) -> None:
+        self.examples[split] = TokenizedExamples(datasets.load_from_disk(str(path)))
 
-    def setup(self, stage: str | None = None) -> None:
-        for split in self.load_raw():
-            if split not in self.examples:
-                path = self._cached_split(split)
-                self.examples[split] = TokenizedExamples(datasets.load_from_disk(str(path)))
-                self.stats[split] = json.loads((path / STATS_FILE).read_text())
-
-    def _cached_split(self, split: str) -> Path:
-        final = self.tokenized_dir / split
-        if (final / STATS_FILE).is_file():
-            return final
+    def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
+        """Encode `split` as [cls] text [sep] (text_pair [sep]), save it in `out_dir`; return its statistics."""
         t0 = time.perf_counter()
         ds = self.raw[split]
         pair = "text_pair" in ds.column_names
@@ -541,15 +524,13 @@ class ClassificationDataModule(ResumableTrainMixin, pl.LightningDataModule):
         stats = {"examples": len(mapped), "truncated": truncated, "mean_tokens": round(float(lengths.mean()), 2),
                  "max_tokens": int(lengths.max()),
                  "per_class": np.bincount(np.asarray(mapped["label"]), minlength=len(self._names)).tolist()}
-        with atomic_dir(final) as tmp:
-            mapped.remove_columns(["truncated"]).save_to_disk(str(tmp))
-            (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        mapped.remove_columns(["truncated"]).save_to_disk(str(out_dir))
         share = truncated / max(len(mapped), 1)
         (log.warning if share > 0.01 else log.info)(
             "data: tokenized %s: %d examples, %d tokens on average, %d (%.1f%%) truncated to data.max_length=%d "
             "in %.1fs", split, len(mapped), stats["mean_tokens"], truncated, 100 * share, self.max_length,
             time.perf_counter() - t0)
-        return final
+        return stats
 
     # -- 5. loaders --------------------------------------------------------------------------
     def _examples(self, split: str) -> TokenizedExamples:

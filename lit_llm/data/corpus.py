@@ -22,7 +22,6 @@ renamed, so an interrupted run never leaves a directory that looks complete.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import os
@@ -39,18 +38,18 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_llm.data.collate import MLMCollator
+from lit_llm.data.base import TokenizedSplitsMixin
 from lit_llm.data.sources import load_text_dataset, nonempty_rows
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import EOS, MASK, PAD, SPECIAL_TOKENS, token_id
 from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
-from lit_llm.utils_io import atomic_dir, sha256_json
+from lit_llm.utils_io import sha256_json
 
 log = logging.getLogger("lit_llm")
 
 PACKING_VERSION = 1  # bump when tokenization/packing changes: old cache entries are then ignored
 SPLITS = ("rows", "tail")
 OBJECTIVES = ("clm", "mlm")
-STATS_FILE = "lit_llm_stats.json"
 
 
 # ----------------------------------------------------------------------------- packing
@@ -299,7 +298,7 @@ def resolve_special_ids(tokenizer: Tokenizer, given: Mapping[str, int] | None = 
 
 # ----------------------------------------------------------------------------- data module
 
-class CorpusDataModule(ResumableTrainMixin, pl.LightningDataModule):
+class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
     """Packed causal-LM batches from text files or a hub dataset (see the module docstring).
 
     `split`: how validation is held out when the source has no "validation" split:
@@ -482,36 +481,16 @@ class CorpusDataModule(ResumableTrainMixin, pl.LightningDataModule):
         return token_id(self.tokenizer, EOS)  # raises, naming the token
 
     # -- 4. tokenize, pack, cache -----------------------------------------------------------
-    @property
-    def tokenized_dir(self) -> Path:
-        if self.tokenizer is None:
-            raise RuntimeError("CorpusDataModule: call set_tokenizer(...) before prepare_data()/setup()")
-        self.load_raw()
-        key = sha256_json({
-            "data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint,
-            "block_size": self.block_size, "version": PACKING_VERSION,
-        })
-        return Path(self.cache_dir) / "tokenized" / key[:32]
+    def _cache_key(self) -> dict[str, Any]:
+        return {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint,
+                "block_size": self.block_size, "version": PACKING_VERSION}
 
-    def prepare_data(self) -> None:
-        """Tokenize and cache every split (Lightning runs this on one process per node)."""
-        for split in self.load_raw():
-            self._cached_split(split)
+    def _open_split(self, split: str, path: Path) -> None:
+        log.info("data: %s blocks loaded from %s", split, path)
+        self.blocks[split] = _dataset_to_blocks(datasets.load_from_disk(str(path)))
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load every split's blocks (tokenizing first if prepare_data did not run)."""
-        for split in self.load_raw():
-            if split not in self.blocks:
-                path = self._cached_split(split)
-                log.info("data: %s blocks loaded from %s", split, path)
-                self.blocks[split] = _dataset_to_blocks(datasets.load_from_disk(str(path)))
-                self.stats[split] = json.loads((path / STATS_FILE).read_text())
-
-    def _cached_split(self, split: str) -> Path:
-        """The cache directory of a packed split, building it if absent. Temp dirs are never used."""
-        final = self.tokenized_dir / split
-        if (final / STATS_FILE).is_file():
-            return final
+    def _build_split(self, split: str, out_dir: Path) -> dict[str, int]:
+        """Tokenize `split`, pack it into blocks, save them in `out_dir`; return its statistics."""
         t0 = time.perf_counter()
         ds = self.raw[split]
         eos_id = self._document_end_id()
@@ -522,15 +501,13 @@ class CorpusDataModule(ResumableTrainMixin, pl.LightningDataModule):
             raise ConfigError(self._too_short_message(split, len(stream)))
         seconds = time.perf_counter() - t0
         stats = {"documents": len(ds), "tokens": int(len(stream)), "blocks": int(len(blocks))}
-        with atomic_dir(final) as tmp:
-            _blocks_to_dataset(blocks).save_to_disk(str(tmp))
-            (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        _blocks_to_dataset(blocks).save_to_disk(str(out_dir))
         log.info(
             "data: tokenized %s: %d documents, %d tokens, %d blocks of %d in %.1fs (%.0f tokens/s)",
             split, stats["documents"], stats["tokens"], stats["blocks"], self.block_size,
             seconds, stats["tokens"] / max(seconds, 1e-9),
         )
-        return final
+        return stats
 
     def _too_short_message(self, split: str, n_tokens: int) -> str:
         head = f"data.block_size={self.block_size} is larger than the {{}} ({n_tokens} tokens); lower data.block_size"

@@ -43,6 +43,14 @@ class ClassificationTask(BackboneTask):
             raise ConfigError(f"the data has {num_labels} label(s); classification needs at least 2")
         self.pooling = pooling
         self.label_names = list(label_names or [str(i) for i in range(num_labels)])
+        if self.config.arch == "encoder":
+            # The MLM head is not used here (its decoder weight is the embedding matrix, which is):
+            # frozen, DDP does not wait for gradients that never come (no find_unused_parameters and
+            # its per-step graph walk) and the optimizer leaves it as loaded, so it exports unchanged.
+            tied = {id(p) for p in self.backbone.wte.parameters()}
+            for p in self.backbone.mlm.parameters():
+                if id(p) not in tied:
+                    p.requires_grad_(False)
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.config.n_embd, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)

@@ -104,3 +104,22 @@ def test_export_to_hugging_face_format(compose_train, tmp_path, model):
         else:
             theirs = transformers.BertForMaskedLM.from_pretrained(hf_dir).eval()
             torch.testing.assert_close(theirs(ids).logits, ours.mlm_logits(ours(ids)), atol=1e-4, rtol=0)
+
+
+def test_init_from_a_checkpoint_with_fewer_embeddings_than_its_tokenizer_is_refused(compose_train, tmp_path):
+    """A vocab.txt with 40 tokens next to a BERT with 30 embedding rows: an error naming the source,
+    before any data is tokenized, not an index error in the first batch."""
+    transformers = pytest.importorskip("transformers")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(ord("a"), ord("a") + 26)]
+    vocab += [f"##{chr(c)}" for c in range(ord("a"), ord("a") + 9)]  # 40 tokens
+    hf_dir = tmp_path / "bert"
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64)).save_pretrained(hf_dir)
+    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"model.init_from=hf:{hf_dir} has 30 embeddings but its tokenizer 40 "
+                                          r"tokens; the checkpoint and its tokenizer do not belong together"):
+        train(compose_train(CLASSIFY + ["model=bert_tiny", f"model.init_from=hf:{hf_dir}"], tmp_path / "x",
+                            tiny=False))
+    assert not (tmp_path / "x" / "checkpoints").exists()

@@ -88,3 +88,31 @@ def test_mlm_loss_on_masked_positions_only_equals_the_full_ignore_index_loss():
     ref = torch.nn.functional.cross_entropy(full.view(-1, 40), labels.view(-1), ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logits, full[labels != IGNORE_INDEX], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["encoder", "gpt"])
+def test_classification_step_gives_every_trainable_parameter_a_gradient(arch):
+    """What DDP without find_unused_parameters needs: the encoder's unused MLM head is frozen
+    (but its decoder weight, the embedding matrix, still trains)."""
+    from lit_llm.tasks.classification import ClassificationTask
+
+    model = {"arch": arch, "vocab_size": 40, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16,
+             "dropout": 0.0}
+    if arch == "encoder":
+        model["intermediate_size"] = 32
+    task = ClassificationTask(model, {"lr": 1e-3}, num_labels=3, pooling="cls" if arch == "encoder" else "last")
+    ids = torch.randint(7, 40, (4, 10))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 1])}
+    torch.nn.functional.cross_entropy(task(batch), batch["labels"]).backward()
+    trainable = {n: p for n, p in task.named_parameters() if p.requires_grad}
+    assert [n for n, p in trainable.items() if p.grad is None] == []
+    frozen = sorted(n for n, p in task.named_parameters() if not p.requires_grad)
+    if arch == "encoder":
+        assert frozen == ["backbone.mlm.decoder.bias", "backbone.mlm.dense.bias", "backbone.mlm.dense.weight",
+                          "backbone.mlm.ln.bias", "backbone.mlm.ln.weight"]
+        assert task.backbone.wte.weight.requires_grad
+    else:
+        assert frozen == []
+    # the optimizer holds exactly the trainable parameters
+    groups = param_groups(task, weight_decay=0.01)
+    assert sum(len(g["params"]) for g in groups) == len(trainable)

@@ -1,0 +1,70 @@
+"""What the corpus and classification data modules share: a per-split cache of tokenized data.
+
+`TokenizedSplitsMixin` gives `prepare_data` / `setup` over the splits of `load_raw()`: each split
+is built once into `<cache_dir>/<CACHE_SUBDIR>/<key>/<split>` (key: `_cache_key()`, e.g. data and
+tokenizer fingerprints), written to a temporary directory and renamed, with its statistics in
+`lit_llm_stats.json` last, so a directory holding that file is complete. A crash mid-build leaves
+nothing behind; a concurrent writer's complete copy wins.
+
+A data module sets `CACHE_SUBDIR`, `tokenizer`, `cache_dir`, `stats` ({} on a new tokenizer) and
+implements `load_raw()`, `_cache_key()`, `_build_split(split, out_dir) -> stats` (save the split's
+dataset into `out_dir`) and `_open_split(split, path)` (keep the loaded split).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lit_llm.utils_io import atomic_dir, sha256_json
+
+STATS_FILE = "lit_llm_stats.json"
+
+
+class TokenizedSplitsMixin:
+    CACHE_SUBDIR: str = "tokenized"
+    stats: dict[str, dict[str, Any]]
+
+    # -- what each data module supplies
+    def _cache_key(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _open_split(self, split: str, path: Path) -> None:
+        raise NotImplementedError
+
+    # -- shared
+    @property
+    def tokenized_dir(self) -> Path:
+        if self.tokenizer is None:
+            raise RuntimeError(f"{type(self).__name__}: call set_tokenizer(...) before prepare_data()/setup()")
+        self.load_raw()
+        return Path(self.cache_dir) / self.CACHE_SUBDIR / sha256_json(self._cache_key())[:32]
+
+    def prepare_data(self) -> None:
+        """Tokenize and cache every split (Lightning runs this on one process per node)."""
+        for split in self.load_raw():
+            self._cached_split(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open every split from the cache (tokenizing first if prepare_data did not run)."""
+        for split in self.load_raw():
+            if split not in self.stats:
+                path = self._cached_split(split)
+                self._open_split(split, path)
+                self.stats[split] = json.loads((path / STATS_FILE).read_text())
+
+    def _cached_split(self, split: str) -> Path:
+        """The cache directory of `split`, built if absent; temporary directories are never read."""
+        final = self.tokenized_dir / split
+        if (final / STATS_FILE).is_file():
+            return final
+        with atomic_dir(final) as tmp:
+            stats = self._build_split(split, tmp)
+            (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        return final
+
+
+__all__ = ["TokenizedSplitsMixin", "STATS_FILE"]
