@@ -116,3 +116,25 @@ def test_classification_step_gives_every_trainable_parameter_a_gradient(arch):
     # the optimizer holds exactly the trainable parameters
     groups = param_groups(task, weight_decay=0.01)
     assert sum(len(g["params"]) for g in groups) == len(trainable)
+
+
+@pytest.mark.parametrize("arch,pooling", [("encoder", "cls"), ("encoder", "mean"), ("gpt", "last"), ("gpt", "mean")])
+def test_classification_logits_do_not_depend_on_padding(arch, pooling):
+    """The same sentence gives the same logits alone and right-padded in a batch with a longer one."""
+    from lit_llm.data.collate import pad_collate
+    from lit_llm.tasks.classification import ClassificationTask
+
+    torch.manual_seed(0)
+    model = {"arch": arch, "vocab_size": 40, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16,
+             "dropout": 0.1}
+    task = ClassificationTask(model, {"lr": 1e-3}, num_labels=3, pooling=pooling).eval()
+    short, long = [5, 11, 12, 13, 6], [5, 20, 21, 22, 23, 24, 25, 26, 6]
+    collate = pad_collate(pad_id=0)
+    both = collate([{"input_ids": long, "labels": 1}, {"input_ids": short, "labels": 0}])
+    alone = collate([{"input_ids": short, "labels": 0}])
+    assert both["attention_mask"][1].tolist() == [1] * 5 + [0] * 4
+    with torch.no_grad():
+        torch.testing.assert_close(task(both)[1], task(alone)[0], atol=1e-5, rtol=0)
+        if pooling != "cls":  # without the mask the padding would change the answer
+            unmasked = {"input_ids": both["input_ids"][1:], "attention_mask": torch.ones(1, 9, dtype=torch.long)}
+            assert (task(unmasked)[0] - task(alone)[0]).abs().max() > 1e-4
