@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as _hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import lit_llm
@@ -32,6 +33,20 @@ warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists 
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 VOCAB_MULTIPLE = 64  # embedding rows rounded up for faster matmuls (nanoGPT's 50257 -> 50304)
+
+
+def instantiate(node, *args, **kwargs):
+    """`hydra.utils.instantiate`, re-raising our ConfigError (which names the key and the fix)
+    instead of Hydra's wrapper around it."""
+    try:
+        return _hydra_instantiate(node, *args, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise
 
 
 def _container(node) -> dict:
@@ -196,6 +211,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "metrics.json", metrics)
+        for i, (split, answers) in enumerate(getattr(task, "predictions", {}).items()):
+            # {question id: answer}, the official SQuAD evaluation format; the first test set is predictions.json
+            atomic_write_json(out_dir / ("predictions.json" if i == 0 else f"predictions_{split}.json"), answers)
         if getattr(task, "confusion", None) is not None:
             atomic_write_json(out_dir / "test_confusion_matrix.json",
                               {"labels": task.label_names, "rows_true_cols_predicted": task.confusion})

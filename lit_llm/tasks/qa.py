@@ -1,0 +1,134 @@
+"""Extractive question answering: start/end heads on the encoder, span post-processing, SQuAD EM/F1.
+
+Post-processing (`best_spans`, `answers_from_features`): for every feature, the best valid span
+(start and end on context tokens, end >= start, at most `max_answer_length` tokens) by
+start logit + end logit, found exactly over all pairs (what the usual n-best search over the top
+start and end logits approximates); for every example, the best span over its windows, mapped
+back to the context characters through the features' offsets. EM and F1 come from torchmetrics'
+SQuAD metric (the official v1.1 normalisation: lower case, no punctuation, no articles, single
+spaces; the best over multiple references).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.text import SQuAD
+
+from lit_llm.errors import ConfigError
+from lit_llm.tasks.base import BackboneTask
+
+
+def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, offset_start: torch.Tensor,
+               max_answer_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, T] logits and offsets (-1 off the context) -> the best valid span of every feature:
+    (score [B], start token [B], end token [B]); score -inf where no valid span exists."""
+    B, T = start_logits.shape
+    context = offset_start >= 0
+    scores = start_logits.float()[:, :, None] + end_logits.float()[:, None, :]
+    i = torch.arange(T, device=scores.device)
+    band = (i[None, :] >= i[:, None]) & (i[None, :] - i[:, None] < max_answer_length)  # end >= start, short enough
+    valid = band[None] & context[:, :, None] & context[:, None, :]
+    scores = scores.masked_fill(~valid, float("-inf"))
+    best = scores.view(B, -1).max(dim=1)
+    return best.values, best.indices // T, best.indices % T
+
+
+def answers_from_features(example_index, scores, char_start, char_end, contexts: list[str]) -> list[str]:
+    """The answer text of every example: its best-scoring feature's span (empty when none)."""
+    best: dict[int, tuple[float, int, int]] = {}
+    for ex, score, cs, ce in zip(example_index.tolist(), scores.tolist(), char_start.tolist(), char_end.tolist()):
+        if score != float("-inf") and (ex not in best or score > best[ex][0]):
+            best[ex] = (score, cs, ce)
+    return [contexts[k][best[k][1] : best[k][2]].strip() if k in best else "" for k in range(len(contexts))]
+
+
+class QuestionAnsweringTask(BackboneTask):
+    """Start/end logits from a linear layer on the encoder's hidden states; loss = mean of the
+    start and end cross-entropies. Validation/test: EM and F1 (0-100) per split; the test
+    predictions ({id: answer}, the official evaluation format) are kept in `predictions`."""
+
+    task_kind = "qa"
+
+    def __init__(self, model: dict, optim: dict, max_answer_length: int = 30, compile: bool = False,
+                 tokenizer_json: str | None = None):
+        super().__init__(model, optim, compile, tokenizer_json)
+        if self.config.arch != "encoder":
+            raise ConfigError(f"task=qa needs an encoder backbone (model.arch=encoder), got {self.config.arch!r}")
+        if not isinstance(max_answer_length, int) or max_answer_length < 1:
+            raise ConfigError(f"task.max_answer_length={max_answer_length!r} must be a positive integer")
+        self.max_answer_length = max_answer_length
+        tied = {id(p) for p in self.backbone.wte.parameters()}
+        for p in self.backbone.mlm.parameters():  # unused here (see ClassificationTask)
+            if id(p) not in tied:
+                p.requires_grad_(False)
+        self.qa_head = nn.Linear(self.config.n_embd, 2)
+        nn.init.normal_(self.qa_head.weight, std=0.02)
+        nn.init.zeros_(self.qa_head.bias)
+        self._spans: dict[str, list[torch.Tensor]] = {}
+        self.predictions: dict[str, dict[str, str]] = {}
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self._compiled(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                                token_type_ids=batch.get("token_type_ids"))
+        start, end = self.qa_head(hidden).float().unbind(-1)
+        return start, end
+
+    def _loss(self, start, end, batch) -> torch.Tensor:
+        return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        start, end = self(batch)
+        loss = self._loss(start, end, batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    # -- evaluation: collect the best span of every feature, score the examples at the epoch's end
+    def _collect(self, batch: dict, split: str) -> torch.Tensor:
+        """Keep the best span of every feature of the batch; return the batch's loss."""
+        start, end = self(batch)
+        score, i, j = best_spans(start, end, batch["offset_start"], self.max_answer_length)
+        rows = torch.arange(len(i), device=i.device)
+        cs, ce = batch["offset_start"][rows, i], batch["offset_end"][rows, j]
+        self._spans.setdefault(split, []).append(
+            torch.stack([batch["example_index"].double(), score.double(), cs.double(), ce.double()], dim=1))
+        return self._loss(start, end, batch)
+
+    def _score(self, split: str, prefix: str) -> None:
+        parts = self._spans.pop(split, [])
+        if not parts:
+            return
+        spans = torch.cat(parts)
+        if self.trainer.world_size > 1:  # every process scores all features (duplicates are harmless)
+            spans = self.all_gather(spans).reshape(-1, 4)
+        spans = spans.cpu()
+        raw = self.trainer.datamodule.raw[split]
+        answers = answers_from_features(spans[:, 0].long(), spans[:, 1], spans[:, 2].long(), spans[:, 3].long(),
+                                        raw["context"])
+        ids, refs = raw["id"], raw["answers"]
+        metric = SQuAD()
+        result = metric([{"prediction_text": a, "id": i} for a, i in zip(answers, ids)],
+                        [{"answers": {"text": r["text"], "answer_start": r["answer_start"]}, "id": i}
+                         for r, i in zip(refs, ids)])
+        self.log(f"{prefix}/em", result["exact_match"], prog_bar=prefix == "val", rank_zero_only=True)
+        self.log(f"{prefix}/f1", result["f1"], prog_bar=prefix == "val", rank_zero_only=True)
+        if prefix.startswith("test"):
+            self.predictions[split] = dict(zip(ids, answers))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self._collect(batch, "validation")
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(batch["input_ids"]))
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("validation", "val")
+        super().on_validation_epoch_end()
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        split = self.trainer.datamodule.eval_split("test", dataloader_idx)
+        loss = self._collect(batch, split)
+        self.log(f"test/{split}/loss", loss, on_epoch=True, sync_dist=True, add_dataloader_idx=False,
+                 batch_size=len(batch["input_ids"]))
+
+    def on_test_epoch_end(self) -> None:
+        for split in list(self._spans):
+            self._score(split, f"test/{split}")
