@@ -70,3 +70,17 @@ def test_ddp_sim_two_cpu_processes(tmp_path, cache_dir):
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "completed" and run["global_step"] == 4
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ddp_sim_encoder_classifier(tmp_path, cache_dir):
+    """An encoder classifier under DDP: its unused MLM head is frozen, so DDP (without
+    find_unused_parameters) does not stop at the first backward pass waiting for its gradients."""
+    run_dir = tmp_path / "ddp_cls"
+    proc = _run(["data=tiny_sentiment", "tokenizer=bpe", "tokenizer.vocab_size=300", "task=classification",
+                 "model=bert_tiny", "trainer=ddp_sim", "trainer.max_steps=4", "trainer.val_check_interval=2",
+                 "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
+                 "data.batch_size=8", f"hydra.run.dir={run_dir}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["global_step"] == 4
+    assert "test/acc" in json.loads((run_dir / "metrics.json").read_text())

@@ -249,3 +249,19 @@ def test_bad_window_settings_name_the_keys(tmp_path):
         module(tmp_path, unanswerable="drop")
     with pytest.raises(ConfigError, match=r"data\.train_files: no file matches"):
         module(tmp_path, train_files=str(tmp_path / "missing.json")).load_raw()
+
+
+def test_hub_dataset_in_the_flattened_schema(tmp_path, monkeypatch):
+    import datasets
+
+    from lit_llm.data import qa as qa_mod
+
+    records = read_qa_file(TRAIN)
+    hub = datasets.DatasetDict({"train": datasets.Dataset.from_list(records[:12]),
+                                "validation": datasets.Dataset.from_list(records[12:])})
+    monkeypatch.setattr(qa_mod, "load_hub_dataset", lambda name, config, cache: hub)
+    dm = QADataModule(hub_name="squad", max_length=64, doc_stride=16, max_query_length=16,
+                      cache_dir=str(tmp_path / "cache"))
+    raw = dm.load_raw()
+    assert {k: len(v) for k, v in raw.items()} == {"train": 12, "validation": 5}
+    assert raw["validation"][0]["answers"] == records[12]["answers"] and dm.test_names == ["validation"]
