@@ -36,3 +36,30 @@ def test_qa_run_reports_each_test_set_and_writes_predictions(compose_train, tmp_
 def test_qa_needs_an_encoder(compose_train, tmp_path):
     with pytest.raises(ConfigError, match=r"task=qa needs an encoder backbone"):
         train(compose_train(QA + ["model=gpt_tiny"], tmp_path / "x"))
+
+
+def test_qa_from_a_hugging_face_bert_with_a_wordpiece_vocabulary(compose_train, tmp_path):
+    """model.init_from=hf:<dir>: BERT weights and vocab.txt (its [CLS]/[SEP]/[PAD] ids, lower-casing,
+    offsets through WordPiece) drive the same features and post-processing."""
+    transformers = pytest.importorskip("transformers")
+    import re
+
+    texts = [t for art in json.loads((DATA / "tiny_squad_train.json").read_text())["data"]
+             for para in art["paragraphs"] for t in [para["context"]] + [q["question"] for q in para["qas"]]]
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    hf_dir = tmp_path / "bert"
+    transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64)).save_pretrained(hf_dir)
+    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (hf_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+
+    out = tmp_path / "qa_hf"
+    metrics = train(compose_train(QA + ["model=bert_tiny", f"model.init_from=hf:{hf_dir}"], out))
+    assert {"test/tiny/em", "test/tiny/f1"} <= set(metrics)
+    contexts = " ".join(texts)
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert all(answer in contexts for answer in predictions.values())  # spans of the original text, cased
+    stats = json.loads((out / "run.json").read_text())["data"]
+    assert stats["train"]["span_mismatch"] == 0  # whole words: every labelled span is exactly the answer

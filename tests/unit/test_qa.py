@@ -46,6 +46,10 @@ def test_reads_squad_json_and_the_flat_schema_alike(tmp_path):
     as_list = tmp_path / "flat_list.json"
     as_list.write_text(json.dumps(records))
     assert read_qa_file(str(as_list)) == records
+    import datasets
+
+    datasets.Dataset.from_list(records).to_parquet(str(tmp_path / "flat.parquet"))
+    assert read_qa_file(str(tmp_path / "flat.parquet")) == records
 
 
 def test_repeated_ids_are_made_unique():
