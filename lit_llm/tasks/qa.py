@@ -34,13 +34,14 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, offset_star
     return best.values, best.indices // T, best.indices % T
 
 
-def answers_from_features(example_index, scores, char_start, char_end, contexts: list[str]) -> list[str]:
-    """The answer text of every example: its best-scoring feature's span (empty when none)."""
+def answers_from_features(example_index, scores, char_start, char_end, contexts: list[str]) -> dict[int, str]:
+    """{example index: answer text} for every example that has features: its best-scoring feature's
+    span, stripped ("" when no feature has a valid span)."""
     best: dict[int, tuple[float, int, int]] = {}
     for ex, score, cs, ce in zip(example_index.tolist(), scores.tolist(), char_start.tolist(), char_end.tolist()):
-        if score != float("-inf") and (ex not in best or score > best[ex][0]):
+        if ex not in best or score > best[ex][0]:
             best[ex] = (score, cs, ce)
-    return [contexts[k][best[k][1] : best[k][2]].strip() if k in best else "" for k in range(len(contexts))]
+    return {k: contexts[k][cs:ce].strip() if score != float("-inf") else "" for k, (score, cs, ce) in sorted(best.items())}
 
 
 class QuestionAnsweringTask(BackboneTask):
@@ -105,15 +106,18 @@ class QuestionAnsweringTask(BackboneTask):
         raw = self.trainer.datamodule.raw[split]
         answers = answers_from_features(spans[:, 0].long(), spans[:, 1], spans[:, 2].long(), spans[:, 3].long(),
                                         raw["context"])
-        ids, refs = raw["id"], raw["answers"]
+        # the questions whose features were evaluated: all of them, unless trainer.limit_*_batches cut the split
+        seen = raw.select(list(answers))
+        ids = seen["id"]
         metric = SQuAD()
-        result = metric([{"prediction_text": a, "id": i} for a, i in zip(answers, ids)],
+        result = metric([{"prediction_text": a, "id": i} for a, i in zip(answers.values(), ids)],
                         [{"answers": {"text": r["text"], "answer_start": r["answer_start"]}, "id": i}
-                         for r, i in zip(refs, ids)])
+                         for r, i in zip(seen["answers"], ids)])
         self.log(f"{prefix}/em", result["exact_match"], prog_bar=prefix == "val", rank_zero_only=True)
         self.log(f"{prefix}/f1", result["f1"], prog_bar=prefix == "val", rank_zero_only=True)
+        self.log(f"{prefix}/questions", float(len(ids)), rank_zero_only=True)
         if prefix.startswith("test"):
-            self.predictions[split] = dict(zip(ids, answers))
+            self.predictions[split] = dict(zip(ids, answers.values()))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss = self._collect(batch, "validation")

@@ -24,6 +24,7 @@ def test_qa_run_reports_each_test_set_and_writes_predictions(compose_train, tmp_
     assert {"val/em", "val/f1", "test/tiny/em", "test/tiny/f1", "test/again/em", "test/again/f1"} <= set(metrics)
     assert metrics["test/tiny/f1"] == metrics["test/again/f1"]  # the same file twice: the same score
     assert 0 <= metrics["test/tiny/em"] <= metrics["test/tiny/f1"] <= 100
+    assert metrics["test/tiny/questions"] == 9 and metrics["val/questions"] == 9
     predictions = json.loads((out / "predictions.json").read_text())
     test_ids = [qa["id"] for art in json.loads((DATA / "tiny_squad_test.json").read_text())["data"]
                 for para in art["paragraphs"] for qa in para["qas"]]
