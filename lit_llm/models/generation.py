@@ -89,3 +89,211 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None,
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding for any model behind a step function (the encoder-decoder; the GPT through `generate`).
+#
+# `step(tokens)` gets every decoder token so far (N, t), starting with the decoder-start token,
+# and returns the logits of the next token (N, V); with a KV cache it feeds only the tokens the
+# cache has not seen. `reorder(index)` keeps cache rows `index` (the parents of surviving beams).
+
+GENERATION_OPTIONS = ("max_new_tokens", "min_new_tokens", "num_beams", "temperature", "top_k", "top_p",
+                      "length_penalty", "early_stopping", "no_repeat_ngram_size", "use_cache")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Keep the `top_k` most likely tokens and/or the smallest set whose probability reaches
+    `top_p` (nucleus sampling, Holtzman et al. 2020); the rest get -inf. (N, V) -> (N, V)."""
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p  # the mass before this token already >= p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def ban_repeated_ngrams(tokens: torch.Tensor, logits: torch.Tensor, n: int) -> torch.Tensor:
+    """-inf for every token that would repeat an n-gram already in its row of `tokens` (N, t)."""
+    N, t = tokens.shape
+    if n <= 0 or t < n:
+        return logits
+    if n == 1:
+        return logits.scatter(1, tokens, float("-inf"))
+    windows = tokens.unfold(1, n - 1, 1)[:, :-1]          # (N, t-n+1, n-1): every earlier (n-1)-gram
+    match = (windows == tokens[:, None, t - n + 1 :]).all(-1)  # ... equal to the current last n-1 tokens
+    rows, starts = match.nonzero(as_tuple=True)
+    banned = tokens[rows, starts + n - 1]                 # the token that followed each match
+    return logits.index_put((rows, banned), torch.tensor(float("-inf"), device=logits.device))
+
+
+def _check_options(num_beams, temperature, top_k, top_p, max_new_tokens, min_new_tokens, length_penalty) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
+    if not isinstance(min_new_tokens, int) or not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens={min_new_tokens!r} must be in [0, max_new_tokens={max_new_tokens}]")
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams={num_beams!r} must be a positive integer")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        raise ValueError(f"top_k={top_k!r} must be a positive integer or None")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r} must be in (0, 1] or None")
+    if num_beams > 1 and temperature > 0:
+        raise ValueError("beam search is deterministic: use temperature=0 with num_beams > 1")
+
+
+def decode_tokens(step, start: torch.Tensor, max_new_tokens: int, eos_id: int, pad_id: int, *,
+                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                  min_new_tokens: int = 0, no_repeat_ngram_size: int = 0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Greedy (temperature 0) or sampled decoding, batched: (N, 1) start tokens -> (N, L) new
+    tokens, L <= max_new_tokens; a row that emitted `eos_id` is padded with `pad_id` and decoding
+    stops when every row has."""
+    tokens = start
+    done = torch.zeros(start.size(0), dtype=torch.bool, device=start.device)
+    for t in range(max_new_tokens):
+        logits = step(tokens).float()
+        if t < min_new_tokens:
+            logits[:, eos_id] = float("-inf")
+        logits = ban_repeated_ngrams(tokens, logits, no_repeat_ngram_size)
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        done |= nxt == eos_id
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        if bool(done.all()):
+            break
+    return tokens[:, 1:]
+
+
+def beam_search(step, reorder, start: torch.Tensor, num_beams: int, max_new_tokens: int, eos_id: int,
+                pad_id: int, *, length_penalty: float = 1.0, early_stopping: bool = False,
+                min_new_tokens: int = 0, no_repeat_ngram_size: int = 0) -> torch.Tensor:
+    """Beam search over (B, 1) start tokens -> (B, L) best new tokens per row (pad after eos).
+
+    Each step keeps the `num_beams` best continuations of every row (by summed log-probability);
+    a beam that emits eos among them becomes a finished hypothesis scored sum / length**length_penalty
+    (length = its new tokens, eos included). A row is done when it has num_beams finished
+    hypotheses and (early_stopping) at once, or (otherwise) when no running beam can still beat the
+    worst finished one. Rows still running at max_new_tokens finish with their beams.
+    """
+    B, K = start.size(0), num_beams
+    device = start.device
+    tokens = start.repeat_interleave(K, dim=0)                        # (B*K, 1)
+    scores = torch.zeros(B, K, device=device)
+    scores[:, 1:] = float("-inf")                                     # all beams start equal: expand one
+    scores = scores.view(-1)
+    finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(B)]
+    done = [False] * B
+    steps = 0
+    for t in range(max_new_tokens):
+        steps = t + 1
+        logp = torch.log_softmax(step(tokens).float(), dim=-1)       # (B*K, V)
+        if t < min_new_tokens:
+            logp[:, eos_id] = float("-inf")
+        logp = ban_repeated_ngrams(tokens, logp, no_repeat_ngram_size)
+        V = logp.size(-1)
+        cand = (scores[:, None] + logp).view(B, K * V)
+        top_scores, top_idx = cand.topk(2 * K, dim=1)
+        top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
+        next_scores = torch.full((B, K), float("-inf"), device=device)
+        next_rows = torch.arange(B * K, device=device).view(B, K).clone()
+        next_tokens = torch.full((B, K), pad_id, dtype=torch.long, device=device)
+        for b in range(B):
+            if done[b]:
+                continue
+            k = 0
+            for rank, (score, idx) in enumerate(zip(top_scores[b], top_idx[b])):
+                if score == float("-inf"):
+                    break
+                parent, token = b * K + idx // V, idx % V
+                if token == eos_id:
+                    if rank < K:  # an eos outside the top K is not a better hypothesis than the beams kept
+                        seq = torch.cat([tokens[parent, 1:], tokens.new_tensor([eos_id])])
+                        finished[b].append((score / steps ** length_penalty, seq))
+                        finished[b].sort(key=lambda h: -h[0])
+                        del finished[b][K:]
+                    continue
+                next_scores[b, k], next_rows[b, k], next_tokens[b, k] = score, parent, token
+                k += 1
+                if k == K:
+                    break
+            if len(finished[b]) == K:
+                best_running = next_scores[b].max().item() / steps ** length_penalty
+                done[b] = early_stopping or finished[b][-1][0] >= best_running
+        if all(done):
+            break
+        rows = next_rows.view(-1)
+        tokens = torch.cat([tokens.index_select(0, rows), next_tokens.view(-1, 1)], dim=1)
+        scores = next_scores.view(-1)
+        reorder(rows)
+    best = []
+    for b in range(B):
+        hyps = list(finished[b])
+        if not done[b]:  # max_new_tokens reached: the running beams compete too
+            for k in range(K):
+                s = scores[b * K + k].item()
+                if s != float("-inf"):
+                    hyps.append((s / steps ** length_penalty, tokens[b * K + k, 1:]))
+        best.append(max(hyps, key=lambda h: h[0])[1] if hyps else tokens.new_zeros(0))
+    width = max(len(s) for s in best)
+    out = torch.full((B, width), pad_id, dtype=torch.long, device=device)
+    for b, seq in enumerate(best):
+        out[b, : len(seq)] = seq
+    return out
+
+
+@torch.no_grad()
+def generate_seq2seq(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None, *, start_id: int, eos_id: int,
+                     pad_id: int, max_new_tokens: int = 64, min_new_tokens: int = 0, num_beams: int = 1,
+                     temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                     length_penalty: float = 1.0, early_stopping: bool = False, no_repeat_ngram_size: int = 0,
+                     use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Generate target tokens for a batch of sources with an `EncoderDecoder`: (B, S) -> (B, L).
+
+    The encoder runs once. use_cache=True: the decoder's self-attention keys/values grow by one
+    position per step and the cross-attention keys/values are computed once; use_cache=False
+    recomputes the decoder over the whole prefix every step (the reference: same tokens, slower)."""
+    _check_options(num_beams, temperature, top_k, top_p, max_new_tokens, min_new_tokens, length_penalty)
+    max_new_tokens = min(max_new_tokens, model.config.block_size - 1)
+    was_training = model.training
+    model.eval()
+    try:
+        memory = model.encode(src_ids, src_mask)
+        if num_beams > 1:
+            memory = memory.repeat_interleave(num_beams, dim=0)
+            src_mask = None if src_mask is None else src_mask.repeat_interleave(num_beams, dim=0)
+        state = {"memory": memory, "mask": src_mask}
+        cache = model.new_cache(memory, src_mask, max_len=max_new_tokens + 1) if use_cache else None
+
+        def step(tokens: torch.Tensor) -> torch.Tensor:
+            if cache is not None:
+                return model.decode(tokens[:, cache.length :], cache=cache)[:, -1]
+            return model.decode(tokens, state["memory"], state["mask"])[:, -1]
+
+        def reorder(rows: torch.Tensor) -> None:
+            if cache is not None:
+                cache.reorder(rows)
+            else:
+                state["memory"] = state["memory"].index_select(0, rows)
+                state["mask"] = None if state["mask"] is None else state["mask"].index_select(0, rows)
+
+        start = torch.full((src_ids.size(0), 1), start_id, dtype=torch.long, device=src_ids.device)
+        if num_beams > 1:
+            return beam_search(step, reorder, start, num_beams, max_new_tokens, eos_id, pad_id,
+                               length_penalty=length_penalty, early_stopping=early_stopping,
+                               min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
+        return decode_tokens(step, start, max_new_tokens, eos_id, pad_id, temperature=temperature, top_k=top_k,
+                             top_p=top_p, min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
+                             generator=generator)
+    finally:
+        model.train(was_training)

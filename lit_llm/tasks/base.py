@@ -77,7 +77,8 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int) -> d
 
 
 def build_backbone(model_cfg: dict) -> nn.Module:
-    """The backbone named by `model.arch`: "gpt" (causal) or "encoder" (BERT-style)."""
+    """The backbone named by `model.arch`: "gpt" (causal), "encoder" (BERT-style) or
+    "encoder_decoder" (the Transformer)."""
     arch = model_cfg.get("arch", "gpt")
     if arch == "gpt":
         from lit_llm.models.gpt import GPT, GPTConfig
@@ -87,7 +88,11 @@ def build_backbone(model_cfg: dict) -> nn.Module:
         from lit_llm.models.encoder import Encoder, EncoderConfig
 
         return Encoder(EncoderConfig.from_dict(model_cfg))
-    raise ConfigError(f"model.arch={arch!r} is not a backbone; use gpt or encoder")
+    if arch == "encoder_decoder":
+        from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
+
+        return EncoderDecoder(EncoderDecoderConfig.from_dict(model_cfg))
+    raise ConfigError(f"model.arch={arch!r} is not a backbone; use gpt, encoder or encoder_decoder")
 
 
 class BackboneTask(pl.LightningModule):
