@@ -1,0 +1,408 @@
+"""Sequence-to-sequence data (translation, summarization): source/target pairs -> padded batches.
+
+Sources, per split (`train_files`, `validation_files`, `test_files`):
+- parallel text files: a path *stem* with `source_lang` / `target_lang` (`.../multi30k/train` with de, en
+  reads `train.de` and `train.en`, line i of one translating line i of the other);
+- tables (.csv, .tsv, .jsonl/.json, .parquet) with `source_column` / `target_column` (e.g. dialogue /
+  summary), or the hub's translation schema (`translation: {de: ..., en: ...}`, with source_lang /
+  target_lang) from files or `hub_name`.
+
+Evaluation splits keep every reference: rows with the same source text become one example whose
+references are all their targets (DialogSum's test set: 500 dialogues x 3 summaries); `reference_columns`
+adds further reference columns of a row.
+
+Tokens: source = `source_prefix + source` cut to `max_source_length - 1` tokens + `<eos>`; target =
+target cut to `max_target_length - 1` tokens + `<eos>`; the decoder reads `<bos>` + target[:-1].
+Truncations are counted per split (`stats[split]["source_truncated"]`, `"target_truncated"`);
+pairs with an empty source or target are dropped and counted (`dropped_empty`). Batches:
+`input_ids`, `attention_mask` (source), `decoder_input_ids`, `labels` (target, padded with -100),
+`example_index`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Iterator
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+import pytorch_lightning as pl
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from lit_llm.data.base import TokenizedSplitsMixin
+from lit_llm.data.corpus import ResumableDataLoader, ResumableTrainMixin, resolve_special_ids
+from lit_llm.data.sources import _load_files, file_extension, load_hub_dataset, resolve_files
+from lit_llm.errors import ConfigError
+from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
+from lit_llm.utils_io import sha256_file, sha256_json
+
+log = logging.getLogger("lit_llm")
+
+SEQ2SEQ_VERSION = 1
+IGNORE_INDEX = -100
+SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files", "test": "data.test_files"}
+EXAMPLES = datasets.Features({"source": datasets.Value("string"), "target": datasets.Value("string"),
+                              "references": datasets.Sequence(datasets.Value("string"))})
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_parallel(stem: str, source_lang: str, target_lang: str, key: str) -> tuple[list[str], list[str], list[str]]:
+    """Lines of `<stem>.<source_lang>` and `<stem>.<target_lang>` (same count or an error) and the two paths."""
+    paths = [f"{stem}.{source_lang}", f"{stem}.{target_lang}"]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise ConfigError(f"{key}={stem!r}: no file {missing[0]} (parallel text needs <stem>.{source_lang} and "
+                          f"<stem>.{target_lang}); fix the path or data.source_lang / data.target_lang.")
+    lines = [Path(p).read_text(encoding="utf-8").split("\n") for p in paths]
+    for i, ls in enumerate(lines):
+        if ls and ls[-1] == "":
+            ls.pop()  # the final newline
+    if len(lines[0]) != len(lines[1]):
+        raise ConfigError(f"{key}: the parallel files are misaligned: {paths[0]} has {len(lines[0])} lines, "
+                          f"{paths[1]} has {len(lines[1])}; every line of one must translate the same line of the other.")
+    return lines[0], lines[1], paths
+
+
+def _column(table, name: str, where: str, key: str) -> list:
+    if "." in name and name not in table.column_names:  # translation schema: translation.de
+        head, sub = name.split(".", 1)
+        if head in table.column_names:
+            return [None if row is None else row.get(sub) for row in table.column(head).to_pylist()]
+    if name not in table.column_names:
+        raise ConfigError(f"{key}={name!r} is not a column of {where}; its columns are {table.column_names}; "
+                          f"set {key}=<one of them>.")
+    return table.column(name).to_pylist()
+
+
+# ----------------------------------------------------------------------------- features
+
+def encode_pairs(batch: Mapping[str, list], tokenizer: Tokenizer, eos_id: int, prefix: str, max_source_length: int,
+                 max_target_length: int) -> dict[str, list]:
+    sources = tokenizer.encode_batch([prefix + s for s in batch["source"]], add_special_tokens=False)
+    targets = tokenizer.encode_batch(batch["target"], add_special_tokens=False)
+    out: dict[str, list] = {"source_ids": [], "target_ids": [], "source_truncated": [], "target_truncated": []}
+    for s, t in zip(sources, targets):
+        out["source_ids"].append(s.ids[: max_source_length - 1] + [eos_id])
+        out["target_ids"].append(t.ids[: max_target_length - 1] + [eos_id])
+        out["source_truncated"].append(len(s.ids) > max_source_length - 1)
+        out["target_truncated"].append(len(t.ids) > max_target_length - 1)
+    return out
+
+
+class PairFeatures(torch.utils.data.Dataset):
+    """Tokenized pairs as flat numpy arrays + row offsets."""
+
+    def __init__(self, ds: datasets.Dataset):
+        if ds._indices is not None:
+            ds = ds.flatten_indices()
+        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+
+        def flat(name):
+            col = table.column(name).combine_chunks()
+            lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+            return col.flatten().to_numpy(zero_copy_only=False), np.concatenate([[0], np.cumsum(lengths)]), lengths
+
+        self.src, self.src_row, self.src_len = flat("source_ids")
+        self.tgt, self.tgt_row, self.tgt_len = flat("target_ids")
+
+    def __len__(self) -> int:
+        return len(self.src_len)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"source_ids": self.src[self.src_row[i] : self.src_row[i + 1]],
+                "target_ids": self.tgt[self.tgt_row[i] : self.tgt_row[i + 1]], "example_index": int(i)}
+
+
+class Seq2SeqCollator:
+    """Pad a batch: sources with pad_id (+ attention_mask), decoder inputs `<bos>` + target[:-1] with
+    pad_id, labels = target with -100 on padding."""
+
+    def __init__(self, pad_id: int, start_id: int):
+        self.pad_id, self.start_id = int(pad_id), int(start_id)
+
+    def __call__(self, items) -> dict[str, torch.Tensor]:
+        B = len(items)
+        S = max(len(it["source_ids"]) for it in items)
+        T = max(len(it["target_ids"]) for it in items)
+        src = np.full((B, S), self.pad_id, np.int64)
+        mask = np.zeros((B, S), np.int64)
+        dec = np.full((B, T), self.pad_id, np.int64)
+        labels = np.full((B, T), IGNORE_INDEX, np.int64)
+        for b, it in enumerate(items):  # one copy per example, not per token
+            s, t = it["source_ids"], it["target_ids"]
+            src[b, : len(s)], mask[b, : len(s)] = s, 1
+            labels[b, : len(t)] = t
+            dec[b, 0] = self.start_id
+            dec[b, 1 : len(t)] = t[:-1]
+        return {"input_ids": torch.from_numpy(src), "attention_mask": torch.from_numpy(mask),
+                "decoder_input_ids": torch.from_numpy(dec), "labels": torch.from_numpy(labels),
+                "example_index": torch.tensor([it["example_index"] for it in items], dtype=torch.long)}
+
+
+# ----------------------------------------------------------------------------- data module
+
+class Seq2SeqDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
+    """Source/target pairs for translation and summarization (see the module docstring)."""
+
+    CACHE_SUBDIR = "seq2seq"
+
+    def __init__(
+        self,
+        train_files: Any = None,
+        validation_files: Any = None,
+        test_files: Any = None,
+        hub_name: str | None = None,
+        hub_config: str | None = None,
+        source_lang: str | None = None,
+        target_lang: str | None = None,
+        source_column: str = "source",
+        target_column: str = "target",
+        reference_columns: list[str] | None = None,
+        column_names: list[str] | None = None,
+        source_prefix: str = "",
+        max_source_length: int = 128,
+        max_target_length: int = 64,
+        val_fraction: float = 0.05,
+        split_seed: int = 1234,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_proc: int = 1,
+        cache_dir: str = ".cache",
+        shuffle_seed: int = 1234,
+    ):
+        super().__init__()
+        if (train_files is None) == (hub_name is None):
+            raise ConfigError("data.train_files and data.hub_name: set exactly one of them "
+                              f"(got train_files={train_files!r}, hub_name={hub_name!r}).")
+        for key, value in (("data.max_source_length", max_source_length), ("data.max_target_length", max_target_length),
+                           ("data.batch_size", batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+                raise ConfigError(f"{key}={value!r} must be an integer >= 2.")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+            raise ConfigError(f"data.val_fraction={val_fraction!r} must be a number in (0, 1).")
+        self.files = {"train": train_files, "validation": validation_files, "test": test_files}
+        self.hub_name, self.hub_config = hub_name, hub_config
+        self.source_lang, self.target_lang = source_lang, target_lang
+        if source_lang and target_lang and source_column == "source" and target_column == "target":
+            source_column, target_column = f"translation.{source_lang}", f"translation.{target_lang}"
+        self.source_column, self.target_column = source_column, target_column
+        self.reference_columns = list(reference_columns or [])
+        self.column_names = list(column_names) if column_names else None
+        self.source_prefix = source_prefix or ""
+        self.max_source_length, self.max_target_length = max_source_length, max_target_length
+        self.val_fraction, self.split_seed = float(val_fraction), split_seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.num_proc = num_workers, num_proc
+        self.cache_dir = os.fspath(cache_dir)
+        self.shuffle_seed = shuffle_seed
+
+        self.raw: datasets.DatasetDict | None = None
+        self.data_fingerprint: str | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.tokenizer_fingerprint: str | None = None
+        self.special_ids: dict[str, int] = {}
+        self.features: dict[str, PairFeatures] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.load_stats: dict[str, dict[str, Any]] = {}
+        self.test_names: list[str] = ["test"]
+        self._restored_state: dict[str, Any] = {}
+
+    # -- 1. examples ---------------------------------------------------------------------------
+    def _read_split(self, spec: Any, key: str) -> tuple[list[dict], list]:
+        """[{source, target, references}] of one split, in file order, and a content layout."""
+        rows, layout = [], []
+        stems = spec if isinstance(spec, (list, tuple)) else [spec]
+        for stem in stems:
+            stem = os.fspath(stem)
+            if self.source_lang and self.target_lang and file_extension(stem) not in (
+                    ".csv", ".tsv", ".json", ".jsonl", ".parquet"):
+                src, tgt, paths = read_parallel(stem, self.source_lang, self.target_lang, key)
+                rows += [{"source": s, "target": t, "references": [t]} for s, t in zip(src, tgt)]
+                layout.append([sha256_file(p) for p in paths])
+                continue
+            for path in resolve_files(stem, key):
+                extra = {"column_names": self.column_names} if self.column_names else None
+                ds, loader = _load_files([path], "rows", "line", os.path.join(self.cache_dir, "hf_datasets"), key,
+                                         builder_kwargs=extra)
+                rows += self._rows_of(ds, f"{key} ({path})")
+                layout.append({"file": sha256_file(path), "loader": loader})
+        return rows, layout
+
+    def _rows_of(self, ds: datasets.Dataset, where: str) -> list[dict]:
+        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        src = _column(table, self.source_column, where, "data.source_column")
+        tgt = _column(table, self.target_column, where, "data.target_column")
+        extra = [_column(table, c, where, "data.reference_columns") for c in self.reference_columns]
+        out = []
+        for i, (s, t) in enumerate(zip(src, tgt)):
+            refs = [t] + [col[i] for col in extra]
+            out.append({"source": s, "target": t, "references": refs})
+        return out
+
+    def load_raw(self) -> datasets.DatasetDict:
+        if self.raw is not None:
+            return self.raw
+        sources: dict[str, list[dict]] = {}
+        layout: dict[str, Any] = {}
+        if self.hub_name is not None:
+            hub = load_hub_dataset(self.hub_name, self.hub_config, os.path.join(self.cache_dir, "hf_datasets"))
+            for split in ("train", "validation", "test"):
+                if split in hub:
+                    sources[split] = self._rows_of(hub[split], f"data.hub_name={self.hub_name!r} split {split!r}")
+                    layout[split] = {"hub": self.hub_name, "config": self.hub_config,
+                                     "fingerprint": hub[split]._fingerprint}
+        for split, spec in self.files.items():
+            if spec is not None:
+                sources[split], layout[split] = self._read_split(spec, SPLIT_KEYS[split])
+        if "train" not in sources:
+            raise ConfigError("no training pairs: set data.train_files (or a hub dataset with a train split).")
+        holdout = None
+        if "validation" not in sources:
+            train = sources["train"]
+            perm = np.random.default_rng(self.split_seed).permutation(len(train))
+            n_val = max(1, round(len(train) * self.val_fraction))
+            sources["validation"] = [train[i] for i in np.sort(perm[:n_val])]
+            sources["train"] = [train[i] for i in np.sort(perm[n_val:])]
+            holdout = {"val_fraction": self.val_fraction, "seed": self.split_seed}
+        self.test_names = ["test"] if "test" in sources else ["validation"]
+        raw = {}
+        for split in [s for s in ("train", "validation", "test") if s in sources]:
+            rows, stats = self._clean(split, sources[split], merge=split != "train")
+            raw[split] = datasets.Dataset.from_list(rows, features=EXAMPLES)
+            self.load_stats[split] = stats
+        self.raw = datasets.DatasetDict(raw)
+        self.data_fingerprint = sha256_json({
+            "version": SEQ2SEQ_VERSION, "sources": layout, "holdout": holdout,
+            "columns": [self.source_column, self.target_column, self.reference_columns, self.column_names],
+        })
+        return self.raw
+
+    def _clean(self, split: str, rows: list[dict], merge: bool) -> tuple[list[dict], dict[str, int]]:
+        """Drop (and count) pairs with an empty source or target; for evaluation, merge rows that
+        share a source into one example with all their references."""
+        def empty(x):
+            return not isinstance(x, str) or not x.strip()
+        kept = [r for r in rows if not (empty(r["source"]) or empty(r["target"]))]
+        dropped = len(rows) - len(kept)
+        if dropped:
+            log.warning("data: %s: dropped %d pair(s) with an empty source or target (of %d)", split, dropped, len(rows))
+        if not kept:
+            raise ConfigError(f"{SPLIT_KEYS.get(split, split)}: all {len(rows)} pairs have an empty source or target; "
+                              "check data.source_column / data.target_column (or the language suffixes).")
+        merged = 0
+        if merge:
+            by_source: dict[str, dict] = {}
+            for r in kept:
+                refs = [x for x in r["references"] if not empty(x)]
+                if r["source"] in by_source:
+                    by_source[r["source"]]["references"] += refs
+                    merged += 1
+                else:
+                    by_source[r["source"]] = {"source": r["source"], "target": r["target"], "references": refs}
+            kept = list(by_source.values())
+        stats = {"pairs": len(rows), "dropped_empty": dropped, "examples": len(kept), "merged_rows": merged,
+                 "references_per_example": round(sum(len(r["references"]) for r in kept) / len(kept), 3)}
+        log.info("data split %s: %s", split, stats)
+        return kept, stats
+
+    # -- 2./3. tokenizer --------------------------------------------------------------------------
+    def train_texts(self, batch_size: int = 1000) -> Iterator[list[str]]:
+        """Sources and targets of the train split (one tokenizer for both sides)."""
+        train = self.load_raw()["train"]
+        for column in ("source", "target"):
+            for start in range(0, len(train), batch_size):
+                yield train[start : start + batch_size][column]
+
+    def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
+                      special_ids: Mapping[str, int] | None = None) -> None:
+        ids = resolve_special_ids(tokenizer, special_ids)
+        missing = [name for name in ("bos", "eos", "pad") if name not in ids]
+        if missing:
+            raise ConfigError(f"the tokenizer has no {', '.join(f'<{m}>' for m in missing)} token, needed for "
+                              "<bos> target <eos> sequences; use a tokenizer trained by lit-llm (tokenizer.kind=bpe).")
+        self.tokenizer = tokenizer
+        self.tokenizer_fingerprint = tokenizer_fingerprint or _fingerprint_of(tokenizer)
+        self.special_ids = ids
+        self.features, self.stats = {}, {}
+
+    # -- 4. features, cached --------------------------------------------------------------------
+    def _cache_key(self) -> dict[str, Any]:
+        return {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint,
+                "prefix": self.source_prefix, "max_source_length": self.max_source_length,
+                "max_target_length": self.max_target_length, "eos": self.special_ids["eos"],
+                "version": SEQ2SEQ_VERSION}
+
+    def _open_split(self, split: str, path: Path) -> None:
+        self.features[split] = PairFeatures(datasets.load_from_disk(str(path)))
+
+    def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ds = self.raw[split]
+        mapped = ds.map(
+            encode_pairs, batched=True, batch_size=1000, remove_columns=ds.column_names,
+            features=datasets.Features({"source_ids": datasets.List(datasets.Value("int32")),
+                                        "target_ids": datasets.List(datasets.Value("int32")),
+                                        "source_truncated": datasets.Value("bool"),
+                                        "target_truncated": datasets.Value("bool")}),
+            fn_kwargs={"tokenizer": self.tokenizer, "eos_id": self.special_ids["eos"], "prefix": self.source_prefix,
+                       "max_source_length": self.max_source_length, "max_target_length": self.max_target_length},
+            new_fingerprint=sha256_json([self.tokenized_dir.name, split])[:32], desc=f"tokenizing {split}",
+        )
+        src_len = np.asarray([len(x) for x in mapped["source_ids"]])
+        tgt_len = np.asarray([len(x) for x in mapped["target_ids"]])
+        stats = {**self.load_stats.get(split, {}), "source_truncated": int(np.sum(mapped["source_truncated"])),
+                 "target_truncated": int(np.sum(mapped["target_truncated"])),
+                 "source_tokens_mean": round(float(src_len.mean()), 2), "target_tokens_mean": round(float(tgt_len.mean()), 2)}
+        mapped.remove_columns(["source_truncated", "target_truncated"]).save_to_disk(str(out_dir))
+        for side, limit in (("source", self.max_source_length), ("target", self.max_target_length)):
+            if stats[f"{side}_truncated"]:
+                log.warning("data: %s: %d %ss truncated to data.max_%s_length=%d tokens", split,
+                            stats[f"{side}_truncated"], side, side, limit)
+        log.info("data: tokenized %s: %s in %.1fs", split, stats, time.perf_counter() - t0)
+        return stats
+
+    # -- 5. loaders ---------------------------------------------------------------------------------
+    def _features(self, split: str) -> PairFeatures:
+        if split not in self.features:
+            self.setup()
+        return self.features[split]
+
+    def _train_size(self) -> int:
+        return len(self._features("train"))
+
+    def collator(self) -> Seq2SeqCollator:
+        return Seq2SeqCollator(self.special_ids["pad"], self.special_ids["bos"])
+
+    def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
+        return loader_cls(self._features(split), batch_size=batch_size, collate_fn=self.collator(),
+                          **self.loader_kwargs(), **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        n = self._train_size()
+        if n < self.batch_size:
+            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the train split ({n} pairs); "
+                              "lower data.batch_size.")
+        return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
+                            sampler=self.make_train_sampler(), drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name, self.eval_batch_size, shuffle=False) for name in self.test_names]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "max_source_length": self.max_source_length, "max_target_length": self.max_target_length,
+                "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed}
+
+
+__all__ = ["Seq2SeqDataModule", "Seq2SeqCollator", "PairFeatures", "encode_pairs", "read_parallel", "SEQ2SEQ_VERSION"]
