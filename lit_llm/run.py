@@ -53,11 +53,22 @@ def _container(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
-def check_context(data_block_size: int, model_block_size: int) -> None:
+def check_context(data_block_size: int, model_block_size: int, key: str = "data.block_size") -> None:
     if data_block_size > model_block_size:
         raise ConfigError(
-            f"data.block_size={data_block_size} is longer than the model's context "
-            f"model.block_size={model_block_size}; lower data.block_size or raise model.block_size")
+            f"{key}={data_block_size} is longer than the model's context "
+            f"model.block_size={model_block_size}; lower {key} or raise model.block_size")
+
+
+def data_length(data_cfg) -> tuple[str, int]:
+    """The data's longest sequence and its key: block_size (corpora), max_length (classification,
+    QA) or the longer of max_source_length / max_target_length (seq2seq)."""
+    for key in ("block_size", "max_length"):
+        if data_cfg.get(key):
+            return f"data.{key}", data_cfg[key]
+    lengths = {k: data_cfg.get(k) or 0 for k in ("max_source_length", "max_target_length")}
+    key = max(lengths, key=lengths.get)
+    return f"data.{key}", lengths[key]
 
 
 def resolve_model_config(model_cfg: dict, vocab_size: int, data_block_size: int, source: str | None = None) -> dict:
@@ -113,14 +124,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Cheap checks first: a wrong size or path must not cost a tokenization pass.
     model_cfg = _container(cfg.model)
     init_from = model_cfg.pop("init_from", None)
-    seq_len = cfg.data.get("block_size") or cfg.data.get("max_length")
+    seq_key, seq_len = data_length(cfg.data)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     pretrained = load_pretrained(init_from) if init_from else None
     if pretrained is not None:
         model_cfg, changed = merge_backbone_config(model_cfg, pretrained)
         if changed:
             log.info("model: architecture taken from model.init_from (%s)", ", ".join(changed))
-    check_context(seq_len, model_cfg["block_size"])
+    check_context(seq_len, model_cfg["block_size"], seq_key)
 
     # Data and tokenizer: the tokenizer is trained on the training split only, or comes with init_from.
     dm = instantiate(cfg.data, cache_dir=cfg.paths.cache_dir, _convert_="all")
@@ -211,9 +222,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         atomic_write_json(out_dir / "metrics.json", metrics)
-        for i, (split, answers) in enumerate(getattr(task, "predictions", {}).items()):
-            # {question id: answer}, the official SQuAD evaluation format; the first test set is predictions.json
-            atomic_write_json(out_dir / ("predictions.json" if i == 0 else f"predictions_{split}.json"), answers)
+        if hasattr(task, "write_predictions"):  # QA: predictions.json; seq2seq: predictions.jsonl
+            task.write_predictions(out_dir)
+        if getattr(task, "metric_info", None):
+            meta["metric_info"] = task.metric_info  # e.g. the sacreBLEU signature
         if getattr(task, "confusion", None) is not None:
             atomic_write_json(out_dir / "test_confusion_matrix.json",
                               {"labels": task.label_names, "rows_true_cols_predicted": task.confusion})

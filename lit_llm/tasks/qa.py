@@ -10,6 +10,8 @@ spaces; the best over multiple references).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,3 +138,11 @@ class QuestionAnsweringTask(BackboneTask):
     def on_test_epoch_end(self) -> None:
         for split in list(self._spans):
             self._score(split, f"test/{split}")
+
+    def write_predictions(self, out_dir: Path) -> None:
+        """{question id: answer} per test set, the official SQuAD evaluation format: the first test
+        set in `predictions.json`, each further one in `predictions_<name>.json`."""
+        from lit_llm.utils_io import atomic_write_json
+
+        for i, (split, answers) in enumerate(self.predictions.items()):
+            atomic_write_json(Path(out_dir) / ("predictions.json" if i == 0 else f"predictions_{split}.json"), answers)

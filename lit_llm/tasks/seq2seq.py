@@ -1,0 +1,141 @@
+"""Sequence-to-sequence fine-tuning (translation, summarization) of the encoder-decoder.
+
+Training: teacher forcing, cross-entropy on the target tokens (labels -100 on padding), optional
+label smoothing. Validation: the same loss without smoothing (`val/loss`) and, with
+`generate_on_validation`, generated text scored like the test split. Test: generation with
+`generation` options (see `lit_llm.models.generation.GENERATION_OPTIONS`), scored by `metric`:
+`bleu` (SacreBLEU + chrF + the BLEU signature) or `rouge` (ROUGE-1/2/L/Lsum); every prediction is
+kept next to its source and references (`predictions`, written as `predictions.jsonl`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from lit_llm.errors import ConfigError
+from lit_llm.metrics.generation import ROUGE_SETTINGS, summarization_scores, translation_scores
+from lit_llm.models.generation import GENERATION_OPTIONS, generate_seq2seq
+from lit_llm.tasks.base import BackboneTask
+from lit_llm.tokenization import BOS, EOS, PAD
+
+IGNORE_INDEX = -100
+METRICS = ("bleu", "rouge")
+
+
+class Seq2SeqTask(BackboneTask):
+    task_kind = "seq2seq"
+
+    def __init__(self, model: dict, optim: dict, metric: str = "bleu", label_smoothing: float = 0.0,
+                 generation: dict | None = None, generate_on_validation: bool = True, compile: bool = False,
+                 tokenizer_json: str | None = None):
+        super().__init__(model, optim, compile, tokenizer_json)
+        if self.config.arch != "encoder_decoder":
+            raise ConfigError(f"task=seq2seq needs model.arch=encoder_decoder (e.g. model=t5_small), got "
+                              f"{self.config.arch!r}")
+        if metric not in METRICS:
+            raise ConfigError(f"task.metric={metric!r} is not one of {list(METRICS)}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"task.label_smoothing={label_smoothing!r} must be in [0, 1)")
+        generation = dict(generation or {})
+        unknown = sorted(set(generation) - set(GENERATION_OPTIONS))
+        if unknown:
+            raise ConfigError(f"task.generation.{unknown[0]} is not a generation option; known: "
+                              f"{', '.join(GENERATION_OPTIONS)}")
+        self.metric, self.label_smoothing = metric, float(label_smoothing)
+        self.generation = generation
+        self.generate_on_validation = bool(generate_on_validation)
+        self._generated: dict[str, list[tuple[int, list[int]]]] = {}
+        self.predictions: dict[str, list[dict]] = {}
+        self.metric_info: dict[str, str] = {}
+        self._tok: Tokenizer | None = None
+
+    # -- tokens
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tok is None:
+            if not self.tokenizer_json:
+                raise RuntimeError("Seq2SeqTask needs its tokenizer (tokenizer_json) to decode generations")
+            self._tok = Tokenizer.from_str(self.tokenizer_json)
+        return self._tok
+
+    def _ids(self) -> tuple[int, int, int]:
+        tok = self.tokenizer
+        return tok.token_to_id(BOS), tok.token_to_id(EOS), tok.token_to_id(PAD)
+
+    # -- training
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.backbone(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch).float()
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), batch["labels"].view(-1),
+                               ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def _eval_loss(self, batch: dict, prefix: str) -> None:
+        logits = self(batch).float()
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), batch["labels"].view(-1), ignore_index=IGNORE_INDEX)
+        tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val", on_epoch=True, sync_dist=True, batch_size=tokens,
+                 add_dataloader_idx=False)
+
+    def _generate(self, batch: dict, split: str) -> None:
+        start, eos, pad = self._ids()
+        out = generate_seq2seq(self.backbone, batch["input_ids"], batch["attention_mask"], start_id=start,
+                               eos_id=eos, pad_id=pad, **self.generation)
+        for index, row in zip(batch["example_index"].tolist(), out.tolist()):
+            self._generated.setdefault(split, []).append((index, row[: row.index(eos)] if eos in row else row))
+
+    def _score(self, split: str, prefix: str) -> None:
+        rows = sorted(self._generated.pop(split, []))
+        if not rows:
+            return
+        raw = self.trainer.datamodule.raw[split]
+        texts = self.tokenizer.decode_batch([ids for _, ids in rows], skip_special_tokens=True)
+        refs = [raw[i]["references"] for i, _ in rows]
+        if self.metric == "bleu":
+            scores = translation_scores(texts, refs)
+            self.metric_info["bleu_signature"] = scores.pop("bleu_signature")
+        else:
+            scores = summarization_scores(texts, refs)
+            self.metric_info["rouge"] = ROUGE_SETTINGS
+        for key, value in scores.items():
+            self.log(f"{prefix}/{key}", value, prog_bar=prefix == "val", rank_zero_only=True)
+        self.log(f"{prefix}/examples", float(len(rows)), rank_zero_only=True)
+        lengths = [len(ids) for _, ids in rows]
+        self.log(f"{prefix}/gen_tokens_mean", sum(lengths) / len(lengths), rank_zero_only=True)
+        if prefix.startswith("test"):
+            self.predictions[split] = [{"index": i, "source": raw[i]["source"], "prediction": t,
+                                        "references": raw[i]["references"]} for (i, _), t in zip(rows, texts)]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_loss(batch, "val")
+        if self.generate_on_validation and not self.trainer.sanity_checking:
+            self._generate(batch, "validation")
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("validation", "val")
+        super().on_validation_epoch_end()
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        split = self.trainer.datamodule.test_names[dataloader_idx]
+        self._eval_loss(batch, "test")
+        self._generate(batch, split)
+
+    def on_test_epoch_end(self) -> None:
+        for split in list(self._generated):
+            self._score(split, "test")
+
+    def write_predictions(self, out_dir: Path) -> None:
+        """`predictions.jsonl`: one line per test example (source, prediction, references)."""
+        from lit_llm.utils_io import atomic_write_text
+
+        for split, rows in self.predictions.items():
+            atomic_write_text(Path(out_dir) / "predictions.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            break

@@ -1,0 +1,49 @@
+"""Seq2seq end to end on a tiny generated parallel corpus: train, generate, score, predictions.jsonl."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from lit_llm.errors import ConfigError
+from lit_llm.run import train
+
+WORDS = ["rot", "blau", "grün", "haus", "baum", "hund", "katze", "auto"]
+EN = {"rot": "red", "blau": "blue", "grün": "green", "haus": "house", "baum": "tree", "hund": "dog",
+      "katze": "cat", "auto": "car"}
+
+
+def corpus(tmp_path):
+    rng = random.Random(0)
+    for split, n in (("train", 200), ("val", 20), ("test", 20)):
+        de = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))) for _ in range(n)]
+        (tmp_path / f"{split}.de").write_text("".join(s + "\n" for s in de), encoding="utf-8")
+        (tmp_path / f"{split}.en").write_text("".join(" ".join(EN[w] for w in s.split()) + "\n" for s in de))
+    return [f"data.train_files={tmp_path}/train", f"data.validation_files={tmp_path}/val",
+            f"data.test_files={tmp_path}/test"]
+
+
+def overrides(tmp_path):
+    return ["data=multi30k_de_en", *corpus(tmp_path), "tokenizer=char", "task=seq2seq", "model=t5_tiny",
+            "model.block_size=64", "data.batch_size=16", "data.max_source_length=48", "data.max_target_length=48",
+            "task.generation.max_new_tokens=40", "trainer.limit_val_batches=1", "trainer.limit_test_batches=null"]
+
+
+def test_seq2seq_run_generates_scores_and_writes_predictions(compose_train, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(compose_train(overrides(tmp_path) + ["task.generation.num_beams=2"], out))
+    assert {"val/loss", "val/bleu", "val/chrf", "test/loss", "test/bleu", "test/chrf", "test/examples"} <= set(metrics)
+    assert metrics["test/examples"] == 20 and 0 <= metrics["test/bleu"] <= 100
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 20 and set(lines[0]) == {"index", "source", "prediction", "references"}
+    assert lines[0]["references"][0] == " ".join(EN[w] for w in lines[0]["source"].split())
+    run = json.loads((out / "run.json").read_text())
+    assert run["metric_info"]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:none")
+
+
+def test_unknown_generation_option_and_wrong_backbone(compose_train, tmp_path):
+    with pytest.raises(ConfigError, match=r"task\.generation\.beams is not a generation option; known: .*num_beams"):
+        train(compose_train(overrides(tmp_path) + ["+task.generation.beams=4"], tmp_path / "x"))
+    with pytest.raises(ConfigError, match=r"task=seq2seq needs model\.arch=encoder_decoder"):
+        train(compose_train(overrides(tmp_path) + ["model=bert_tiny"], tmp_path / "y"))
