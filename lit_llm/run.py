@@ -63,6 +63,8 @@ def check_context(data_block_size: int, model_block_size: int, key: str = "data.
 def data_length(data_cfg) -> tuple[str, int]:
     """The data's longest sequence and its key: block_size (corpora), max_length (classification,
     QA) or the longer of max_source_length / max_target_length (seq2seq)."""
+    if data_cfg.get("objective") == "denoise":  # source and target are a block + <eos>
+        return "data.block_size (+1 for <eos>, data.objective=denoise)", data_cfg["block_size"] + 1
     for key in ("block_size", "max_length"):
         if data_cfg.get(key):
             return f"data.{key}", data_cfg[key]

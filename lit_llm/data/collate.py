@@ -103,4 +103,55 @@ def pad_collate(pad_id: int = 0) -> PadCollator:
     return PadCollator(pad_id)
 
 
-__all__ = ["IGNORE_INDEX", "MLMCollator", "PadCollator", "pad_collate"]
+
+
+class InfillingCollator:
+    """BART text infilling (Lewis et al., 2020) on token blocks [B, T], for encoder-decoder pretraining.
+
+    Spans whose lengths are drawn from Poisson(`poisson_lambda`) (at least 1 token) are placed at
+    uniformly random starts until about `mask_ratio` of each row is covered; every maximal run of
+    covered tokens becomes ONE `mask_id` in the source, so the model must also infer how many tokens
+    are missing. Source = corrupted row + `<eos>`; target = the original row + `<eos>`; the decoder
+    reads `start_id` + target[:-1]; labels are -100 on padding. Random draws come from `generator` or
+    the global torch RNG (checkpointed with the model, as for `MLMCollator`).
+    """
+
+    def __init__(self, mask_id: int, eos_id: int, start_id: int, pad_id: int, mask_ratio: float = 0.3,
+                 poisson_lambda: float = 3.0):
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio={mask_ratio} must be in (0, 1)")
+        if poisson_lambda <= 0:
+            raise ValueError(f"poisson_lambda={poisson_lambda} must be positive")
+        self.mask_id, self.eos_id, self.start_id, self.pad_id = int(mask_id), int(eos_id), int(start_id), int(pad_id)
+        self.mask_ratio, self.poisson_lambda = float(mask_ratio), float(poisson_lambda)
+
+    def corrupt(self, row: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        T = len(row)
+        target = max(1, round(T * self.mask_ratio))
+        covered = np.zeros(T, dtype=bool)
+        while covered.sum() < target:  # a few spans per row (~ T * ratio / lambda), not a loop over tokens
+            length = max(1, int(torch.poisson(torch.tensor([self.poisson_lambda]), generator=generator).item()))
+            start = int(torch.randint(T, (1,), generator=generator).item())
+            covered[start : start + min(length, target)] = True
+        run_start = covered & ~np.concatenate([[False], covered[:-1]])
+        keep = ~covered | run_start
+        return np.where(run_start, self.mask_id, row)[keep]
+
+    def __call__(self, blocks, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        rows = [np.asarray(b, dtype=np.int64) for b in blocks]
+        sources = [np.append(self.corrupt(r, generator), self.eos_id) for r in rows]
+        targets = [np.append(r, self.eos_id) for r in rows]
+        B, S, T = len(rows), max(map(len, sources)), max(map(len, targets))
+        src = np.full((B, S), self.pad_id, np.int64)
+        mask = np.zeros((B, S), np.int64)
+        dec = np.full((B, T), self.pad_id, np.int64)
+        labels = np.full((B, T), IGNORE_INDEX, np.int64)
+        for b, (s, t) in enumerate(zip(sources, targets)):
+            src[b, : len(s)], mask[b, : len(s)] = s, 1
+            labels[b, : len(t)] = t
+            dec[b, 0], dec[b, 1 : len(t)] = self.start_id, t[:-1]
+        return {"input_ids": torch.from_numpy(src), "attention_mask": torch.from_numpy(mask),
+                "decoder_input_ids": torch.from_numpy(dec), "labels": torch.from_numpy(labels)}
+
+
+__all__ = ["IGNORE_INDEX", "MLMCollator", "PadCollator", "pad_collate", "InfillingCollator"]

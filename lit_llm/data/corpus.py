@@ -37,11 +37,11 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_llm.data.collate import MLMCollator
+from lit_llm.data.collate import InfillingCollator, MLMCollator
 from lit_llm.data.base import TokenizedSplitsMixin
 from lit_llm.data.sources import load_text_dataset, nonempty_rows
 from lit_llm.errors import ConfigError
-from lit_llm.tokenization import EOS, MASK, PAD, SPECIAL_TOKENS, token_id
+from lit_llm.tokenization import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, token_id
 from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
 from lit_llm.utils_io import sha256_json
 
@@ -49,7 +49,7 @@ log = logging.getLogger("lit_llm")
 
 PACKING_VERSION = 1  # bump when tokenization/packing changes: old cache entries are then ignored
 SPLITS = ("rows", "tail")
-OBJECTIVES = ("clm", "mlm")
+OBJECTIVES = ("clm", "mlm", "denoise")
 
 
 # ----------------------------------------------------------------------------- packing
@@ -309,7 +309,9 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
     (`{name: path/glob}`) adds evaluation corpora, tested after the held-out validation split:
     `test_dataloader()` returns [validation, eval corpora...] named by `self.test_names`.
 
-    `objective`: "clm" (next-token labels) or "mlm" (BERT masking of `block[:, :-1]` with
+    `objective`: "denoise" (BART text infilling of `block[:, :-1]` for encoder-decoders, covering
+    `mlm_probability` of the tokens, e.g. 0.3; `collate.InfillingCollator`), "clm" (next-token labels)
+    or "mlm" (BERT masking of `block[:, :-1]` with
     probability `mlm_probability`; see the module docstring). Packing and caches are shared.
     """
 
@@ -462,6 +464,15 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         self.special_ids = resolve_special_ids(tokenizer, special_ids)
         self.blocks, self.stats = {}, {}
         self.mlm_collator = None
+        if self.objective == "denoise":
+            missing = [t for t in (MASK, PAD, EOS, BOS) if t.strip("<>") not in self.special_ids]
+            if missing:
+                raise ConfigError(
+                    f"data.objective=denoise: the tokenizer has no {' or '.join(missing)} token; use a tokenizer "
+                    "trained by lit-llm (tokenizer.kind=bpe|char).")
+            self.mlm_collator = InfillingCollator(
+                mask_id=self.special_ids["mask"], eos_id=self.special_ids["eos"], start_id=self.special_ids["bos"],
+                pad_id=self.special_ids["pad"], mask_ratio=self.mlm_probability)
         if self.objective == "mlm":
             missing = [t for t in (MASK, PAD) if t.strip("<>") not in self.special_ids]
             if missing:
@@ -527,9 +538,11 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
     def _collate_fn(self):
         if self.objective == "mlm":
             return _MLMBlocks(self._mlm())
+        if self.objective == "denoise":
+            return _DenoiseBlocks(self._mlm())
         return collate_blocks
 
-    def _mlm(self) -> MLMCollator:
+    def _mlm(self) -> MLMCollator | InfillingCollator:
         if self.mlm_collator is None:
             raise RuntimeError("CorpusDataModule: call set_tokenizer(...) before building loaders")
         return self.mlm_collator
@@ -546,7 +559,8 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         # and the global RNG (training masks, dropout) is not consumed by validation.
         gen = torch.Generator().manual_seed(self.shuffle_seed)
         inputs = torch.from_numpy(np.ascontiguousarray(blocks[:, :-1], dtype=np.int64))
-        batches = [self._mlm().mask_tokens(inputs[i : i + self.eval_batch_size], generator=gen)
+        corrupt = self._mlm().mask_tokens if self.objective == "mlm" else self._mlm()
+        batches = [corrupt(inputs[i : i + self.eval_batch_size], generator=gen)
                    for i in range(0, len(inputs), self.eval_batch_size)]
         return DataLoader(batches, batch_size=None, shuffle=False, **self.loader_kwargs())
 
@@ -577,6 +591,17 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         if self.objective != "clm":
             state.update(objective=self.objective, mlm_probability=self.mlm_probability)
         return state
+
+
+class _DenoiseBlocks:
+    """Collate packed blocks [B, T+1] into a text-infilling batch of their first T tokens."""
+
+    def __init__(self, collator: InfillingCollator):
+        self.collator = collator
+
+    def __call__(self, batch: np.ndarray | list[np.ndarray]) -> dict[str, torch.Tensor]:
+        arr = batch if isinstance(batch, np.ndarray) else np.stack(batch)
+        return self.collator(arr[:, :-1])
 
 
 class _MLMBlocks:

@@ -5,7 +5,8 @@ label smoothing. Validation: the same loss without smoothing (`val/loss`) and, w
 `generate_on_validation`, generated text scored like the test split. Test: generation with
 `generation` options (see `lit_llm.models.generation.GENERATION_OPTIONS`), scored by `metric`:
 `bleu` (SacreBLEU + chrF + the BLEU signature) or `rouge` (ROUGE-1/2/L/Lsum); every prediction is
-kept next to its source and references (`predictions`, written as `predictions.jsonl`).
+kept next to its source and references (`predictions`, written as `predictions.jsonl`). `none`: no
+generation, the loss only (denoising pretraining on a corpus, `data.objective=denoise`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from lit_llm.tasks.base import BackboneTask
 from lit_llm.tokenization import BOS, EOS, PAD
 
 IGNORE_INDEX = -100
-METRICS = ("bleu", "rouge")
+METRICS = ("bleu", "rouge", "none")
 
 
 class Seq2SeqTask(BackboneTask):
@@ -47,7 +48,7 @@ class Seq2SeqTask(BackboneTask):
                               f"{', '.join(GENERATION_OPTIONS)}")
         self.metric, self.label_smoothing = metric, float(label_smoothing)
         self.generation = generation
-        self.generate_on_validation = bool(generate_on_validation)
+        self.generate_on_validation = bool(generate_on_validation) and metric != "none"
         self._generated: dict[str, list[tuple[int, list[int]]]] = {}
         self.predictions: dict[str, list[dict]] = {}
         self.metric_info: dict[str, str] = {}
@@ -123,9 +124,11 @@ class Seq2SeqTask(BackboneTask):
         super().on_validation_epoch_end()
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        split = self.trainer.datamodule.test_names[dataloader_idx]
-        self._eval_loss(batch, "test")
-        self._generate(batch, split)
+        names = self.trainer.datamodule.test_names
+        split = names[dataloader_idx]
+        self._eval_loss(batch, "test" if len(names) == 1 else f"test/{split}")
+        if self.metric != "none":
+            self._generate(batch, split)
 
     def on_test_epoch_end(self) -> None:
         for split in list(self._generated):

@@ -47,3 +47,18 @@ def test_unknown_generation_option_and_wrong_backbone(compose_train, tmp_path):
         train(compose_train(overrides(tmp_path) + ["+task.generation.beams=4"], tmp_path / "x"))
     with pytest.raises(ConfigError, match=r"task=seq2seq needs model\.arch=encoder_decoder"):
         train(compose_train(overrides(tmp_path) + ["model=bert_tiny"], tmp_path / "y"))
+
+
+def test_denoising_pretraining_then_translation_from_it(compose_train, tmp_path):
+    """BART text infilling on the shipped corpus, then init_from into a translation run."""
+    pre = tmp_path / "denoise"
+    metrics = train(compose_train(["experiment=quickstart", "model=t5_tiny", "model.block_size=40", "data.block_size=32", "task=seq2seq",
+                                   "task.metric=none", "data.objective=denoise", "data.mlm_probability=0.3",
+                                   "callbacks.generate_samples=null"], pre))
+    assert {"val/loss", "test/loss", "train/loss"} <= set(metrics)
+    out = tmp_path / "mt"
+    metrics = train(compose_train(overrides(tmp_path) + [f"model.init_from={pre}", "trainer.max_steps=2",
+                                                         "data.max_source_length=40", "data.max_target_length=40",
+                                                         "task.generation.max_new_tokens=10"], out))
+    assert "test/bleu" in metrics
+    assert json.loads((out / "run.json").read_text())["init_from"] == str(pre)

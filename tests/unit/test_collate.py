@@ -132,3 +132,24 @@ def test_pad_collate_token_type_ids_and_pad_id():
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 0, 0]]
     assert batch["attention_mask"].sum(1).tolist() == [5, 3]
     assert batch["input_ids"].shape == batch["token_type_ids"].shape == batch["attention_mask"].shape == (2, 5)
+
+
+def test_text_infilling_spans_become_single_masks_and_the_target_is_the_original():
+    from lit_llm.data.collate import InfillingCollator
+
+    collator = InfillingCollator(mask_id=4, eos_id=3, start_id=2, pad_id=0, mask_ratio=0.3, poisson_lambda=3.0)
+    blocks = torch.arange(10, 74).view(2, 32)  # distinct tokens: the removed ones can be counted
+    batch = collator(blocks.numpy(), generator=torch.Generator().manual_seed(0))
+    for b in range(2):
+        n = int(batch["attention_mask"][b].sum())
+        source = batch["input_ids"][b, :n].tolist()
+        assert source[-1] == 3 and 4 in source
+        kept = [t for t in source[:-1] if t != 4]
+        assert kept == [t for t in blocks[b].tolist() if t in kept]  # order kept, only spans removed
+        removed = 32 - len(kept)
+        assert removed >= round(32 * 0.3)  # at least the ratio is covered
+        assert all(not (x == 4 and y == 4) for x, y in zip(source, source[1:]))  # one mask per span
+        assert batch["labels"][b].tolist() == blocks[b].tolist() + [3]
+        assert batch["decoder_input_ids"][b].tolist() == [2] + blocks[b].tolist()
+    again = collator(blocks.numpy(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again["input_ids"], batch["input_ids"])
