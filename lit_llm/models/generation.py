@@ -1,4 +1,5 @@
-"""Autoregressive generation for `GPT`: greedy, temperature and top-k sampling, KV cache.
+"""Autoregressive generation: `generate` for the GPT (greedy, temperature / top-k / top-p sampling, KV
+cache) and `generate_seq2seq` for the encoder-decoder (the same plus beam search), below.
 
 Two paths compute the same tokens:
 - `use_cache=False` (the reference): every step re-runs the model on the whole sequence,
@@ -28,11 +29,13 @@ def generate(
     eos_token_id: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor:
     """Extend `input_ids` (B, T) by up to `max_new_tokens` tokens -> (B, T + new).
 
     temperature == 0 picks the argmax (greedy); otherwise logits are divided by the temperature
-    and, with top_k, restricted to the k most likely tokens before sampling. Sampling draws from
+    and, with top_k / top_p, restricted to the k most likely tokens / the nucleus of probability
+    top_p before sampling (`filter_logits`). Sampling draws from
     `generator` when given, so a seeded generator reproduces the output without touching the
     global RNG. Once a row emits `eos_token_id` it keeps emitting it (padding), and generation
     stops early, returning fewer than max_new_tokens new tokens, when every row has finished.
@@ -45,6 +48,8 @@ def generate(
         raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
     if top_k is not None and top_k <= 0:
         raise ValueError(f"top_k={top_k} must be a positive integer or None")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r} must be in (0, 1] or None")
 
     block_size = model.config.block_size
     B, T = input_ids.shape
@@ -65,7 +70,7 @@ def generate(
                 logits = model(idx[:, cache.length:], kv_cache=cache)[:, -1, :]
             else:
                 logits = model(idx[:, -block_size:])[:, -1, :]
-            next_token = _pick(logits.float(), temperature, top_k, generator)
+            next_token = _pick(logits.float(), temperature, top_k, generator, top_p)
             if eos_token_id is not None:
                 next_token = torch.where(done, torch.full_like(next_token, eos_token_id), next_token)
                 done |= next_token == eos_token_id
@@ -78,16 +83,11 @@ def generate(
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_k: int | None,
-          generator: torch.Generator | None) -> torch.Tensor:
-    """(B, V) logits -> (B,) next tokens."""
+          generator: torch.Generator | None, top_p: float | None = None) -> torch.Tensor:
+    """(B, V) logits -> (B,) next tokens: the argmax, or a sample after temperature, top-k and top-p."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None:
-        k = min(top_k, logits.size(-1))
-        kth = torch.topk(logits, k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+    probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
