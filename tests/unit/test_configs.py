@@ -24,8 +24,9 @@ def test_experiment_composes_and_resolves(compose_train, experiment):
     cfg = compose_train([f"experiment={experiment}"], tiny=False)
     OmegaConf.resolve(cfg)  # every interpolation resolves (paths, seeds, package files)
     assert cfg.task_name == experiment
-    seq_len = cfg.data.get("block_size") or cfg.data.get("max_length")
-    assert seq_len <= cfg.model.block_size
+    from lit_llm.run import data_length
+
+    assert data_length(cfg.data)[1] <= cfg.model.block_size
     instantiate(cfg.data, cache_dir=cfg.paths.cache_dir, _convert_="all")
 
 
