@@ -178,9 +178,16 @@ class EncoderDecoder(nn.Module):
         self.ln_dec = nn.LayerNorm(C, eps=cfg.ln_eps)
         self.lm_head = nn.Linear(C, cfg.vocab_size, bias=False)
         self.apply(init_weights)
+        # Embeddings ~ N(0, 1/n_embd), as in the paper's implementations (fairseq, tensor2tensor): scaled
+        # by sqrt(n_embd) on input they have unit variance, like the sinusoidal positions they are added to
+        # (with GPT-2's 0.02 the positions would drown the tokens), and as the tied output layer they give
+        # logits of unit scale from the final LayerNorm.
+        for table in (self.wte, self.wte_src):
+            if table is not None:
+                nn.init.normal_(table.weight, mean=0.0, std=C ** -0.5)
+                with torch.no_grad():
+                    table.weight[cfg.pad_token_id].zero_()
         self.lm_head.weight = self.wte.weight  # the output layer is the target embedding (tied)
-        with torch.no_grad():
-            self.wte.weight[cfg.pad_token_id].zero_()
         depth = cfg.n_layer + cfg.n_decoder_layer
         for name, p in self.named_parameters():  # residual projections, as GPT-2
             if name.endswith("c_proj.weight"):

@@ -158,3 +158,15 @@ def test_min_new_tokens_and_bad_options():
         generate_seq2seq(model, src, mask, top_p=1.5, temperature=1.0, **kw)
     with pytest.raises(ValueError, match="beam search is deterministic"):
         generate_seq2seq(model, src, mask, num_beams=2, temperature=0.7, **kw)
+
+
+def test_the_decoder_cannot_see_the_future():
+    model = tiny()
+    src, mask = sources()
+    tgt = torch.randint(7, 50, (3, 6))
+    changed = tgt.clone()
+    changed[:, 4:] = torch.randint(7, 50, (3, 2))
+    with torch.no_grad():
+        a, b = model(src, tgt, mask), model(src, changed, mask)
+    torch.testing.assert_close(a[:, :4], b[:, :4], atol=1e-6, rtol=0)  # positions before the change
+    assert (a[:, 4:] - b[:, 4:]).abs().max() > 1e-4
