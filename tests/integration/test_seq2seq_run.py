@@ -83,3 +83,29 @@ def test_a_tiny_copy_task_is_learned(compose_train, tmp_path):
             "trainer.enable_progress_bar=false", "callbacks.generate_samples=null"]
     metrics = train(compose_train(args, tmp_path / "copy", tiny=False))
     assert metrics["test/bleu"] > 90, metrics
+
+
+def test_generate_pipeline_from_seq2seq_and_gpt_checkpoints(compose_train, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    s2s, gpt = tmp_path / "s2s", tmp_path / "gpt"
+    train(compose_train(overrides(tmp_path) + ["test=false"], s2s))
+    train(compose_train(["experiment=quickstart", "test=false"], gpt))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("rot haus\nblau baum katze\n")
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / "pipelines" / "generate.py"), *args], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+
+    proc = run(f"ckpt_path={s2s}", f"prompts_file={prompts}", "generation.num_beams=2", "generation.max_new_tokens=8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(x) for x in (tmp_path / "prompts.txt.generated.jsonl").read_text().splitlines()]
+    assert [x["prompt"] for x in lines] == ["rot haus", "blau baum katze"] and all("generation" in x for x in lines)
+    proc = run(f"ckpt_path={gpt}", "prompt=Once upon", "generation.temperature=0.8", "generation.top_p=0.9")
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]
+    proc = run(f"ckpt_path={s2s}", "prompt=x", "generation.beams=2")
+    assert proc.returncode != 0 and "generation.beams" in proc.stderr
