@@ -37,16 +37,10 @@ import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader
 
 from lit_llm.data.base import TokenizedSplitsMixin
 from lit_llm.data.collate import pad_collate
-from lit_llm.data.corpus import (
-    ResumableDataLoader,
-    ResumableRandomSampler,
-    ResumableTrainMixin,
-    resolve_special_ids,
-)
+from lit_llm.data.corpus import ExampleLoadersMixin, ResumableRandomSampler, ResumableTrainMixin, resolve_special_ids
 from lit_llm.data.sources import _load_files, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
@@ -215,7 +209,7 @@ class BucketRandomSampler(ResumableRandomSampler):
 
 # ----------------------------------------------------------------------------- data module
 
-class ClassificationDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
+class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin, pl.LightningDataModule):
     """Labelled text (or pairs) from files or a hub dataset -> padded classification batches.
 
     Files: `train_files` (required unless `hub_name`), `validation_files`, `test_files`: a path,
@@ -538,32 +532,17 @@ class ClassificationDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.Lig
             self.setup()
         return self.examples[split]
 
-    def _train_size(self) -> int:
-        return len(self._examples("train"))
-
     def _new_train_sampler(self, num_replicas: int, rank: int) -> ResumableRandomSampler:
         if self.bucket_by_length:
             return BucketRandomSampler(self._examples("train").lengths, self.batch_size, self.shuffle_seed,
                                        num_replicas=num_replicas, rank=rank)
         return super()._new_train_sampler(num_replicas, rank)
 
-    def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
-        return loader_cls(self._examples(split), batch_size=batch_size,
-                          collate_fn=pad_collate(self.special_ids["pad"]), **self.loader_kwargs(), **kwargs)
+    def _dataset(self, split: str) -> TokenizedExamples:
+        return self._examples(split)
 
-    def train_dataloader(self) -> DataLoader:
-        n = self._train_size()
-        if n < self.batch_size:
-            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the train split ({n} examples); "
-                              "lower data.batch_size.")
-        return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
-                            sampler=self.make_train_sampler(), drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name, self.eval_batch_size, shuffle=False) for name in self.test_names]
+    def collator(self):
+        return pad_collate(self.special_ids["pad"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,

@@ -283,6 +283,38 @@ class ResumableTrainMixin:
                         "the data order will not match the interrupted run", sorted(changed))
 
 
+class ExampleLoadersMixin:
+    """Train/validation/test loaders of the example-based data modules (classification, QA, seq2seq).
+
+    A subclass provides `_dataset(split)` (a map-style dataset of the cached split), `collator()`,
+    `batch_size`, `eval_batch_size`, `test_names` and `UNIT` (what a train sample is called in messages);
+    the train loader uses `make_train_sampler()` (ResumableTrainMixin) and drops the last partial batch.
+    """
+
+    UNIT = "examples"
+
+    def _train_size(self) -> int:
+        return len(self._dataset("train"))
+
+    def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
+        return loader_cls(self._dataset(split), batch_size=batch_size, collate_fn=self.collator(),
+                          **self.loader_kwargs(), **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        n = self._train_size()
+        if n < self.batch_size:
+            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the train split ({n} {self.UNIT}); "
+                              "lower data.batch_size.")
+        return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
+                            sampler=self.make_train_sampler(), drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name, self.eval_batch_size, shuffle=False) for name in self.test_names]
+
+
 def resolve_special_ids(tokenizer: Tokenizer, given: Mapping[str, int] | None = None) -> dict[str, int]:
     """{"pad": id, "cls": id, ...}: `given` (keys "cls" or "<cls>"; e.g. a WordPiece tokenizer's
     [CLS]/[SEP]/[PAD] ids) first, then our SPECIAL_TOKENS that the tokenizer has."""
@@ -625,7 +657,8 @@ def _cut_tail(batch: dict[str, list], keep: float) -> dict[str, list]:
 
 
 __all__ = [
-    "CorpusDataModule", "ResumableRandomSampler", "ResumableDataLoader", "ResumableTrainMixin", "BlockDataset",
+    "CorpusDataModule", "ResumableRandomSampler", "ResumableDataLoader", "ResumableTrainMixin", "ExampleLoadersMixin",
+    "BlockDataset",
     "collate_blocks", "pack_blocks", "tokenize_split", "resolve_special_ids", "OBJECTIVES", "PACKING_VERSION",
 ]
 

@@ -44,10 +44,9 @@ import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader
 
 from lit_llm.data.base import TokenizedSplitsMixin
-from lit_llm.data.corpus import ResumableDataLoader, ResumableTrainMixin, resolve_special_ids
+from lit_llm.data.corpus import ExampleLoadersMixin, ResumableTrainMixin, resolve_special_ids
 from lit_llm.data.sources import file_extension, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
@@ -336,7 +335,7 @@ def _split_specs(spec: Any, default_name: str) -> dict[str, Any]:
     return {default_name: spec}
 
 
-class QADataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
+class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin, pl.LightningDataModule):
     """SQuAD-format question answering: train/validation files and any number of named test sets.
 
     `test_files`: a path/glob (test set "test") or `{name: path}` (each reported as `test/<name>/*`).
@@ -346,6 +345,7 @@ class QADataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataMo
     """
 
     CACHE_SUBDIR = "qa"
+    UNIT = "features"
 
     def __init__(
         self,
@@ -584,26 +584,11 @@ class QADataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataMo
             self.setup()
         return self.features[split]
 
-    def _train_size(self) -> int:
-        return len(self._features("train"))
+    def _dataset(self, split: str) -> QAFeatures:
+        return self._features(split)
 
-    def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
-        return loader_cls(self._features(split), batch_size=batch_size, collate_fn=QACollator(self.special_ids["pad"]),
-                          **self.loader_kwargs(), **kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        n = self._train_size()
-        if n < self.batch_size:
-            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the train split ({n} features); "
-                              "lower data.batch_size.")
-        return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
-                            sampler=self.make_train_sampler(), drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name, self.eval_batch_size, shuffle=False) for name in self.test_names]
+    def collator(self) -> QACollator:
+        return QACollator(self.special_ids["pad"])
 
     def eval_split(self, stage: str, dataloader_idx: int = 0) -> str:
         """The split a validation/test dataloader reads."""

@@ -33,10 +33,9 @@ import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader
 
 from lit_llm.data.base import TokenizedSplitsMixin
-from lit_llm.data.corpus import ResumableDataLoader, ResumableTrainMixin, resolve_special_ids
+from lit_llm.data.corpus import ExampleLoadersMixin, ResumableTrainMixin, resolve_special_ids
 from lit_llm.data.sources import _load_files, file_extension, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
@@ -148,10 +147,11 @@ class Seq2SeqCollator:
 
 # ----------------------------------------------------------------------------- data module
 
-class Seq2SeqDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
+class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin, pl.LightningDataModule):
     """Source/target pairs for translation and summarization (see the module docstring)."""
 
     CACHE_SUBDIR = "seq2seq"
+    UNIT = "pairs"
 
     def __init__(
         self,
@@ -375,29 +375,11 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningD
             self.setup()
         return self.features[split]
 
-    def _train_size(self) -> int:
-        return len(self._features("train"))
+    def _dataset(self, split: str) -> PairFeatures:
+        return self._features(split)
 
     def collator(self) -> Seq2SeqCollator:
         return Seq2SeqCollator(self.special_ids["pad"], self.special_ids["bos"])
-
-    def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
-        return loader_cls(self._features(split), batch_size=batch_size, collate_fn=self.collator(),
-                          **self.loader_kwargs(), **kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        n = self._train_size()
-        if n < self.batch_size:
-            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the train split ({n} pairs); "
-                              "lower data.batch_size.")
-        return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
-                            sampler=self.make_train_sampler(), drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name, self.eval_batch_size, shuffle=False) for name in self.test_names]
 
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
