@@ -16,6 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+
 from lit_llm.utils_io import atomic_dir, sha256_json
 
 STATS_FILE = "lit_llm_stats.json"
@@ -67,4 +71,19 @@ class TokenizedSplitsMixin:
         return final
 
 
-__all__ = ["TokenizedSplitsMixin", "STATS_FILE"]
+def arrow_table(ds: datasets.Dataset):
+    """The Arrow table behind a saved split (its row selection applied)."""
+    if ds._indices is not None:
+        ds = ds.flatten_indices()
+    return ds.data.table if hasattr(ds.data, "table") else ds.data
+
+
+def flat_lists(table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as (all values in one numpy array, row offsets [n + 1]): row i is
+    values[offsets[i]:offsets[i + 1]], sliced without copying (fast, cheap in DataLoader workers)."""
+    column = table.column(name).combine_chunks()
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    return column.flatten().to_numpy(zero_copy_only=False), np.concatenate([[0], np.cumsum(lengths)])
+
+
+__all__ = ["TokenizedSplitsMixin", "STATS_FILE", "arrow_table", "flat_lists"]

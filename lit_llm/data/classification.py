@@ -38,7 +38,7 @@ import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
 
-from lit_llm.data.base import TokenizedSplitsMixin
+from lit_llm.data.base import TokenizedSplitsMixin, arrow_table, flat_lists
 from lit_llm.data.collate import pad_collate
 from lit_llm.data.corpus import ExampleLoadersMixin, ResumableRandomSampler, ResumableTrainMixin, resolve_special_ids
 from lit_llm.data.sources import _load_files, load_hub_dataset, resolve_files
@@ -154,15 +154,10 @@ class TokenizedExamples(torch.utils.data.Dataset):
     """Tokenized examples as flat numpy arrays + offsets (fast indexing, cheap in workers)."""
 
     def __init__(self, ds: datasets.Dataset):
-        if ds._indices is not None:
-            ds = ds.flatten_indices()
-        table = ds.data.table if hasattr(ds.data, "table") else ds.data
-        ids = table.column("input_ids").combine_chunks()
-        self.lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self.ids = ids.flatten().to_numpy(zero_copy_only=False)
-        self.types = (table.column("token_type_ids").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                      if "token_type_ids" in table.column_names else None)
+        table = arrow_table(ds)
+        self.ids, self.offsets = flat_lists(table, "input_ids")
+        self.lengths = np.diff(self.offsets)
+        self.types = flat_lists(table, "token_type_ids")[0] if "token_type_ids" in table.column_names else None
         self.labels = table.column("label").to_numpy()
 
     def __len__(self) -> int:

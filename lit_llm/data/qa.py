@@ -40,12 +40,11 @@ from typing import Any, Iterator
 
 import datasets
 import numpy as np
-import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
 
-from lit_llm.data.base import TokenizedSplitsMixin
+from lit_llm.data.base import TokenizedSplitsMixin, arrow_table, flat_lists
 from lit_llm.data.corpus import ExampleLoadersMixin, ResumableTrainMixin, resolve_special_ids
 from lit_llm.data.sources import file_extension, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
@@ -273,18 +272,12 @@ class QAFeatures(torch.utils.data.Dataset):
     """Features as flat numpy arrays + row offsets (fast indexing; dynamic padding in `collate_qa`)."""
 
     def __init__(self, ds: datasets.Dataset):
-        if ds._indices is not None:
-            ds = ds.flatten_indices()
-        table = ds.data.table if hasattr(ds.data, "table") else ds.data
-        ids = table.column("input_ids").combine_chunks()
-        self.lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        self.row = np.concatenate([[0], np.cumsum(self.lengths)])
-
-        def flat(name):
-            return table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-
-        self.ids, self.types = flat("input_ids"), flat("token_type_ids")
-        self.off_start, self.off_end = flat("offset_start"), flat("offset_end")
+        table = arrow_table(ds)
+        self.ids, self.row = flat_lists(table, "input_ids")
+        self.lengths = np.diff(self.row)
+        self.types, _ = flat_lists(table, "token_type_ids")
+        self.off_start, _ = flat_lists(table, "offset_start")
+        self.off_end, _ = flat_lists(table, "offset_end")
         self.start = table.column("start_position").to_numpy()
         self.end = table.column("end_position").to_numpy()
         self.example_index = table.column("example_index").to_numpy()

@@ -29,12 +29,11 @@ from typing import Any, Iterator
 
 import datasets
 import numpy as np
-import pyarrow.compute as pc
 import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
 
-from lit_llm.data.base import TokenizedSplitsMixin
+from lit_llm.data.base import TokenizedSplitsMixin, arrow_table, flat_lists
 from lit_llm.data.corpus import ExampleLoadersMixin, ResumableTrainMixin, resolve_special_ids
 from lit_llm.data.sources import _load_files, file_extension, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
@@ -99,20 +98,12 @@ class PairFeatures(torch.utils.data.Dataset):
     """Tokenized pairs as flat numpy arrays + row offsets."""
 
     def __init__(self, ds: datasets.Dataset):
-        if ds._indices is not None:
-            ds = ds.flatten_indices()
-        table = ds.data.table if hasattr(ds.data, "table") else ds.data
-
-        def flat(name):
-            col = table.column(name).combine_chunks()
-            lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
-            return col.flatten().to_numpy(zero_copy_only=False), np.concatenate([[0], np.cumsum(lengths)]), lengths
-
-        self.src, self.src_row, self.src_len = flat("source_ids")
-        self.tgt, self.tgt_row, self.tgt_len = flat("target_ids")
+        table = arrow_table(ds)
+        self.src, self.src_row = flat_lists(table, "source_ids")
+        self.tgt, self.tgt_row = flat_lists(table, "target_ids")
 
     def __len__(self) -> int:
-        return len(self.src_len)
+        return len(self.src_row) - 1
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"source_ids": self.src[self.src_row[i] : self.src_row[i + 1]],
