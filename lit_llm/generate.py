@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.generation import GENERATION_OPTIONS, generate, generate_seq2seq
+from lit_llm.models.generation import GENERATION_OPTIONS, beam_search_gpt, generate, generate_seq2seq
 from lit_llm.tokenization import BOS, EOS, PAD
 
 
@@ -26,8 +26,6 @@ class Generator:
             raise ConfigError(f"ckpt_path={ckpt_path} holds a {self.arch!r} backbone, which does not generate text; "
                               "use a GPT (clm) or encoder-decoder (seq2seq) checkpoint")
         self.options = {k: v for k, v in generation.items() if v is not None}
-        if self.arch == "gpt" and self.options.get("num_beams", 1) != 1:
-            raise ConfigError("generation.num_beams > 1: beam search is for encoder-decoders; use sampling or greedy")
         self.device, self.prefix = device, source_prefix
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.ids = {name: self.tokenizer.token_to_id(tok) for name, tok in (("bos", BOS), ("eos", EOS), ("pad", PAD))}
@@ -55,10 +53,14 @@ class Generator:
     def _gpt(self, prompt: str) -> str:
         ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids or [self.ids["eos"]]
         ids = ids[-(self.model.config.block_size - 1):]
-        opts = {k: v for k, v in self.options.items() if k in ("max_new_tokens", "temperature", "top_k", "top_p",
-                                                                 "use_cache")}
-        out = generate(self.model, torch.tensor([ids], device=self.device), eos_token_id=self.ids["eos"],
-                       generator=self.generator, **opts)
-        new = out[0, len(ids):].tolist()
+        prompt = torch.tensor([ids], device=self.device)
+        if self.options.get("num_beams", 1) > 1:
+            opts = {k: v for k, v in self.options.items() if k not in ("temperature", "top_k", "top_p")}
+            new = beam_search_gpt(self.model, prompt, eos_id=self.ids["eos"], pad_id=self.ids["pad"], **opts)[0].tolist()
+        else:
+            opts = {k: v for k, v in self.options.items() if k in ("max_new_tokens", "temperature", "top_k", "top_p",
+                                                                     "use_cache")}
+            out = generate(self.model, prompt, eos_token_id=self.ids["eos"], generator=self.generator, **opts)
+            new = out[0, len(ids):].tolist()
         new = new[: new.index(self.ids["eos"])] if self.ids["eos"] in new else new
         return self.tokenizer.decode(new, skip_special_tokens=True)

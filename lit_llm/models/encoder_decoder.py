@@ -143,10 +143,7 @@ class Seq2SeqCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (beam search: the parents of the surviving beams), in that order."""
-        c = self.self_cache
-        c.k = [k.index_select(0, index) for k in c.k]
-        c.v = [v.index_select(0, index) for v in c.v]
-        c.batch_size = len(index)
+        self.self_cache.reorder(index)
         self.memory_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory_kv]
         if self.memory_bias is not None:
             self.memory_bias = self.memory_bias.index_select(0, index)

@@ -1,5 +1,5 @@
 """Autoregressive generation: `generate` for the GPT (greedy, temperature / top-k / top-p sampling, KV
-cache) and `generate_seq2seq` for the encoder-decoder (the same plus beam search), below.
+cache) and `generate_seq2seq` for the encoder-decoder (the same plus beam search) and `beam_search_gpt`, below.
 
 Two paths compute the same tokens:
 - `use_cache=False` (the reference): every step re-runs the model on the whole sequence,
@@ -152,7 +152,7 @@ def decode_tokens(step, start: torch.Tensor, max_new_tokens: int, eos_id: int, p
                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                   min_new_tokens: int = 0, no_repeat_ngram_size: int = 0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Greedy (temperature 0) or sampled decoding, batched: (N, 1) start tokens -> (N, L) new
+    """Greedy (temperature 0) or sampled decoding, batched: (N, P) start tokens -> (N, L) new
     tokens, L <= max_new_tokens; a row that emitted `eos_id` is padded with `pad_id` and decoding
     stops when every row has."""
     tokens = start
@@ -172,13 +172,14 @@ def decode_tokens(step, start: torch.Tensor, max_new_tokens: int, eos_id: int, p
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         if bool(done.all()):
             break
-    return tokens[:, 1:]
+    return tokens[:, start.size(1):]
 
 
 def beam_search(step, reorder, start: torch.Tensor, num_beams: int, max_new_tokens: int, eos_id: int,
                 pad_id: int, *, length_penalty: float = 1.0, early_stopping: bool = False,
                 min_new_tokens: int = 0, no_repeat_ngram_size: int = 0) -> torch.Tensor:
-    """Beam search over (B, 1) start tokens -> (B, L) best new tokens per row (pad after eos).
+    """Beam search from (B, P) start tokens (a decoder-start token, or a GPT's prompt) -> (B, L) best
+    new tokens per row (pad after eos).
 
     Each step keeps the `num_beams` best continuations of every row (by summed log-probability);
     a beam that emits eos among them becomes a finished hypothesis scored sum / length**length_penalty
@@ -187,6 +188,7 @@ def beam_search(step, reorder, start: torch.Tensor, num_beams: int, max_new_toke
     worst finished one. Rows still running at max_new_tokens finish with their beams.
     """
     B, K = start.size(0), num_beams
+    P = start.size(1)  # tokens before the generated ones
     device = start.device
     tokens = start.repeat_interleave(K, dim=0)                        # (B*K, 1)
     scores = torch.zeros(B, K, device=device)
@@ -218,7 +220,7 @@ def beam_search(step, reorder, start: torch.Tensor, num_beams: int, max_new_toke
                 parent, token = b * K + idx // V, idx % V
                 if token == eos_id:
                     if rank < K:  # an eos outside the top K is not a better hypothesis than the beams kept
-                        seq = torch.cat([tokens[parent, 1:], tokens.new_tensor([eos_id])])
+                        seq = torch.cat([tokens[parent, P:], tokens.new_tensor([eos_id])])
                         finished[b].append((score / steps ** length_penalty, seq))
                         finished[b].sort(key=lambda h: -h[0])
                         del finished[b][K:]
@@ -243,7 +245,7 @@ def beam_search(step, reorder, start: torch.Tensor, num_beams: int, max_new_toke
             for k in range(K):
                 s = scores[b * K + k].item()
                 if s != float("-inf"):
-                    hyps.append((s / steps ** length_penalty, tokens[b * K + k, 1:]))
+                    hyps.append((s / steps ** length_penalty, tokens[b * K + k, P:]))
         best.append(max(hyps, key=lambda h: h[0])[1] if hyps else tokens.new_zeros(0))
     width = max(len(s) for s in best)
     out = torch.full((B, width), pad_id, dtype=torch.long, device=device)
@@ -295,5 +297,37 @@ def generate_seq2seq(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None
         return decode_tokens(step, start, max_new_tokens, eos_id, pad_id, temperature=temperature, top_k=top_k,
                              top_p=top_p, min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
                              generator=generator)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def beam_search_gpt(model: GPT, input_ids: torch.Tensor, num_beams: int, max_new_tokens: int, eos_id: int,
+                    pad_id: int, *, length_penalty: float = 1.0, early_stopping: bool = False,
+                    min_new_tokens: int = 0, no_repeat_ngram_size: int = 0, use_cache: bool = True) -> torch.Tensor:
+    """Beam search for the GPT: (B, T) prompts (one length) -> (B, L) best continuations (pad after eos).
+    With use_cache the beams share one KV cache whose rows follow their parents (`KVCache.reorder`)."""
+    _check_options(num_beams, 0.0, None, None, max_new_tokens, min_new_tokens, length_penalty)
+    B, T = input_ids.shape
+    if T + max_new_tokens > model.config.block_size:
+        raise ValueError(f"beam search needs prompt + max_new_tokens ({T} + {max_new_tokens}) to fit in "
+                         f"block_size={model.config.block_size}")
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_kv_cache(B * num_beams, max_len=T + max_new_tokens) if use_cache else None
+
+        def step(tokens: torch.Tensor) -> torch.Tensor:
+            if cache is not None:
+                return model(tokens[:, cache.length :], kv_cache=cache)[:, -1]
+            return model(tokens)[:, -1]
+
+        def reorder(rows: torch.Tensor) -> None:
+            if cache is not None:
+                cache.reorder(rows)
+
+        return beam_search(step, reorder, input_ids, num_beams, max_new_tokens, eos_id, pad_id,
+                           length_penalty=length_penalty, early_stopping=early_stopping,
+                           min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
     finally:
         model.train(was_training)

@@ -50,6 +50,12 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index`, in that order (beam search: the parents of the surviving beams)."""
+        self.k = [k.index_select(0, index) for k in self.k]
+        self.v = [v.index_select(0, index) for v in self.v]
+        self.batch_size = len(index)
+
 
 # ----------------------------------------------------------------------------------------------
 # Rotary position embeddings: rotate each (x_i, x_{i+d/2}) pair of a query/key by an angle that

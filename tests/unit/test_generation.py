@@ -115,3 +115,20 @@ def test_bad_arguments():
         generate(model, prompt(), 2, top_k=0)
     with pytest.raises(ValueError, match="input_ids"):
         generate(model, torch.tensor([1, 2, 3]), 2)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_gpt_beam_search_cache_equals_recompute_and_one_beam_is_greedy(num_beams):
+    from lit_llm.models.generation import beam_search_gpt
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
+    prompt = torch.randint(7, 40, (2, 5))
+    kw = dict(num_beams=num_beams, max_new_tokens=10, eos_id=3, pad_id=0)
+    cached = beam_search_gpt(model, prompt, use_cache=True, **kw)
+    assert torch.equal(cached, beam_search_gpt(model, prompt, use_cache=False, **kw))
+    if num_beams == 1:
+        greedy = generate(model, prompt, 10, temperature=0.0, eos_token_id=3)[:, 5:]
+        assert torch.equal(cached, greedy[:, : cached.size(1)])
+    with pytest.raises(ValueError, match="fit in block_size=32"):
+        beam_search_gpt(model, prompt, num_beams=2, max_new_tokens=30, eos_id=3, pad_id=0)
