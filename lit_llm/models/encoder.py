@@ -1,10 +1,13 @@
 """A BERT-style bidirectional encoder with a masked-language-model head.
 
 Embeddings (word + learned position + optional token type) -> LayerNorm -> dropout ->
-`n_layer` post-LN blocks whose attention sees every non-padding token -> hidden states
+`n_layer` blocks (post-LN as in BERT, or pre-LN + a final LayerNorm with `norm_first`) whose attention sees every non-padding token -> hidden states
 [B, T, n_embd]. `mlm_logits(hidden)` is BERT's prediction head (dense -> GELU -> LayerNorm ->
 decoder tied to the word embeddings, plus a bias). The blocks are `layers.Block`, the same code
-as the GPT's, run bidirectionally and post-LN.
+as the GPT's, run bidirectionally.
+
+Pre-LN (`norm_first: true`) escapes the masked-LM plateau sooner at a high learning rate (as in
+"Cramming", Geiping & Goldstein 2022); it has no Hugging Face BERT equivalent, so export refuses it.
 
 Module names follow the GPT's so that Hugging Face BERT checkpoints map through a flat table
 (`hf_io.py`):
@@ -50,6 +53,7 @@ class EncoderConfig:
     ln_eps: float = 1e-12
     activation: str = "gelu"  # "gelu" (exact, BERT) | "gelu_tanh"
     pad_token_id: int | None = 0  # its embedding row starts at zero and gets no gradient
+    norm_first: bool = False  # False: post-LN (BERT, exports to HF); True: pre-LN + a final LayerNorm
     arch: str = "encoder"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
     def __post_init__(self) -> None:
@@ -79,6 +83,8 @@ class EncoderConfig:
             raise ConfigError(
                 f"model.pad_token_id={p!r} must be null or an id in [0, model.vocab_size={self.vocab_size})"
             )
+        if not isinstance(self.norm_first, bool):
+            raise ConfigError(f"model.norm_first={self.norm_first!r} must be true (pre-LN) or false (post-LN, BERT)")
         if self.arch != "encoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder' for EncoderConfig")
 
@@ -128,11 +134,13 @@ class Encoder(nn.Module):
         self.ln_emb = nn.LayerNorm(C, eps=config.ln_eps)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            Block(C, config.n_head, dropout=config.dropout, bias=True, causal=False, norm_first=False,
+            Block(C, config.n_head, dropout=config.dropout, bias=True, causal=False, norm_first=config.norm_first,
                   ln_eps=config.ln_eps, activation=config.activation,
                   intermediate_size=config.intermediate_size)
             for _ in range(config.n_layer)
         )
+        # Pre-LN leaves the residual stream un-normalised: one LayerNorm after the last block.
+        self.ln_f = nn.LayerNorm(C, eps=config.ln_eps) if config.norm_first else None
         self.mlm = MLMHead(C, config.vocab_size, config.ln_eps, config.activation)
 
         self.apply(init_weights)  # BERT: N(0, 0.02), biases 0, LN 1/0, padding row 0
@@ -165,7 +173,7 @@ class Encoder(nn.Module):
         bias = None if attention_mask is None else padding_bias(attention_mask, x.dtype)
         for block in self.blocks:
             x = block(x, attention_mask=bias)
-        return x
+        return x if self.ln_f is None else self.ln_f(x)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., n_embd) -> vocabulary logits (..., vocab_size). Pass only the

@@ -336,6 +336,9 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
     tokenizer.json + tokenizer_config.json when given a tokenizer). BertModel.from_pretrained
     loads it too (its pooler, which we do not have, is then freshly initialised)."""
     cfg = encoder.config
+    if cfg.norm_first:
+        raise ConfigError("model.norm_first=true (a pre-LN encoder) has no Hugging Face BERT equivalent, "
+                          "which is post-LN; only norm_first=false encoders export to the BERT format")
     ours = encoder.state_dict()
     state = {}
     for name, hf_names in bert_name_table(cfg).items():

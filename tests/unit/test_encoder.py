@@ -31,8 +31,9 @@ def test_shapes_and_defaults():
         model(tokens(1, 25))
 
 
-def test_right_padding_does_not_change_real_positions():
-    model = tiny()
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_right_padding_does_not_change_real_positions(norm_first):
+    model = tiny(norm_first=norm_first)
     sentence = tokens(1, 6, seed=3)
     other = tokens(1, 10, seed=4)
     batch = torch.zeros(2, 10, dtype=torch.long)  # pad id 0
@@ -114,6 +115,8 @@ def test_config_errors():
         EncoderConfig(**{**TINY, "type_vocab_size": -1})
     with pytest.raises(ConfigError, match="model.intermediate_size"):
         EncoderConfig(**{**TINY, "intermediate_size": 0})
+    with pytest.raises(ConfigError, match="model.norm_first"):
+        EncoderConfig(**{**TINY, "norm_first": "yes"})
     config = EncoderConfig.from_dict(dict(TINY))
     assert EncoderConfig.from_dict(config.to_dict()) == config
     assert Encoder(TINY).config == config  # a plain dict works too
@@ -131,6 +134,19 @@ def test_post_ln_block_formula():
         pre = Block(16, 2, causal=True, norm_first=True).eval()
         h = x + pre.attn(pre.ln_1(x))
         torch.testing.assert_close(pre(x), h + pre.mlp(pre.ln_2(h)))
+
+
+def test_pre_ln_encoder_is_blocks_then_final_layernorm():
+    post, pre = tiny(), tiny(norm_first=True)
+    assert post.ln_f is None and "ln_f.weight" not in post.state_dict()  # BERT's layout unchanged
+    assert all(block.norm_first for block in pre.blocks)
+    x = tokens(2, 9)
+    with torch.no_grad():
+        h = pre.drop(pre.ln_emb(pre.wte(x) + pre.wpe(torch.arange(9)) + pre.tte(torch.zeros_like(x))))
+        for block in pre.blocks:
+            h = h + block.attn(block.ln_1(h))
+            h = h + block.mlp(block.ln_2(h))
+        torch.testing.assert_close(pre(x), pre.ln_f(h))
 
 
 def test_attention_masks():
