@@ -192,6 +192,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
                   "params_non_embedding": task.backbone.num_params(non_embedding=True)},
         "baselines": baselines,
     }
+    task.run_config = {  # saved in every checkpoint: pipelines/evaluate.py rebuilds the data from it
+        "task_name": cfg.get("task_name"), "seed": cfg.seed, "optimized_metric": cfg.get("optimized_metric"),
+        "data": OmegaConf.to_container(cfg.data, resolve=False),
+        "data_resolved": _container(cfg.data),
+        "special_ids": pretrained.special_ids if pretrained is not None else None,
+        "trainer": {"precision": str(cfg.trainer.get("precision")), "accelerator": cfg.trainer.get("accelerator")},
+    }
     git_diff = meta.pop("_git_diff")
     if trainer.is_global_zero:
         if git_diff:
@@ -223,14 +230,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = dict(sorted(metrics.items()))
 
     if trainer.is_global_zero:
-        atomic_write_json(out_dir / "metrics.json", metrics)
-        if hasattr(task, "write_predictions"):  # QA: predictions.json; seq2seq: predictions.jsonl
-            task.write_predictions(out_dir)
-        if getattr(task, "metric_info", None):
-            meta["metric_info"] = task.metric_info  # e.g. the sacreBLEU signature
-        if getattr(task, "confusion", None) is not None:
-            atomic_write_json(out_dir / "test_confusion_matrix.json",
-                              {"labels": task.label_names, "rows_true_cols_predicted": task.confusion})
+        write_results(out_dir, task, metrics, meta)
         # after test() the task holds the best checkpoint's weights; without test, the final ones
         tested_best = bool(cfg.get("test", True) and ckpt_cb is not None and ckpt_cb.best_model_path)
         export_safetensors(task.backbone, out_dir / "model.safetensors")
@@ -241,9 +241,68 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     global_step=trainer.global_step, perf=getattr(speed, "summary", {}),
                     best_checkpoint=(ckpt_cb.best_model_path if ckpt_cb else None))
         atomic_write_json(out_dir / "run.json", meta)
+        if cfg.get("test", True) and _report_settings(cfg)["enabled"] and not trainer.fast_dev_run:
+            tested = (ckpt_cb.best_model_path or None) if ckpt_cb is not None else None
+            csv_file = out_dir / "metrics.csv"
+            write_run_report(cfg, task, metrics, meta, source="train", checkpoint=tested, out_dir=out_dir,
+                             started=started, metrics_csv=csv_file if csv_file.is_file() else None,
+                             world_size=trainer.world_size)
         sampler = next((c for c in callbacks if hasattr(c, "last_sample")), None)
         print_summary(out_dir, metrics, meta, getattr(sampler, "last_sample", None))
     return metrics
+
+
+def write_results(out_dir: Path, task, metrics: dict, meta: dict) -> None:
+    """metrics.json, the task's predictions and confusion matrix; the metric definitions into `meta`."""
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    if hasattr(task, "write_predictions"):  # QA: predictions.json; seq2seq: predictions.jsonl
+        task.write_predictions(out_dir)
+    if getattr(task, "metric_info", None):
+        meta["metric_info"] = task.metric_info  # e.g. the sacreBLEU signature
+    if getattr(task, "confusion", None) is not None:
+        atomic_write_json(out_dir / "test_confusion_matrix.json",
+                          {"labels": task.label_names, "rows_true_cols_predicted": task.confusion})
+
+
+REPORT_DEFAULTS = {"enabled": True, "resamples": 1000, "confidence": 0.95, "seed": 0, "examples": 3}
+
+
+def _report_settings(cfg: DictConfig) -> dict:
+    settings = {**REPORT_DEFAULTS, **_container(cfg.get("report") or {})}
+    if not isinstance(settings["resamples"], int) or settings["resamples"] < 1:
+        raise ConfigError(f"report.resamples={settings['resamples']!r} must be a positive integer")
+    if not 0.0 < float(settings["confidence"]) < 1.0:
+        raise ConfigError(f"report.confidence={settings['confidence']!r} must be in (0, 1), e.g. 0.95")
+    return settings
+
+
+def write_run_report(cfg: DictConfig, task, metrics: dict, meta: dict, *, source: str, checkpoint: str | None,
+                     out_dir: Path, started: float, metrics_csv: Path | None, world_size: int = 1) -> dict:
+    """report.json + report.md (+ plots) of a tested task (see lit_llm.reporting.report)."""
+    from datetime import datetime, timezone
+
+    from lit_llm.reporting.report import build_report, write_report
+
+    notes = []
+    records = task.records
+    if world_size > 1:  # each process saw a part of the test set: no per-example statistics
+        records = {}
+        notes.append(f"tested on {world_size} processes: no per-example intervals; run pipelines/evaluate.py "
+                     "on the checkpoint for them")
+    settings = _report_settings(cfg)
+    provenance = {k: meta.get(k) for k in ("command", "cwd", "git", "versions", "device")}
+    report = build_report(
+        source=source, kind=task.task_kind, task_name=cfg.get("task_name"), metrics=metrics, records=records,
+        fingerprints=task.test_fingerprints, config=_container(cfg), provenance=provenance, checkpoint=checkpoint,
+        out_dir=out_dir, settings=settings, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        wall_s=time.time() - started, metric_info=getattr(task, "metric_info", None) or meta.get("metric_info"),
+        num_labels=getattr(getattr(task, "head", None), "out_features", None),
+        label_names=getattr(task, "label_names", None), confusion=getattr(task, "confusion", None),
+        metrics_csv=metrics_csv, seq2seq_metric=getattr(task, "metric", None),
+        optimized_metric=cfg.get("optimized_metric"), notes=notes)
+    write_report(out_dir, report)
+    log.info("report: %s", out_dir / "report.md")
+    return report
 
 
 def print_summary(out_dir: Path, metrics: dict, meta: dict, sample: str | None) -> None:
@@ -277,3 +336,174 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     if name not in metrics:
         raise ConfigError(f"optimized_metric={name} is not among the run's metrics: {sorted(metrics)}")
     return metrics[name]
+
+
+# -- evaluation of a checkpoint ----------------------------------------------------------------
+TASK_CLASSES = {
+    "clm": "lit_llm.tasks.clm.CausalLMTask",
+    "mlm": "lit_llm.tasks.mlm.MaskedLMTask",
+    "classification": "lit_llm.tasks.classification.ClassificationTask",
+    "qa": "lit_llm.tasks.qa.QuestionAnsweringTask",
+    "seq2seq": "lit_llm.tasks.seq2seq.Seq2SeqTask",
+}
+# which data modules (and corpus objectives) each task reads
+TASK_DATA = {
+    "clm": ("CorpusDataModule", "clm"), "mlm": ("CorpusDataModule", "mlm"),
+    "classification": ("ClassificationDataModule", None), "qa": ("QADataModule", None),
+    "seq2seq": ("Seq2SeqDataModule", None),
+}
+DATA_EXAMPLES = {"clm": "data=tinyshakespeare", "mlm": "data=gutenberg +data.objective=mlm",
+                 "classification": "data=sst2", "qa": "data=squad", "seq2seq": "data=multi30k_de_en"}
+
+
+def eval_checkpoint_path(spec: str | None) -> str:
+    """`ckpt_path` of pipelines/evaluate.py: a .ckpt file, or a run directory (the checkpoint its
+    test used, `best_checkpoint` in run.json, else checkpoints/last.ckpt)."""
+    if not spec:
+        raise ConfigError("ckpt_path is required: pipelines/evaluate.py ckpt_path=<run dir or .ckpt file>")
+    p = Path(spec)
+    if p.is_dir():
+        run_json = p / "run.json"
+        if run_json.is_file():
+            import json
+
+            best = json.loads(run_json.read_text()).get("best_checkpoint")
+            if best and Path(best).is_file():
+                return best
+    return resolve_ckpt_path(spec)
+
+
+def _stored_run_config(ckpt_path: str, meta: dict) -> dict:
+    """The run settings saved in the checkpoint, or (older checkpoints) the run directory's
+    .hydra/config.yaml beside checkpoints/."""
+    if meta.get("run_config"):
+        return meta["run_config"]
+    hydra_cfg = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if hydra_cfg.is_file():
+        saved = OmegaConf.load(hydra_cfg)
+        return {"task_name": saved.get("task_name"), "seed": saved.get("seed"),
+                "optimized_metric": saved.get("optimized_metric"),
+                "data": OmegaConf.to_container(saved.data, resolve=False), "data_resolved": None,
+                "trainer": {"precision": str(saved.trainer.get("precision"))}}
+    raise ConfigError(f"ckpt_path={ckpt_path} holds no run settings (an older checkpoint, away from its run "
+                      "directory): choose the data with data=<name>, e.g. data=sst2")
+
+
+def _eval_data_config(cfg: DictConfig, stored: dict, backbone_config: dict, seed: int) -> dict:
+    """data= (a whole data config) replaces the checkpoint's; +data.<key>=... edits it."""
+    given = cfg.get("data")
+    if given is not None and "_target_" in given:
+        node = OmegaConf.create({"paths": cfg.paths, "seed": seed, "model": backbone_config,
+                                 "data": OmegaConf.to_container(given, resolve=False)})
+        return _container(node.data)
+    edits = _container(given) if given is not None else {}
+    try:  # the saved config re-resolved here: ${paths.data_dir} may live elsewhere on this machine
+        node = OmegaConf.create({"paths": cfg.paths, "seed": seed, "model": backbone_config, "data": stored["data"]})
+        data = _container(node.data)
+    except Exception:  # noqa: BLE001 - an interpolation this config cannot resolve: use the run's values
+        if not stored.get("data_resolved"):
+            raise
+        data = dict(stored["data_resolved"])
+    unknown = sorted(set(edits) - set(data))
+    if unknown:
+        raise ConfigError(f"data.{unknown[0]} is not a setting of the checkpoint's data config "
+                          f"({data.get('_target_')}); known: {', '.join(sorted(data))}")
+    return {**data, **edits}
+
+
+def check_task_data(kind: str, data_cfg: dict, ckpt_path: str) -> None:
+    """A checkpoint only evaluates on data of its task: a QA model cannot score SST-2."""
+    target = str(data_cfg.get("_target_", ""))
+    wanted, objective = TASK_DATA[kind]
+    got = target.rsplit(".", 1)[-1]
+    ok = got == wanted and (objective is None or data_cfg.get("objective", "clm") == objective)
+    if kind == "seq2seq" and got == "CorpusDataModule" and data_cfg.get("objective") == "denoise":
+        ok = True
+    if not ok:
+        what = got + (f" with data.objective={data_cfg.get('objective', 'clm')}" if got == "CorpusDataModule" else "")
+        raise ConfigError(f"ckpt_path={ckpt_path} is a {kind} checkpoint but the data config is {what or target!r}, "
+                          f"which {kind} cannot evaluate; choose {kind} data, e.g. {DATA_EXAMPLES[kind]}")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate a checkpoint on its test sets (or `split`); write metrics.json and the report into
+    `paths.output_dir`; return the flat metrics. Everything comes from the checkpoint."""
+    import importlib
+
+    from tokenizers import Tokenizer
+
+    from lit_llm.checkpointing import read_checkpoint
+
+    started = time.time()
+    out_dir = Path(cfg.paths.output_dir)
+    ckpt_path = eval_checkpoint_path(cfg.get("ckpt_path"))
+    ckpt = read_checkpoint(ckpt_path)
+    meta_ckpt = ckpt.get("lit_llm")
+    if not meta_ckpt or meta_ckpt.get("task") not in TASK_CLASSES or not meta_ckpt.get("tokenizer_json"):
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a lit-llm task checkpoint (no 'lit_llm' metadata with a "
+                          "task and a tokenizer); give a .ckpt written by pipelines/train.py")
+    kind = meta_ckpt["task"]
+    stored = _stored_run_config(ckpt_path, meta_ckpt)
+    seed = cfg.get("seed") if cfg.get("seed") is not None else (stored.get("seed") or 0)
+    pl.seed_everything(seed, workers=True)
+    data_cfg = _eval_data_config(cfg, stored, meta_ckpt["backbone_config"], seed)
+    check_task_data(kind, data_cfg, ckpt_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    dm = instantiate(data_cfg, cache_dir=cfg.paths.cache_dir, _convert_="all")
+    dm.load_raw()
+    tokenizer = Tokenizer.from_str(meta_ckpt["tokenizer_json"])
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    if stored.get("special_ids"):
+        dm.set_tokenizer(tokenizer, tok_fp, special_ids=stored["special_ids"])
+    else:
+        dm.set_tokenizer(tokenizer, tok_fp)
+    split = cfg.get("split")
+    if split:
+        if kind in ("clm", "mlm") or not hasattr(dm, "raw") or split not in dm.raw:
+            have = sorted(dm.raw) if kind not in ("clm", "mlm") else ["(corpora: their held-out split and eval_files)"]
+            raise ConfigError(f"split={split!r} is not a split of this data (splits: {', '.join(have)}); "
+                              "use one of them, or split=null for the data's test sets")
+        dm.test_names = [split]
+    if cfg.get("batch_size"):
+        dm.eval_batch_size = int(cfg.batch_size)
+    dm.prepare_data()
+    dm.setup("test")
+
+    module, _, name = TASK_CLASSES[kind].rpartition(".")
+    task_cls = getattr(importlib.import_module(module), name)
+    overrides = {}
+    if cfg.get("generation"):
+        if kind != "seq2seq":
+            raise ConfigError(f"generation.* options are for seq2seq checkpoints; ckpt_path={ckpt_path} is {kind}")
+        overrides["generation"] = {**ckpt["hyper_parameters"].get("generation", {}), **_container(cfg.generation)}
+    task = task_cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False, **overrides)
+    if kind == "classification" and list(task.label_names) != list(dm.label_names):
+        raise ConfigError(f"ckpt_path={ckpt_path} classifies {task.label_names} but the data's classes are "
+                          f"{dm.label_names}; evaluate on data with the same label_names")
+    precision = cfg.get("precision") or (stored.get("trainer") or {}).get("precision") or "32-true"
+    trainer = pl.Trainer(accelerator=cfg.get("accelerator") or "auto", devices=1, precision=precision,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         limit_test_batches=cfg.get("limit_batches") or 1.0,
+                         enable_progress_bar=bool(cfg.get("progress_bar", True)), deterministic=False)
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    metrics = {}
+    for result in results:
+        metrics.update({k: float(v) for k, v in result.items()})
+    metrics = dict(sorted(metrics.items()))
+
+    meta = {"task_name": stored.get("task_name"), "checkpoint": ckpt_path, "seed": seed,
+            **run_metadata(lit_llm.project_root()),
+            "data": {"fingerprint": dm.data_fingerprint, "tokenizer_fingerprint": tok_fp, **dm.stats}}
+    meta.pop("_git_diff")
+    write_results(out_dir, task, metrics, meta)
+    cfg_for_report = OmegaConf.create({**_container(cfg), "task_name": stored.get("task_name"),
+                                       "optimized_metric": stored.get("optimized_metric"), "data": data_cfg})
+    csv_file = Path(ckpt_path).resolve().parent.parent / "metrics.csv"
+    if _report_settings(cfg)["enabled"]:
+        write_run_report(cfg_for_report, task, metrics, meta, source="evaluate", checkpoint=ckpt_path,
+                         out_dir=out_dir, started=started, metrics_csv=csv_file if csv_file.is_file() else None)
+    meta.update(status="completed", seconds=round(time.time() - started, 1))
+    atomic_write_json(out_dir / "run.json", meta)
+    print_summary(out_dir, metrics, meta, None)
+    return metrics

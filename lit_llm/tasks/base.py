@@ -1,6 +1,7 @@
 """What every task shares: AdamW with decay on matrices only, warmup + cosine schedule."""
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -112,6 +113,40 @@ class BackboneTask(pl.LightningModule):
         # Kept out of nn.Module registration so the compiled wrapper adds no state_dict keys.
         self.__dict__["_compiled"] = torch.compile(self.backbone) if compile else self.backbone
         self.last_val_step: int | None = None
+        # Per-example test records ({split: {column: [values]}}) and a sha256 of every test batch
+        # (token ids and labels, in order): what `lit_llm.reporting.report` bootstraps and fingerprints.
+        self.records: dict[str, dict[str, list]] = {}
+        self._test_hashes: dict[str, hashlib._Hash] = {}
+
+    # -- per-example test records, for reports ------------------------------------------------
+    def test_split(self, dataloader_idx: int = 0) -> str:
+        """The name of the split a test dataloader reads (the data module's `test_names`)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(dm, "test_names", None) or ["test"])
+        return names[dataloader_idx]
+
+    def record(self, split: str, **columns) -> None:
+        """Append per-example values (lists or 1-D tensors of equal length) to `records[split]`."""
+        rec = self.records.setdefault(split, {})
+        for key, values in columns.items():
+            rec.setdefault(key, []).extend(values.tolist() if isinstance(values, torch.Tensor) else values)
+
+    def on_test_start(self) -> None:
+        self.records, self._test_hashes = {}, {}
+
+    def on_test_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        digest = self._test_hashes.setdefault(self.test_split(dataloader_idx), hashlib.sha256())
+        for key in sorted(batch):
+            value = batch[key]
+            if isinstance(value, torch.Tensor):
+                digest.update(key.encode())
+                digest.update(value.detach().to("cpu", torch.int64 if not value.is_floating_point() else
+                                                torch.float64).numpy().tobytes())
+
+    @property
+    def test_fingerprints(self) -> dict[str, str]:
+        """{split: sha256 of the evaluated batches} of the last test run."""
+        return {split: h.hexdigest() for split, h in self._test_hashes.items()}
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -130,6 +165,8 @@ class BackboneTask(pl.LightningModule):
             "backbone_config": self.config.to_dict(),
             "tokenizer_json": self.tokenizer_json,
             "tokenizer_fingerprint": sha256_text(self.tokenizer_json) if self.tokenizer_json else None,
+            # the run's data/task settings, so pipelines/evaluate.py needs nothing but the checkpoint
+            "run_config": getattr(self, "run_config", None),
         }
         checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

@@ -92,11 +92,22 @@ class ClassificationTask(BackboneTask):
         self.log_dict(self.test_metrics, on_epoch=True)
         self.test_f1_per_class.update(logits, batch["labels"])
         self.test_confusion.update(logits, batch["labels"])
+        probs = logits.softmax(-1)
+        self.record(self.test_split(dataloader_idx), pred=logits.argmax(-1), label=batch["labels"],
+                    p_true=probs.gather(1, batch["labels"][:, None])[:, 0].double())
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_f1_per_class.compute()
         for name, value in zip(self.label_names, per_class):
             self.log(f"test/f1/{name}", value)
         self.confusion = self.test_confusion.compute().tolist()
+        dm = getattr(self.trainer, "datamodule", None)
+        for split, rec in self.records.items():  # the texts, for the report's worst/best examples
+            raw = getattr(dm, "raw", None)
+            if raw is not None and split in raw and self.trainer.world_size == 1:
+                rows = raw[split].select(range(len(rec["pred"])))
+                rec["text"] = rows["text"]
+                if "text_pair" in rows.column_names:
+                    rec["text_pair"] = rows["text_pair"]
         self.test_f1_per_class.reset()
         self.test_confusion.reset()

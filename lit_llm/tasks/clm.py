@@ -48,6 +48,7 @@ class CausalLMTask(BackboneTask):
         self.log("val/ppl", self.val_ppl, prog_bar=True, on_epoch=True)
 
     def on_test_start(self) -> None:
+        super().on_test_start()
         names = self._test_names()
         self.test_ppl = nn.ModuleList(Perplexity(ignore_index=IGNORE_INDEX) for _ in names).to(self.device)
 
@@ -61,5 +62,8 @@ class CausalLMTask(BackboneTask):
         loss = self._loss(logits, batch["labels"])
         metric = self.test_ppl[dataloader_idx]
         metric.update(logits.float(), batch["labels"])
+        labels = batch["labels"]  # per block: summed negative log-likelihood and predicted tokens
+        nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+        self.record(name, nll=nll.double().sum(1), tokens=(labels != IGNORE_INDEX).sum(1))
         self.log(f"test/{name}/loss", loss, on_epoch=True, add_dataloader_idx=False, sync_dist=True)
         self.log(f"test/{name}/ppl", metric, on_epoch=True, add_dataloader_idx=False)

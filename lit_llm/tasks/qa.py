@@ -120,6 +120,8 @@ class QuestionAnsweringTask(BackboneTask):
         self.log(f"{prefix}/questions", float(len(ids)), rank_zero_only=True)
         if prefix.startswith("test"):
             self.predictions[split] = dict(zip(ids, answers.values()))
+            self.record(split, id=ids, question=seen["question"], prediction=list(answers.values()),
+                        references=[list(r["text"]) for r in seen["answers"]])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss = self._collect(batch, "validation")

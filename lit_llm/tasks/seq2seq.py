@@ -113,6 +113,9 @@ class Seq2SeqTask(BackboneTask):
         if prefix.startswith("test"):
             self.predictions[split] = [{"index": i, "source": raw[i]["source"], "prediction": t,
                                         "references": raw[i]["references"]} for (i, _), t in zip(rows, texts)]
+            ref_tokens = [len(e.ids) for e in self.tokenizer.encode_batch([r[0] for r in refs], add_special_tokens=False)]
+            self.record(split, index=[i for i, _ in rows], source=[raw[i]["source"] for i, _ in rows],
+                        prediction=texts, references=refs, gen_tokens=lengths, reference_tokens=ref_tokens)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_loss(batch, "val")
