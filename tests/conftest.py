@@ -76,3 +76,18 @@ def compose_train(tmp_path, cache_dir):
 
 
 assert lit_llm  # resolvers registered before any compose
+
+
+@pytest.fixture
+def compose_eval(tmp_path, cache_dir):
+    """compose_eval(overrides, out) -> the conf/eval.yaml DictConfig with output and cache under tmp dirs."""
+
+    def _compose(overrides: list[str], out: Path) -> DictConfig:
+        data = shared_data_dir()
+        extra = [f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "progress_bar=false"]
+        if data is not None:
+            extra.append(f"paths.data_dir={data}")
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose("eval", overrides=list(overrides) + extra)
+
+    return _compose

@@ -57,7 +57,9 @@ def learning_curves(metrics_csv: Path, path: Path) -> Path | None:
     series = read_metrics_csv(metrics_csv)
     losses = [k for k in ("train/loss", "val/loss") if k in series]
     others = sorted(k for k in series if k.startswith("val/") and k != "val/loss"
-                    and not k.endswith(("/questions", "/examples")) and len(series[k]) > 0)
+                    and not k.endswith(("/questions", "/examples", "/gen_tokens_mean")))
+    if any(not k.endswith("ppl") for k in others):  # perplexities (100s) would flatten accuracies (0-1)
+        others = [k for k in others if not k.endswith("ppl")]
     if not losses:
         return None
     plt = _pyplot()

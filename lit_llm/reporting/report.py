@@ -38,8 +38,7 @@ DEFINITIONS = {
           "(torchmetrics SQuAD)",
     "f1": "SQuAD v1.1 token F1, 0-100: overlap of normalised answer and reference tokens, best over references "
           "(torchmetrics SQuAD)",
-    "chrf": "chrF2 (character order 6, word order 0, beta 2), corpus level, 0-100 (torchmetrics CHRFScore = "
-            "sacrebleu.corpus_chrf)",
+    "chrf": "chrF2 (character order 6, word order 0, beta 2), corpus level, 0-100 (sacrebleu.corpus_chrf)",
     "ppl": "perplexity: exp(summed negative log-likelihood / predicted tokens) over the split's packed blocks "
            "(torchmetrics Perplexity)",
     "masked_acc": "masked-token accuracy: share of masked positions whose argmax is the original token, 0-1",

@@ -21,7 +21,11 @@ def test_bleu_and_chrf_equal_sacrebleu_with_multiple_references():
     streams = [[r[k] if k < len(r) else r[0] for r in REFS] for k in range(2)]  # 2 reference streams
     assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(PREDS, streams, smooth_method="none").score, abs=1e-3)
     assert got["bleu"] > 0
-    assert got["chrf"] == pytest.approx(sacrebleu.corpus_chrf(PREDS, streams).score, abs=1e-3)
+    assert got["chrf"] == pytest.approx(sacrebleu.corpus_chrf(PREDS, streams).score, abs=1e-9)
+    # an empty output costs recall (torchmetrics' CHRFScore would ignore it)
+    empty = translation_scores([""] + PREDS[1:], [list(r) for r in REFS])["chrf"]
+    assert empty == pytest.approx(sacrebleu.corpus_chrf([""] + PREDS[1:], streams).score, abs=1e-9)
+    assert empty < got["chrf"]
     assert got["bleu_signature"].startswith("nrefs:2|case:mixed|eff:no|tok:13a|smooth:none|version:")
 
 
