@@ -32,6 +32,10 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("package_file"):
         OmegaConf.register_new_resolver("package_file", package_file)
+    if not OmegaConf.has_resolver("safe_dirname"):  # multirun job directories named from their overrides
+        from lit_llm.sweeps import safe_dirname
+
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
 
 
 _register_resolvers()

@@ -1,26 +1,24 @@
 """Pretrain a language model: python pipelines/train.py experiment=quickstart [key=value ...]
 
 Thin Hydra entry point over lit_llm.run.train; returns the `optimized_metric` for sweepers.
+In a multirun (-m) a failing job is recorded (run.json status "failed") and the others still run;
+the process then lists the failed jobs and exits 1 (lit_llm/sweeps.py says why this is needed).
 """
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-import lit_llm  # noqa: F401  (registers the ${project_root:} and ${package_file:} resolvers)
-from lit_llm.errors import ConfigError
+import lit_llm  # noqa: F401  (registers the ${project_root:}, ${package_file:}, ${safe_dirname:} resolvers)
+from lit_llm.sweeps import exit_after_sweep, run_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from lit_llm.run import optimized_value, train
 
-    try:
-        return optimized_value(cfg, train(cfg))
-    except ConfigError as e:  # a user error: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return run_job(cfg, lambda c: optimized_value(c, train(c)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_after_sweep(main))

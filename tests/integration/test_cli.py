@@ -36,7 +36,8 @@ def test_multirun_two_jobs(tmp_path, cache_dir):
     proc = _run(["-m", "experiment=quickstart", *TINY, "seed=1,2", "trainer.max_steps=4", "test=false",
                  f"hydra.sweep.dir={sweep}"], tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in (0, 1)]
+    jobs = [next(sweep.glob(f"{i}_*")) for i in (0, 1)]  # <job number>_<overrides>
+    results = [json.loads((job / "metrics.json").read_text()) for job in jobs]
     assert results[0]["val/loss"] != results[1]["val/loss"]
     assert (sweep / "multirun.yaml").is_file()
 
