@@ -460,8 +460,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         dm.set_tokenizer(tokenizer, tok_fp)
     split = cfg.get("split")
     if split:
-        if kind in ("clm", "mlm") or not hasattr(dm, "raw") or split not in dm.raw:
-            have = sorted(dm.raw) if kind not in ("clm", "mlm") else ["(corpora: their held-out split and eval_files)"]
+        raw = dm.load_raw()
+        if kind in ("clm", "mlm"):  # corpora: train, validation (= heldout) and each eval_files corpus by name
+            have = ["train", "validation", *dm.test_names[1:]]
+        else:
+            have = sorted(raw)
+        if split not in have:
             raise ConfigError(f"split={split!r} is not a split of this data (splits: {', '.join(have)}); "
                               "use one of them, or split=null for the data's test sets")
         dm.test_names = [split]

@@ -613,8 +613,16 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         return self._eval_loader("validation")
 
     def test_dataloader(self) -> list[DataLoader]:
-        splits = ["validation"] + [f"eval_{name}" for name in self.test_names[1:]]
-        return [self._eval_loader(s) for s in splits]
+        return [self._eval_loader(self.split_of(name)) for name in self.test_names]
+
+    def split_of(self, test_name: str) -> str:
+        """The cached split behind a test name: "heldout" is the validation split, an evaluation corpus
+        `<name>` is "eval_<name>"; "train" and "validation" name themselves (pipelines/evaluate.py split=)."""
+        if test_name == "heldout":
+            return "validation"
+        if test_name in ("train", "validation"):
+            return test_name
+        return f"eval_{test_name}"
 
     # -- checkpoint state: detect resuming on different data (ResumableTrainMixin) --------------
     def state_dict(self) -> dict[str, Any]:

@@ -97,6 +97,13 @@ def test_evaluate_each_task_matches_training(kind, compose_train, compose_eval, 
         assert abs(ci["estimate"] - metrics[name]) <= 1e-4 * max(1.0, abs(metrics[name])), name
         assert ci["low"] <= ci["estimate"] <= ci["high"]
     assert report["notes"] == []
+    if kind == "clm":  # split=: the held-out split under its own name, and the training split
+        again = evaluate(compose_eval([f"ckpt_path={run}", "limit_batches=2", "split=validation"], tmp_path / "v"))
+        assert again["test/validation/ppl"] == metrics["test/heldout/ppl"]
+        on_train = evaluate(compose_eval([f"ckpt_path={run}", "limit_batches=2", "split=train"], tmp_path / "t"))
+        assert set(on_train) == {"test/train/loss", "test/train/ppl"}
+        assert _json(tmp_path / "t" / "report.json")["data"]["fingerprints"]["train"] != \
+            report["data"]["fingerprints"]["heldout"]
     if kind == "seq2seq":
         assert "generation lengths" in report["plots"]
         assert report["definitions"]["test/bleu"].count("tok:13a")
