@@ -95,3 +95,40 @@ def test_summary_lists_failed_jobs_and_exit_status(capsys):
     assert err == "multirun: 1 of 2 jobs failed (the others completed; each failed job's run.json and log say why):\n" \
                   "  job 1 /s/1_a=2: ValueError: bad\n"
     assert sweeps.exit_after_sweep(lambda: None) == 0 and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("recipe, study, direction, metric", [("sst2_bert_optuna", "sst2_bert", "maximize", "val/acc"),
+                                                               ("quickstart_optuna", "quickstart", "minimize", "val/loss")])
+def test_optuna_recipes_compose(recipe, study, direction, metric, tmp_path):
+    """Every searched key exists in the experiment's config (a typo would fail each trial), the study is fixed
+    and stored in SQLite under paths.log_dir, failed trials do not end the study."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={recipe}", f"paths.log_dir={tmp_path}"],
+                      return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert "optuna" in sweeper._target_ and cfg.hydra.mode.name == "MULTIRUN"
+    assert sweeper.storage == f"sqlite:///{tmp_path}/optuna/{study}.db" and sweeper.study_name == study
+    assert sweeper.direction == direction and cfg.optimized_metric == metric and cfg.task_name == study
+    assert sweeper.max_failure_rate == 1.0 and sweeper.n_jobs == 1 and sweeper.sampler.seed is not None
+    for key in sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, key
+    assert cfg.hydra.callbacks.optuna_storage._target_ == "lit_llm.sweeps.OptunaStudyStorage"
+
+
+def test_optuna_storage_callback_makes_the_folder_and_offsets_the_seed(tmp_path):
+    import optuna
+
+    db = tmp_path / "optuna" / "s.db"
+    cfg = OmegaConf.create({"hydra": {"sweeper": {"storage": f"sqlite:///{db}", "study_name": "s",
+                                                  "sampler": {"seed": 10}}}})
+    sweeps.OptunaStudyStorage().on_multirun_start(cfg)
+    assert db.parent.is_dir() and cfg.hydra.sweeper.sampler.seed == 10  # a new study: the seed as configured
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    for _ in range(3):
+        study.tell(study.ask(), 1.0)
+    sweeps.OptunaStudyStorage().on_multirun_start(cfg)
+    assert cfg.hydra.sweeper.sampler.seed == 13
