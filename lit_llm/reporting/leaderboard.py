@@ -368,7 +368,7 @@ def to_markdown(board: Leaderboard, plot_name: str | None) -> str:
                 values = [v for r in g if (v := r.value(m)) is not None]
                 mean, std = mean_std(values) if values else (None, None)
                 cells.append(f"{fmt(mean)} ± {fmt(std)} (n={len(values)})" if values else "")
-            seeds = ", ".join(str(r.seed) for r in g)
+            seeds = ", ".join(str(s) for s in sorted((r.seed for r in g), key=str))
             lines.append("| " + " | ".join(_cell(c) for c in [_group_label(g, board.varying), seeds, *cells]) + " |")
 
     failed = [r for r in board.runs if not r.completed]

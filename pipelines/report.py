@@ -1,0 +1,49 @@
+"""Compare runs: python pipelines/report.py <multirun dir | run dirs ...> [--out DIR]
+
+Writes leaderboard.md (+ leaderboard.png, embedded) and leaderboard.csv: one row per run, sorted by the
+optimised metric; lit_llm/reporting/leaderboard.py says what goes in them.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from lit_llm.reporting import leaderboard
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pipelines/report.py", description=__doc__.split("\n\n")[0],
+        epilog="Run directories are found at or below the given paths (a directory with run.json or "
+               ".hydra/overrides.yaml). Overrides equal in every run go into a header line, the others "
+               "become columns; runs that differ only by seed get mean ± std; failed runs are listed but "
+               "left out of the statistics. Exit status 2 when a path does not exist or no run completed.")
+    parser.add_argument("paths", nargs="+", type=Path, help="a multirun directory, or run directories")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write leaderboard.{md,csv,png}; default: the directory given, or with "
+                             "several paths, their deepest common parent directory")
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated metric names or patterns for the markdown columns, e.g. "
+                             "'val/acc,test/*' (default: val/* and test/*, without per-class */f1/<label>); "
+                             "the csv always has every metric")
+    parser.add_argument("--direction", choices=["max", "min"], default=None,
+                        help="sort order of the optimised metric (default: the Optuna sweeper's direction, "
+                             "else from the name: acc/f1/em/bleu/rouge* max, loss/ppl min)")
+    args = parser.parse_args(argv)
+    try:
+        board = leaderboard.build(args.paths, metrics=args.metrics.split(",") if args.metrics else None,
+                                  direction=args.direction)
+    except leaderboard.NoRuns as e:
+        print(e, file=sys.stderr)
+        return 2
+    out = args.out or (args.paths[0] if len(args.paths) == 1 else board.root)
+    files = leaderboard.write(board, out)
+    done = sum(r.completed for r in board.runs)
+    print(f"{len(board.runs)} runs ({done} completed) -> " + ", ".join(str(p) for p in files.values()))
+    best = next((r for r in board.runs if r.value(board.metric) is not None), None)
+    if best is not None and board.direction:
+        print(f"best {board.metric}: {leaderboard.fmt(best.value(board.metric))} ({best.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
