@@ -157,7 +157,8 @@ def summary(outcomes: list[JobOutcome]) -> str:
     failed = [o for o in outcomes if o.error]
     if not failed:
         return f"multirun: {len(outcomes)} jobs completed"
-    lines = [f"multirun: {len(failed)} of {len(outcomes)} jobs failed (the others completed; "
+    others = "" if len(failed) == len(outcomes) else "the others completed; "
+    lines = [f"multirun: {len(failed)} of {len(outcomes)} jobs failed ({others}"
              "each failed job's run.json and log say why):"]
     lines += [f"  job {o.num} {o.output_dir}: {o.error.splitlines()[0][:300]}" for o in failed]
     return "\n".join(lines)

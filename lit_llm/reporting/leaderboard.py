@@ -296,6 +296,12 @@ def _with_interval(run: Run, m: str) -> str:
     return f"{fmt(v)} [{fmt(ci['low'])}, {fmt(ci['high'])}]" if ci else fmt(v)
 
 
+def _natural_key(value: Any) -> tuple:
+    """Numbers in numeric order (2 before 10), then anything else as text."""
+    x = _numeric(str(value))
+    return (0, x, "") if x is not None else (1, 0.0, str(value))
+
+
 def _group_label(group: list[Run], varying: list[str]) -> str:
     r = group[0]
     return ", ".join(f"{k}={r.overrides[k]}" for k in varying if k in r.overrides) or "(same overrides)"
@@ -368,7 +374,7 @@ def to_markdown(board: Leaderboard, plot_name: str | None) -> str:
                 values = [v for r in g if (v := r.value(m)) is not None]
                 mean, std = mean_std(values) if values else (None, None)
                 cells.append(f"{fmt(mean)} ± {fmt(std)} (n={len(values)})" if values else "")
-            seeds = ", ".join(str(s) for s in sorted((r.seed for r in g), key=str))
+            seeds = ", ".join(str(s) for s in sorted((r.seed for r in g), key=_natural_key))
             lines.append("| " + " | ".join(_cell(c) for c in [_group_label(g, board.varying), seeds, *cells]) + " |")
 
     failed = [r for r in board.runs if not r.completed]
