@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import ACTIVATIONS, Block, init_weights, padding_bias
+from lit_llm.models.layers import ACTIVATIONS, Block, init_weights, padding_bias, rope_cache
 
 
 @dataclass
@@ -54,6 +54,8 @@ class EncoderConfig:
     activation: str = "gelu"  # "gelu" (exact, BERT) | "gelu_tanh"
     pad_token_id: int | None = 0  # its embedding row starts at zero and gets no gradient
     norm_first: bool = False  # False: post-LN (BERT, exports to HF); True: pre-LN + a final LayerNorm
+    pos_embedding: str = "learned"  # "learned" (BERT, exports to HF) | "rope" (rotary, as ModernBERT)
+    rope_base: float = 10000.0
     arch: str = "encoder"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
     def __post_init__(self) -> None:
@@ -85,6 +87,13 @@ class EncoderConfig:
             )
         if not isinstance(self.norm_first, bool):
             raise ConfigError(f"model.norm_first={self.norm_first!r} must be true (pre-LN) or false (post-LN, BERT)")
+        if self.pos_embedding not in ("learned", "rope"):
+            raise ConfigError(f"model.pos_embedding={self.pos_embedding!r} must be 'learned' or 'rope'")
+        if self.pos_embedding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ConfigError(f"model.pos_embedding='rope' needs an even head size, but model.n_embd / "
+                              f"model.n_head = {self.n_embd // self.n_head}")
+        if not float(self.rope_base) > 0:
+            raise ConfigError(f"model.rope_base={self.rope_base!r} must be positive")
         if self.arch != "encoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder' for EncoderConfig")
 
@@ -129,7 +138,11 @@ class Encoder(nn.Module):
         C = config.n_embd
 
         self.wte = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_token_id)
-        self.wpe = nn.Embedding(config.block_size, C)
+        self.wpe = nn.Embedding(config.block_size, C) if config.pos_embedding == "learned" else None
+        if config.pos_embedding == "rope":  # relative positions inside attention: nothing to learn
+            cos, sin = rope_cache(config.block_size, C // config.n_head, config.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.tte = nn.Embedding(config.type_vocab_size, C) if config.type_vocab_size > 0 else None
         self.ln_emb = nn.LayerNorm(C, eps=config.ln_eps)
         self.drop = nn.Dropout(config.dropout)
@@ -161,7 +174,12 @@ class Encoder(nn.Module):
                 f"Cannot encode {T} tokens: the model has block_size={self.config.block_size} "
                 f"positions. Truncate the input to {self.config.block_size} tokens."
             )
-        x = self.wte(input_ids) + self.wpe(torch.arange(T, device=input_ids.device))
+        x = self.wte(input_ids)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=input_ids.device))
+        else:
+            rope = (self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype))
         if self.tte is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
@@ -172,7 +190,7 @@ class Encoder(nn.Module):
         # Build the additive padding bias once for all layers.
         bias = None if attention_mask is None else padding_bias(attention_mask, x.dtype)
         for block in self.blocks:
-            x = block(x, attention_mask=bias)
+            x = block(x, attention_mask=bias, rope=rope)
         return x if self.ln_f is None else self.ln_f(x)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -185,7 +203,8 @@ class Encoder(nn.Module):
         position and token-type embeddings (the word embedding is also the MLM decoder)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.wpe.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
             if self.tte is not None:
                 n -= self.tte.weight.numel()
         return n

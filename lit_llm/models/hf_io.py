@@ -339,6 +339,9 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
     if cfg.norm_first:
         raise ConfigError("model.norm_first=true (a pre-LN encoder) has no Hugging Face BERT equivalent, "
                           "which is post-LN; only norm_first=false encoders export to the BERT format")
+    if cfg.pos_embedding != "learned":
+        raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r} has no Hugging Face BERT equivalent (BERT "
+                          "learns absolute positions); only pos_embedding=learned encoders export to the BERT format")
     ours = encoder.state_dict()
     state = {}
     for name, hf_names in bert_name_table(cfg).items():

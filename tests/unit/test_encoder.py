@@ -31,9 +31,9 @@ def test_shapes_and_defaults():
         model(tokens(1, 25))
 
 
-@pytest.mark.parametrize("norm_first", [False, True])
-def test_right_padding_does_not_change_real_positions(norm_first):
-    model = tiny(norm_first=norm_first)
+@pytest.mark.parametrize("norm_first,pos", [(False, "learned"), (True, "learned"), (True, "rope")])
+def test_right_padding_does_not_change_real_positions(norm_first, pos):
+    model = tiny(norm_first=norm_first, pos_embedding=pos)
     sentence = tokens(1, 6, seed=3)
     other = tokens(1, 10, seed=4)
     batch = torch.zeros(2, 10, dtype=torch.long)  # pad id 0
@@ -147,6 +147,25 @@ def test_pre_ln_encoder_is_blocks_then_final_layernorm():
             h = h + block.attn(block.ln_1(h))
             h = h + block.mlp(block.ln_2(h))
         torch.testing.assert_close(pre(x), pre.ln_f(h))
+
+
+def test_rotary_encoder_sees_relative_positions_only():
+    model = tiny(pos_embedding="rope")
+    assert model.wpe is None and "rope_cos" not in model.state_dict()  # nothing to learn or save
+    assert model.num_params(non_embedding=True) == model.num_params() - model.tte.weight.numel()
+    x = tokens(1, 6)
+    with torch.no_grad():
+        # the same tokens shifted right by two positions (after two padding tokens that nobody attends to)
+        shifted = torch.cat([torch.zeros(1, 2, dtype=torch.long), x], dim=1)
+        mask = torch.ones_like(shifted)
+        mask[0, :2] = 0
+        torch.testing.assert_close(model(shifted, attention_mask=mask)[0, 2:], model(x)[0], atol=1e-5, rtol=0)
+        learned = tiny()  # absolute positions: a shift changes the hidden states
+        assert (learned(shifted, attention_mask=mask)[0, 2:] - learned(x)[0]).abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="model.pos_embedding='alibi'"):
+        EncoderConfig(**{**TINY, "pos_embedding": "alibi"})
+    with pytest.raises(ConfigError, match="even head size"):
+        EncoderConfig(**{**TINY, "n_embd": 18, "n_head": 2, "pos_embedding": "rope"})
 
 
 def test_attention_masks():

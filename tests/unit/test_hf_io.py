@@ -231,3 +231,6 @@ def test_errors_name_the_key_and_file(tmp_path):
     with pytest.raises(ConfigError, match="model.norm_first=true .*no Hugging Face BERT equivalent"):
         export_hf_bert(pre_ln, tmp_path / "out_bert")
     assert not (tmp_path / "out_bert").exists()
+    rotary = Encoder(EncoderConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8, pos_embedding="rope"))
+    with pytest.raises(ConfigError, match="model.pos_embedding='rope' has no Hugging Face BERT equivalent"):
+        export_hf_bert(rotary, tmp_path / "out_bert")
