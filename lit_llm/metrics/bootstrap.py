@@ -189,11 +189,9 @@ def squad_statistics(predictions: Sequence[str], references: Sequence[Sequence[s
 # --- BLEU / chrF ------------------------------------------------------------------------------------------------
 
 def _check_text(preds: Sequence[str], references: Sequence[Sequence[str]]) -> None:
-    if len(preds) != len(references):
-        raise ValueError(f"{len(preds)} predictions but {len(references)} reference lists")
-    empty = [i for i, refs in enumerate(references) if not refs]
-    if empty:
-        raise ValueError(f"example {empty[0]} has no reference")
+    from lit_llm.metrics.generation import _check  # the same rules (and messages) as the logged metrics
+
+    _check(preds, references)
 
 
 def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str]]:
