@@ -119,11 +119,16 @@ class BackboneTask(pl.LightningModule):
         self._test_hashes: dict[str, hashlib._Hash] = {}
 
     # -- per-example test records, for reports ------------------------------------------------
-    def test_split(self, dataloader_idx: int = 0) -> str:
-        """The name of the split a test dataloader reads (the data module's `test_names`)."""
+    DEFAULT_TEST_NAME = "test"  # without a data module that names its test sets
+
+    def test_names(self) -> list[str]:
+        """The names of the test dataloaders' splits (the data module's `test_names`)."""
         dm = getattr(self.trainer, "datamodule", None)
-        names = list(getattr(dm, "test_names", None) or ["test"])
-        return names[dataloader_idx]
+        return list(getattr(dm, "test_names", None) or [self.DEFAULT_TEST_NAME])
+
+    def test_split(self, dataloader_idx: int = 0) -> str:
+        """The name of the split a test dataloader reads."""
+        return self.test_names()[dataloader_idx]
 
     def record(self, split: str, **columns) -> None:
         """Append per-example values (lists or 1-D tensors of equal length) to `records[split]`."""

@@ -47,23 +47,23 @@ class CausalLMTask(BackboneTask):
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
         self.log("val/ppl", self.val_ppl, prog_bar=True, on_epoch=True)
 
+    DEFAULT_TEST_NAME = "heldout"
+
     def on_test_start(self) -> None:
         super().on_test_start()
-        names = self._test_names()
+        names = self.test_names()
         self.test_ppl = nn.ModuleList(Perplexity(ignore_index=IGNORE_INDEX) for _ in names).to(self.device)
 
-    def _test_names(self) -> list[str]:
-        dm = getattr(self.trainer, "datamodule", None)
-        return list(getattr(dm, "test_names", None) or ["heldout"])
-
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        name = self._test_names()[dataloader_idx]
+        name = self.test_split(dataloader_idx)
         logits = self(batch["input_ids"])
-        loss = self._loss(logits, batch["labels"])
+        labels = batch["labels"]
         metric = self.test_ppl[dataloader_idx]
-        metric.update(logits.float(), batch["labels"])
-        labels = batch["labels"]  # per block: summed negative log-likelihood and predicted tokens
+        metric.update(logits.float(), labels)
+        # one cross-entropy pass: per token, summed per block for the report, averaged for the loss
         nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-        self.record(name, nll=nll.double().sum(1), tokens=(labels != IGNORE_INDEX).sum(1))
+        tokens = (labels != IGNORE_INDEX).sum(1)
+        loss = nll.sum() / tokens.sum().clamp(min=1)
+        self.record(name, nll=nll.double().sum(1), tokens=tokens)
         self.log(f"test/{name}/loss", loss, on_epoch=True, add_dataloader_idx=False, sync_dist=True)
         self.log(f"test/{name}/ppl", metric, on_epoch=True, add_dataloader_idx=False)

@@ -53,16 +53,17 @@ class MaskedLMTask(BackboneTask):
 
     def _eval(self, batch: dict, stage: str, ppl, acc) -> None:
         logits, targets, loss = self._step(batch)
+        predicted = logits.argmax(-1)
         if stage == "test":  # per block: summed NLL, masked tokens, correct predictions
             labels = batch["labels"]
             block = (labels != IGNORE_INDEX).nonzero()[:, 0]
             zeros = torch.zeros(len(labels), dtype=torch.float64, device=labels.device)
             nll = F.cross_entropy(logits, targets, reduction="none").double()
-            correct = (logits.argmax(-1) == targets).double()
+            correct = (predicted == targets).double()
             self.record(self.test_split(0), nll=zeros.index_add(0, block, nll), tokens=(labels != IGNORE_INDEX).sum(1),
                         correct=zeros.index_add(0, block, correct))
         ppl.update(logits[None], targets[None])  # Perplexity wants (batch, seq, vocab)
-        acc.update(logits.argmax(-1), targets)
+        acc.update(predicted, targets)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", on_epoch=True, sync_dist=True)
         self.log(f"{stage}/ppl", ppl, on_epoch=True)
         self.log(f"{stage}/masked_acc", acc, prog_bar=stage == "val", on_epoch=True)
