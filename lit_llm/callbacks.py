@@ -2,65 +2,140 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from lit_llm.perf import batch_flops, batch_shape, device_peak_flops, peak_memory, precision_dtype
 from lit_llm.utils_io import atomic_write_text
 
 log = logging.getLogger("lit_llm")
 
 
 class SpeedMonitor(Callback):
-    """Logs tokens/s (and MFU when the peak FLOP/s is known) and keeps a run summary.
+    """Throughput and hardware use of the training steps (litgpt-style), logged and summarised.
 
-    The first `warmup_steps` steps are left out of the averages (allocator warm-up, compilation).
+    Every `log_every_n_steps` steps it logs `perf/tokens_per_s`, `perf/samples_per_s` and, with a
+    known peak, `perf/mfu`. At the end of fit `summary` holds the averages over the timed steps:
+    tokens/s (all processes; padding included, it costs compute) and real tokens/s (without padding),
+    samples/s, model FLOPs per token (analytic, `backbone.train_flops`), achieved FLOP/s, the peak it
+    is compared with and where that comes from (`lit_llm.perf.device_peak_flops`: a datasheet for
+    known GPUs, else a matmul probe in the run's dtype), MFU, step time and peak memory. `train()`
+    prints it and stores it in run.json as `perf`.
+
+    A step's time runs from the end of the previous step (data loading included) to its own end; the
+    first `warmup_steps` steps and the first step after each validation are left out. On a GPU the
+    clock reads after a synchronize.
     """
 
     def __init__(self, warmup_steps: int = 5, log_every_n_steps: int = 10, peak_flops: float | None = None):
         self.warmup_steps = warmup_steps
         self.log_every_n_steps = log_every_n_steps
         self.peak_flops = peak_flops
-        self.summary: dict[str, float] = {}
-        self._t0 = 0.0
-        self._tokens = 0
-        self._time = 0.0
+        self.summary: dict[str, Any] = {}
+        self._peak: float | None = None
+        self._peak_source = ""
+        self._last: float | None = None
         self._steps = 0
+        self._totals = {"time": 0.0, "tokens": 0, "real_tokens": 0, "samples": 0, "flops": 0.0, "steps": 0}
+        self._step_times: list[float] = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._t0 = time.perf_counter()
+    def _now(self, trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        device = trainer.strategy.root_device
+        dtype = precision_dtype(trainer.precision, device.type)
+        if self.peak_flops:
+            self._peak, self._peak_source = float(self.peak_flops), "configured (callbacks.speed_monitor.peak_flops)"
+        else:
+            self._peak, self._peak_source = device_peak_flops(device, dtype)
+        self._dtype = str(dtype).replace("torch.", "")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._last = None  # validation time is not training time
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        dt = time.perf_counter() - self._t0
-        tokens = batch["input_ids"].numel() * trainer.world_size
+        now = self._now(trainer)
+        last, self._last = self._last, now
         self._steps += 1
-        if self._steps > self.warmup_steps:
-            self._tokens += tokens
-            self._time += dt
+        if last is None or self._steps <= self.warmup_steps or not isinstance(batch, dict) or "input_ids" not in batch:
+            return
+        dt = now - last
+        world = trainer.world_size
+        shape = batch_shape(batch)
+        flops = batch_flops(getattr(pl_module, "backbone", None), shape)
+        t = self._totals
+        t["time"] += dt
+        t["steps"] += 1
+        t["tokens"] += shape["tokens"] * world
+        t["real_tokens"] += shape["real_tokens"] * world
+        t["samples"] += shape["samples"] * world
+        t["flops"] += (flops or 0.0) * world
+        self._step_times.append(dt)
         if trainer.global_step % self.log_every_n_steps == 0 and dt > 0:
-            pl_module.log("perf/tokens_per_s", tokens / dt, on_step=True, on_epoch=False, rank_zero_only=True)
+            pl_module.log("perf/tokens_per_s", shape["tokens"] * world / dt, on_step=True, on_epoch=False,
+                          rank_zero_only=True)
+            pl_module.log("perf/samples_per_s", shape["samples"] * world / dt, on_step=True, on_epoch=False,
+                          rank_zero_only=True)
+            if flops and self._peak:
+                pl_module.log("perf/mfu", flops / dt / self._peak, on_step=True, on_epoch=False, rank_zero_only=True)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self._time <= 0:
+        t = self._totals
+        if t["time"] <= 0:
             return
-        tps = self._tokens / self._time
-        backbone = getattr(pl_module, "backbone", None)
-        summary = {"tokens_per_s": tps, "timed_steps": self._steps - self.warmup_steps}
-        if backbone is not None and hasattr(backbone, "flops_per_token"):
-            flops = backbone.flops_per_token() * tps
-            summary["model_flops_per_s"] = flops
-            if self.peak_flops:
-                summary["mfu"] = flops / self.peak_flops
-        if torch.cuda.is_available():
-            summary["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        else:
-            import resource
-
-            summary["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        device = trainer.strategy.root_device
+        summary: dict[str, Any] = {
+            "tokens_per_s": t["tokens"] / t["time"],
+            "real_tokens_per_s": t["real_tokens"] / t["time"],
+            "samples_per_s": t["samples"] / t["time"],
+            "step_time_ms_median": 1000 * statistics.median(self._step_times),
+            "timed_steps": t["steps"],
+            "world_size": trainer.world_size,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+            "precision": str(trainer.precision),
+        }
+        if t["flops"]:
+            achieved = t["flops"] / t["time"]
+            summary["model_flops_per_token"] = t["flops"] / t["tokens"]
+            summary["model_flops_per_s"] = achieved
+            if self._peak:
+                # the peak is one device's: N processes have N devices (on CPU they share the cores)
+                devices = trainer.world_size if device.type == "cuda" else 1
+                summary.update(peak_flops_per_s=self._peak * devices, peak_source=self._peak_source,
+                               mfu=achieved / (self._peak * devices))
+        summary.update(peak_memory(device))
         self.summary = summary
+
+
+def format_perf(perf: dict) -> str:
+    """One line of a run's performance summary (run.json's `perf`)."""
+    if not perf:
+        return ""
+    parts = [f"{perf['tokens_per_s']:,.0f} tokens/s", f"{perf['samples_per_s']:,.1f} samples/s",
+             f"{perf['step_time_ms_median']:.0f} ms/step"]
+    if "model_flops_per_s" in perf:
+        parts.append(f"{perf['model_flops_per_s'] / 1e9:,.1f} GFLOP/s")
+    if "mfu" in perf:
+        parts.append(f"MFU {100 * perf['mfu']:.1f}% of {perf['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s "
+                     f"({perf['peak_source']})")
+    mem = perf.get("peak_memory_gb", perf.get("peak_rss_gb"))
+    if mem is not None:
+        parts.append(f"peak memory {mem:.2f} GB" + (" (RSS)" if "peak_rss_gb" in perf else ""))
+    return f"performance ({perf['device']}, {perf['precision']}, x{perf['world_size']}): " + ", ".join(parts)
 
 
 class GenerateSamples(Callback):

@@ -174,7 +174,7 @@ def load_pretrained(spec: str) -> Pretrained:
 
 
 # settings a fine-tuning config may change on a pretrained backbone; the rest are its architecture
-TUNABLE = ("dropout",)
+TUNABLE = ("dropout", "activation_checkpointing")  # settings a fine-tuning run may change
 
 
 def merge_backbone_config(config: dict, pretrained: Pretrained) -> tuple[dict, list[str]]:

@@ -315,10 +315,12 @@ def print_summary(out_dir: Path, metrics: dict, meta: dict, sample: str | None) 
     table.add_column("value", justify="right")
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4f}")
+    console.print(table)
     perf = meta.get("perf") or {}
     if "tokens_per_s" in perf:
-        table.add_row("perf/tokens_per_s", f"{perf['tokens_per_s']:.0f}")
-    console.print(table)
+        from lit_llm.callbacks import format_perf
+
+        console.print(format_perf(perf), markup=False, highlight=False)
     if "val/ppl" in metrics and "baseline/unigram_ppl" in metrics:
         ratio = metrics["baseline/unigram_ppl"] / metrics["val/ppl"]
         console.print(f"validation perplexity {metrics['val/ppl']:.2f} vs {metrics['baseline/unigram_ppl']:.2f} "

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import ACTIVATIONS, Block, init_weights, padding_bias, rope_cache
+from lit_llm.models.layers import ACTIVATIONS, Block, init_weights, padding_bias, rope_cache, run_block
 
 
 @dataclass
@@ -56,6 +56,7 @@ class EncoderConfig:
     norm_first: bool = False  # False: post-LN (BERT, exports to HF); True: pre-LN + a final LayerNorm
     pos_embedding: str = "learned"  # "learned" (BERT, exports to HF) | "rope" (rotary, as ModernBERT)
     rope_base: float = 10000.0
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     arch: str = "encoder"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
     def __post_init__(self) -> None:
@@ -94,6 +95,8 @@ class EncoderConfig:
                               f"model.n_head = {self.n_embd // self.n_head}")
         if not float(self.rope_base) > 0:
             raise ConfigError(f"model.rope_base={self.rope_base!r} must be positive")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
         if self.arch != "encoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder' for EncoderConfig")
 
@@ -190,7 +193,7 @@ class Encoder(nn.Module):
         # Build the additive padding bias once for all layers.
         bias = None if attention_mask is None else padding_bias(attention_mask, x.dtype)
         for block in self.blocks:
-            x = block(x, attention_mask=bias, rope=rope)
+            x = run_block(block, self.config.activation_checkpointing, x, attention_mask=bias, rope=rope)
         return x if self.ln_f is None else self.ln_f(x)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -208,3 +211,18 @@ class Encoder(nn.Module):
             if self.tte is not None:
                 n -= self.tte.weight.numel()
         return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) per token of the transformer body, the decoder's
+        formula (`GPT.flops_per_token`) with bidirectional attention over all T positions:
+        6 * (block parameters) + 12 * n_layer * n_embd * T. Embedding lookups are free and the
+        task heads are left out (the MLM head's vocabulary matmul runs on masked positions only:
+        add 6 * vocab_size * n_embd per masked token for it)."""
+        cfg = self.config
+        T = cfg.block_size if seq_len is None else seq_len
+        body = sum(p.numel() for p in self.blocks.parameters())
+        return 6.0 * body + 12.0 * cfg.n_layer * cfg.n_embd * T
+
+    def train_flops(self, input_len: int, target_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) of one sequence of `input_len` tokens."""
+        return input_len * self.flops_per_token(input_len)

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import MLP, Block, KVCache, SelfAttention, init_weights, padding_bias
+from lit_llm.models.layers import MLP, Block, KVCache, SelfAttention, init_weights, padding_bias, run_block
 
 POSITIONS = ("sinusoidal", "learned")
 
@@ -44,6 +44,7 @@ class EncoderDecoderConfig:
     activation: str = "gelu"
     ln_eps: float = 1e-5
     pad_token_id: int = 0
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     arch: str = "encoder_decoder"
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class EncoderDecoderConfig:
             raise ConfigError(f"model.pos_embedding=sinusoidal needs an even model.n_embd, got {self.n_embd}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
         if self.arch != "encoder_decoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder_decoder' for EncoderDecoderConfig")
 
@@ -205,7 +208,7 @@ class EncoderDecoder(nn.Module):
         x = self._embed(src_ids, self.wte_src if self.wte_src is not None else self.wte)
         bias = None if src_mask is None else padding_bias(src_mask, x.dtype)
         for block in self.encoder:
-            x = block(x, attention_mask=bias)
+            x = run_block(block, self.config.activation_checkpointing, x, attention_mask=bias)
         return self.ln_enc(x)
 
     def new_cache(self, memory: torch.Tensor, src_mask: torch.Tensor | None, max_len: int | None = None) -> Seq2SeqCache:
@@ -231,8 +234,9 @@ class EncoderDecoder(nn.Module):
             memory_kv, bias, start = cache.memory_kv, cache.memory_bias, cache.length
         x = self._embed(tgt_ids, self.wte, start)
         kv = cache.self_cache if cache is not None else None
+        ckpt = self.config.activation_checkpointing
         for i, block in enumerate(self.decoder):
-            x = block(x, memory_kv[i], bias, kv_cache=kv, layer=i)
+            x = run_block(block, ckpt, x, memory_kv[i], bias, kv_cache=kv, layer=i)
         if kv is not None:
             kv.advance(tgt_ids.size(1))
         return self.lm_head(self.ln_dec(x))
@@ -246,6 +250,22 @@ class EncoderDecoder(nn.Module):
         if non_embedding and self.wpe is not None:
             n -= self.wpe.weight.numel()
         return n
+
+    def train_flops(self, input_len: int, target_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) of one (source of S tokens, target of T tokens) pair,
+        counted as `GPT.flops_per_token` does: 6 x parameters x the tokens each matmul sees, plus
+        12 x n_embd x (positions attended) per layer: encoder self-attention S x S, decoder
+        self-attention T x T and cross-attention T x S. The cross-attention key/value projections run
+        on the S memory tokens, the output layer (tied embedding) on the T targets."""
+        cfg, C = self.config, self.config.n_embd
+        S, T = input_len, (input_len if target_len is None else target_len)
+        enc = sum(p.numel() for p in self.encoder.parameters()) + sum(p.numel() for p in self.ln_enc.parameters())
+        cross_kv = sum(p.numel() for b in self.decoder for p in b.cross.c_kv.parameters())
+        dec = sum(p.numel() for p in self.decoder.parameters()) - cross_kv
+        head = cfg.vocab_size * C
+        matmuls = 6.0 * (enc * S + cross_kv * S + (dec + head) * T)
+        attention = 12.0 * C * (cfg.n_layer * S * S + cfg.n_decoder_layer * (T * T + T * S))
+        return matmuls + attention
 
 
 __all__ = ["EncoderDecoderConfig", "EncoderDecoder", "CrossAttention", "DecoderBlock", "Seq2SeqCache",

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from lit_llm.errors import ConfigError
 from lit_llm.models.layers import KVCache, apply_rope, rope_cache  # noqa: F401  (re-exported)
-from lit_llm.models.layers import Block, init_weights
+from lit_llm.models.layers import Block, init_weights, run_block
 
 POS_EMBEDDINGS = ("learned", "rope")
 
@@ -37,6 +37,7 @@ class GPTConfig:
     pos_embedding: str = "learned"  # "learned" | "rope"
     rope_base: float = 10000.0
     tie_weights: bool = True  # lm_head shares its weight with the token embedding
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     arch: str = "gpt"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
     def __post_init__(self) -> None:
@@ -66,6 +67,8 @@ class GPTConfig:
                 )
             if not float(self.rope_base) > 0:
                 raise ConfigError(f"model.rope_base={self.rope_base!r} must be positive")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
         if self.arch != "gpt":
             raise ConfigError(f"model.arch={self.arch!r} must be 'gpt' for GPTConfig")
 
@@ -182,8 +185,9 @@ class GPT(nn.Module):
         else:
             rope = (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
         x = self.drop(x)
+        ckpt = self.config.activation_checkpointing
         for i, block in enumerate(self.blocks):
-            x = block(x, rope=rope, kv_cache=kv_cache, layer=i)
+            x = run_block(block, ckpt, x, rope=rope, kv_cache=kv_cache, layer=i)
         if kv_cache is not None:
             kv_cache.advance(T)  # every layer wrote positions [start, start+T)
         return self.ln_f(x)
@@ -205,4 +209,11 @@ class GPT(nn.Module):
         Multiply by tokens per second and divide by the peak FLOP/s to get MFU."""
         cfg = self.config
         T = cfg.block_size if seq_len is None else seq_len
-        return 6.0 * self.num_params(non_embedding=True) + 12.0 * cfg.n_layer * cfg.n_embd * T
+        matmul_params = self.num_params(non_embedding=True)
+        if not cfg.tie_weights:  # the untied input embedding is a lookup, not a matmul
+            matmul_params -= self.wte.weight.numel()
+        return 6.0 * matmul_params + 12.0 * cfg.n_layer * cfg.n_embd * T
+
+    def train_flops(self, input_len: int, target_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) of one sequence of `input_len` tokens."""
+        return input_len * self.flops_per_token(input_len)
