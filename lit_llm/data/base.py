@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from lit_llm.utils_io import atomic_dir, sha256_json
+from lit_llm.utils_io import atomic_dir, build_lock, sha256_json
 
 STATS_FILE = "lit_llm_stats.json"
 
@@ -65,9 +65,12 @@ class TokenizedSplitsMixin:
         final = self.tokenized_dir / split
         if (final / STATS_FILE).is_file():
             return final
-        with atomic_dir(final) as tmp:
-            stats = self._build_split(split, tmp)
-            (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        with build_lock(final):  # processes sharing the cache (DDP ranks) build it once
+            if (final / STATS_FILE).is_file():
+                return final
+            with atomic_dir(final) as tmp:
+                stats = self._build_split(split, tmp)
+                (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
         return final
 
 

@@ -193,6 +193,30 @@ class ResumableRandomSampler(DistributedSampler):
         return self.num_samples
 
 
+class EvalShardSampler(DistributedSampler):
+    """The evaluation order under N processes: rank r takes items r, r + N, r + 2N, ... so every
+    example (or pre-made batch) is evaluated exactly once. Lightning's default DistributedSampler
+    pads the shares to equal length with repeated examples, which the synced metrics would count
+    twice. Shares may differ by one item; subclassing `DistributedSampler` tells Lightning not to
+    wrap it."""
+
+    def __init__(self, dataset_size: int, num_replicas: int, rank: int, split: str = "evaluation"):
+        # DistributedSampler.__init__ is not called: it needs a dataset and a process group.
+        if dataset_size < num_replicas:
+            raise ConfigError(f"the {split} split has {dataset_size} items for {num_replicas} processes: every "
+                              "process needs one; use fewer devices (trainer.devices) or a larger split")
+        self.dataset_size, self.num_replicas, self.rank = int(dataset_size), int(num_replicas), int(rank)
+        self.shuffle, self.drop_last, self.epoch, self.seed = False, False, 0, 0
+        self.num_samples = len(range(self.rank, self.dataset_size, self.num_replicas))
+        self.total_size = self.dataset_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.dataset_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class ResumableDataLoader(DataLoader):
     """The train loader. Its position is restored from the trainer's global step (see
     `CorpusDataModule.make_train_sampler`), not from this state; `state_dict` exists so that
@@ -263,6 +287,13 @@ class ResumableTrainMixin:
             log.info("data: resuming at epoch %d, skipping %d batches already seen", epoch, done)
         return sampler
 
+    def eval_sampler(self, size: int, split: str) -> EvalShardSampler | None:
+        """Under DDP, this process's share of an evaluation split (each item once); else None."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size == 1:
+            return None
+        return EvalShardSampler(size, trainer.world_size, trainer.global_rank, split)
+
     def loader_kwargs(self) -> dict[str, Any]:
         # A DataLoader draws its workers' base seed from `generator` each time it is iterated;
         # without one it draws from the global RNG, so a resumed run (which starts a new
@@ -308,11 +339,15 @@ class ExampleLoadersMixin:
         return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
                             sampler=self.make_train_sampler(), drop_last=True)
 
+    def _eval_loader(self, split: str) -> DataLoader:
+        return self._loader(split, self.eval_batch_size, shuffle=False,
+                            sampler=self.eval_sampler(len(self._dataset(split)), split))
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name, self.eval_batch_size, shuffle=False) for name in self.test_names]
+        return [self._eval_loader(name) for name in self.test_names]
 
 
 def resolve_special_ids(tokenizer: Tokenizer, given: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -586,7 +621,7 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
     def _eval_loader(self, split: str) -> DataLoader:
         blocks = self._blocks(split)
         if self.objective == "clm":
-            return self._loader(blocks, self.eval_batch_size, shuffle=False)
+            return self._loader(blocks, self.eval_batch_size, shuffle=False, sampler=self.eval_sampler(len(blocks), split))
         # MLM: mask once, batch by batch, with a fixed seed: every evaluation sees the same masks
         # and the global RNG (training masks, dropout) is not consumed by validation.
         gen = torch.Generator().manual_seed(self.shuffle_seed)
@@ -594,7 +629,8 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         corrupt = self._mlm().mask_tokens if self.objective == "mlm" else self._mlm()
         batches = [corrupt(inputs[i : i + self.eval_batch_size], generator=gen)
                    for i in range(0, len(inputs), self.eval_batch_size)]
-        return DataLoader(batches, batch_size=None, shuffle=False, **self.loader_kwargs())
+        return DataLoader(batches, batch_size=None, shuffle=False, sampler=self.eval_sampler(len(batches), split),
+                          **self.loader_kwargs())
 
     def _train_size(self) -> int:
         return len(self._blocks("train"))

@@ -117,6 +117,32 @@ class BackboneTask(pl.LightningModule):
         # (token ids and labels, in order): what `lit_llm.reporting.report` bootstraps and fingerprints.
         self.records: dict[str, dict[str, list]] = {}
         self._test_hashes: dict[str, hashlib._Hash] = {}
+        # Epoch means of evaluation losses (`log_mean`); metric states are not saved in checkpoints.
+        self.eval_means = nn.ModuleDict()
+
+    # -- evaluation losses and results that are exact under DDP ---------------------------------
+    def log_mean(self, name: str, value: torch.Tensor, weight: float | torch.Tensor, **kwargs) -> None:
+        """Log the `weight`-weighted epoch mean of `value` (e.g. a batch's mean loss, weighted by its
+        tokens or examples). A torchmetrics MeanMetric reduces the sums of value x weight and of
+        weights across processes, so the mean is the whole split's; Lightning's `sync_dist` would
+        average each process's mean instead, and shares of different sizes would skew it."""
+        from torchmetrics import MeanMetric
+
+        key = name.replace("/", "__").replace(".", "_")
+        if key not in self.eval_means:
+            self.eval_means[key] = MeanMetric().to(self.device)
+        metric = self.eval_means[key]
+        metric.update(value.detach().float(), torch.as_tensor(weight, dtype=torch.float32, device=self.device))
+        self.log(name, metric, on_step=False, on_epoch=True, metric_attribute=f"eval_means.{key}", **kwargs)
+
+    def gather_objects(self, obj) -> list:
+        """[obj of every process] (all-gathered under DDP; [obj] in one process): evaluations that
+        score whole outputs (SQuAD, BLEU, ROUGE) need every process's share."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return [obj]
+        out = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
     # -- per-example test records, for reports ------------------------------------------------
     DEFAULT_TEST_NAME = "test"  # without a data module that names its test sets

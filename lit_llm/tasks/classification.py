@@ -81,13 +81,13 @@ class ClassificationTask(BackboneTask):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch)
-        self.log("val/loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, on_epoch=True, sync_dist=True)
+        self.log_mean("val/loss", F.cross_entropy(logits, batch["labels"]), len(logits), prog_bar=True)
         self.val_metrics.update(logits, batch["labels"])
         self.log_dict(self.val_metrics, prog_bar=True, on_epoch=True)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self(batch)
-        self.log("test/loss", F.cross_entropy(logits, batch["labels"]), on_epoch=True, sync_dist=True)
+        self.log_mean("test/loss", F.cross_entropy(logits, batch["labels"]), len(logits))
         self.test_metrics.update(logits, batch["labels"])
         self.log_dict(self.test_metrics, on_epoch=True)
         self.test_f1_per_class.update(logits, batch["labels"])

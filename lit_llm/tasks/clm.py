@@ -44,7 +44,7 @@ class CausalLMTask(BackboneTask):
         logits = self(batch["input_ids"])
         loss = self._loss(logits, batch["labels"])
         self.val_ppl.update(logits.float(), batch["labels"])
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
+        self.log_mean("val/loss", loss, (batch["labels"] != IGNORE_INDEX).sum(), prog_bar=True)
         self.log("val/ppl", self.val_ppl, prog_bar=True, on_epoch=True)
 
     DEFAULT_TEST_NAME = "heldout"
@@ -65,5 +65,5 @@ class CausalLMTask(BackboneTask):
         tokens = (labels != IGNORE_INDEX).sum(1)
         loss = nll.sum() / tokens.sum().clamp(min=1)
         self.record(name, nll=nll.double().sum(1), tokens=tokens)
-        self.log(f"test/{name}/loss", loss, on_epoch=True, add_dataloader_idx=False, sync_dist=True)
+        self.log_mean(f"test/{name}/loss", loss, tokens.sum(), add_dataloader_idx=False)
         self.log(f"test/{name}/ppl", metric, on_epoch=True, add_dataloader_idx=False)

@@ -64,7 +64,7 @@ class MaskedLMTask(BackboneTask):
                         correct=zeros.index_add(0, block, correct))
         ppl.update(logits[None], targets[None])  # Perplexity wants (batch, seq, vocab)
         acc.update(predicted, targets)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", on_epoch=True, sync_dist=True)
+        self.log_mean(f"{stage}/loss", loss, len(targets), prog_bar=stage == "val")
         self.log(f"{stage}/ppl", ppl, on_epoch=True)
         self.log(f"{stage}/masked_acc", acc, prog_bar=stage == "val", on_epoch=True)
 

@@ -101,10 +101,8 @@ class QuestionAnsweringTask(BackboneTask):
         parts = self._spans.pop(split, [])
         if not parts:
             return
-        spans = torch.cat(parts)
-        if self.trainer.world_size > 1:  # every process scores all features (duplicates are harmless)
-            spans = self.all_gather(spans).reshape(-1, 4)
-        spans = spans.cpu()
+        # every process scores all features: under DDP each evaluated its own share (EvalShardSampler)
+        spans = torch.cat([t for t in self.gather_objects(torch.cat(parts).cpu())])
         raw = self.trainer.datamodule.raw[split]
         answers = answers_from_features(spans[:, 0].long(), spans[:, 1], spans[:, 2].long(), spans[:, 3].long(),
                                         raw["context"])
@@ -125,7 +123,7 @@ class QuestionAnsweringTask(BackboneTask):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss = self._collect(batch, "validation")
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(batch["input_ids"]))
+        self.log_mean("val/loss", loss, len(batch["input_ids"]), prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         self._score("validation", "val")
@@ -134,8 +132,7 @@ class QuestionAnsweringTask(BackboneTask):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         split = self.trainer.datamodule.eval_split("test", dataloader_idx)
         loss = self._collect(batch, split)
-        self.log(f"test/{split}/loss", loss, on_epoch=True, sync_dist=True, add_dataloader_idx=False,
-                 batch_size=len(batch["input_ids"]))
+        self.log_mean(f"test/{split}/loss", loss, len(batch["input_ids"]), add_dataloader_idx=False)
 
     def on_test_epoch_end(self) -> None:
         for split in list(self._spans):

@@ -82,8 +82,7 @@ class Seq2SeqTask(BackboneTask):
         logits = self(batch).float()
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), batch["labels"].view(-1), ignore_index=IGNORE_INDEX)
         tokens = int((batch["labels"] != IGNORE_INDEX).sum())
-        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val", on_epoch=True, sync_dist=True, batch_size=tokens,
-                 add_dataloader_idx=False)
+        self.log_mean(f"{prefix}/loss", loss, tokens, prog_bar=prefix == "val", add_dataloader_idx=False)
 
     def _generate(self, batch: dict, split: str) -> None:
         start, eos, pad = self._ids()
@@ -93,7 +92,8 @@ class Seq2SeqTask(BackboneTask):
             self._generated.setdefault(split, []).append((index, row[: row.index(eos)] if eos in row else row))
 
     def _score(self, split: str, prefix: str) -> None:
-        rows = sorted(self._generated.pop(split, []))
+        # under DDP each process generated for its own share (EvalShardSampler): score them all
+        rows = sorted(row for part in self.gather_objects(self._generated.pop(split, [])) for row in part)
         if not rows:
             return
         raw = self.trainer.datamodule.raw[split]
