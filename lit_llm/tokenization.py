@@ -19,7 +19,7 @@ import tokenizers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from lit_llm.errors import ConfigError
-from lit_llm.utils_io import atomic_write_text, sha256_json, sha256_text
+from lit_llm.utils_io import atomic_write_text, build_lock, sha256_json, sha256_text
 
 log = logging.getLogger("lit_llm")
 
@@ -208,23 +208,29 @@ def get_tokenizer(
 
     cache_file = tokenizer_cache_path(cache_dir, kind, fingerprint, vocab_size, min_frequency, lowercase)
     if cache_file.is_file():
-        tok = Tokenizer.from_file(str(cache_file))
-        log.info("tokenizer %s loaded from cache %s (vocab %d)", kind, cache_file, tok.get_vocab_size())
-        return tok, tokenizer_fingerprint(tok)
-
+        return _cached_tokenizer(kind, cache_file)
     if texts is None:
         raise ValueError("get_tokenizer: texts is required to train a tokenizer")
-    tok = (train_bpe(texts(), vocab_size, min_frequency, lowercase) if kind == "bpe"
-           else train_char(texts(), lowercase))
-    if kind == "bpe" and tok.get_vocab_size() < vocab_size:
-        log.info(
-            "tokenizer.vocab_size=%d: the corpus only supports %d tokens (min_frequency=%d)",
-            vocab_size, tok.get_vocab_size(), min_frequency,
-        )
-    text = tok.to_str()
-    atomic_write_text(cache_file, text)
+    with build_lock(cache_file):  # DDP ranks starting together train it once
+        if cache_file.is_file():
+            return _cached_tokenizer(kind, cache_file)
+        tok = (train_bpe(texts(), vocab_size, min_frequency, lowercase) if kind == "bpe"
+               else train_char(texts(), lowercase))
+        if kind == "bpe" and tok.get_vocab_size() < vocab_size:
+            log.info(
+                "tokenizer.vocab_size=%d: the corpus only supports %d tokens (min_frequency=%d)",
+                vocab_size, tok.get_vocab_size(), min_frequency,
+            )
+        text = tok.to_str()
+        atomic_write_text(cache_file, text)
     log.info("tokenizer %s trained (vocab %d), saved to %s", kind, tok.get_vocab_size(), cache_file)
     return tok, sha256_text(text)
+
+
+def _cached_tokenizer(kind: str, cache_file: Path) -> tuple[Tokenizer, str]:
+    tok = Tokenizer.from_file(str(cache_file))
+    log.info("tokenizer %s loaded from cache %s (vocab %d)", kind, cache_file, tok.get_vocab_size())
+    return tok, tokenizer_fingerprint(tok)
 
 
 __all__ = [

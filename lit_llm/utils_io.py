@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Union
+
+log = logging.getLogger("lit_llm")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -84,6 +87,28 @@ def atomic_dir(final_path: PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if not final.exists():
             raise
+
+
+@contextlib.contextmanager
+def build_lock(final_path: PathLike) -> Iterator[None]:
+    """Hold `<final>.lock` while building `final_path`, so that processes sharing a cache build it
+    once: the first takes the lock and builds, the others wait here and then find it complete
+    (check again inside the block). DDP ranks that start together (SLURM, torchrun) would otherwise
+    all tokenize the same data. A file lock (fcntl) is released by the OS if its holder dies."""
+    from filelock import FileLock, Timeout
+
+    final = Path(final_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(final) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("cache: waiting for another process that is building %s", final)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def is_temp_path(path: PathLike) -> bool:
