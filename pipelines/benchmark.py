@@ -1,17 +1,31 @@
-"""Benchmarks: python pipelines/benchmark.py [generation.batch_sizes=[1,8] ...]
+"""Benchmarks: python pipelines/benchmark.py [training.steps=50 memory.enabled=false ...]
+GPU recipe (GPT-2 124M, bf16, Lightning): python pipelines/benchmark.py --config-name benchmark_gpu
 
-One process; writes benchmark.json and benchmark.md (a table per section) into the run directory
-and prints the tables. Sections: generation (new tokens/s with and without the KV cache, greedy and
-beam search).
+One process, one run: writes benchmark.json and benchmark.md (a table per section) into the run
+directory and prints the tables. Sections (each `<name>.enabled`, a module lit_llm/benchmarks/<name>.py
+whose `run(cfg) -> rows`): training (Lightning vs plain loop), hf_training (ours vs Hugging Face GPT-2),
+generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack), memory (activation
+checkpointing). A row with a target says it (`target`) and whether it is met (`meets`).
 """
+import importlib
 import platform
+import sys
+import time
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import lit_llm  # noqa: F401  (registers the config resolvers)
+
+SECTIONS = {  # config key (= module in lit_llm/benchmarks) -> table title, in the order they run
+    "training": "Training: Lightning (CausalLMTask + Trainer) vs a plain PyTorch loop",
+    "hf_training": "Training: our GPT vs Hugging Face GPT2LMHeadModel (plain loops, same weights and batches)",
+    "generation": "Generation: new tokens/s (KV cache vs recompute; ours vs Hugging Face generate)",
+    "data": "Data pipeline: tokenizer training, tokenize + pack, cached reload",
+    "memory": "Memory: one training step (forward + backward) vs sequence length, with/without activation "
+              "checkpointing",
+}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -23,28 +37,53 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def targets_summary(sections: dict[str, list[dict]]) -> dict:
+    checked = [(name, r) for name, rows in sections.items() for r in rows if "meets" in r]
+    missed = [f"{name}: {r.get('run') or r.get('model')} ({r['target']})" for name, r in checked if not r["meets"]]
+    return {"checked": len(checked), "met": len(checked) - len(missed), "missed": missed}
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
+    import torch
     from hydra.core.hydra_config import HydraConfig
 
+    from lit_llm.benchmarks.common import resolve_device
     from lit_llm.reporting.metadata import run_metadata
     from lit_llm.utils_io import atomic_write_json, atomic_write_text
 
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():  # before any work: one clear line
+        print(f"error: device={cfg.device} but CUDA is not available here (torch {torch.__version__}); "
+              "run on a GPU machine, or use the CPU benchmark: python pipelines/benchmark.py", file=sys.stderr)
+        sys.exit(2)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    report = {"config": OmegaConf.to_container(cfg, resolve=True), "torch_threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine(), "sections": {}}
+    cpu = platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    report = {"config": OmegaConf.to_container(cfg, resolve=True), "device": str(device), "device_name": device_name,
+              "torch_threads": torch.get_num_threads(), "cpu": cpu,
+              "sections": {}, "seconds": {}}
     meta = run_metadata(lit_llm.project_root())
     meta.pop("_git_diff", None)
     report["metadata"] = meta
-    md = ["# lit-llm benchmark\n", f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"]
-    if cfg.generation.enabled:
-        from lit_llm.benchmarks import generation
-
-        rows = generation.run(OmegaConf.to_container(cfg.generation, resolve=True))
-        report["sections"]["generation"] = rows
-        md += ["\n## Generation: new tokens/s (KV cache vs recompute)\n\n", markdown(rows)]
+    md = ["# lit-llm benchmark\n\n",
+          f"device {device} ({device_name}), torch {torch.__version__}, {torch.get_num_threads()} threads\n"]
+    for name, title in SECTIONS.items():
+        section = cfg.get(name)
+        if section is None or not section.enabled:
+            continue
+        section_cfg = {**OmegaConf.to_container(section, resolve=True), "device": str(device), "seed": cfg.seed,
+                       "threads": cfg.threads}
+        started = time.perf_counter()
+        rows = importlib.import_module(f"lit_llm.benchmarks.{name}").run(section_cfg)
+        report["seconds"][name] = round(time.perf_counter() - started, 1)
+        report["sections"][name] = rows
+        md += [f"\n## {title}\n\n", markdown(rows)]
+    report["targets"] = summary = targets_summary(report["sections"])
+    md.append(f"\nTargets met: {summary['met']} of {summary['checked']}"
+              + ("".join(f"\n- missed: {m}" for m in summary["missed"]) if summary["missed"] else "") + "\n")
     atomic_write_json(out_dir / "benchmark.json", report)
     atomic_write_text(out_dir / "benchmark.md", "".join(md))
     print("".join(md))

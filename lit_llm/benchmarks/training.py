@@ -1,0 +1,173 @@
+"""Training speed: our GPT through Lightning (the real `CausalLMTask` + `pl.Trainer`) vs a plain PyTorch loop.
+
+Both paths do the same work on the same batches: same init (seed), same AdamW groups and warmup/cosine
+schedule (`build_optimizer`, what the task's `configure_optimizers` returns), zero_grad, forward,
+cross-entropy, backward, clip_grad_norm_(1.0), step. The unit tests check that they end with the same
+weights, so the ratio measures Lightning's overhead and nothing else.
+
+Timing: the clock is read at the end of step `warmup_steps` and of step `warmup_steps + steps` (after
+a GPU synchronize): the total over the timed steps, including everything between them (data loading,
+hooks, logging). Lightning and plain runs alternate `repeats` times; the best of each is reported.
+
+Every row gets model FLOP/s (tokens/s x `GPT.flops_per_token`, the analytic nanoGPT/PaLM count) and
+its fraction of the peak: the datasheet on a known GPU, else the best n x n matmul measured here.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from lit_llm.benchmarks.common import FP32, autocast, check, peak_flops, random_loader, ratio, resolve_device, sync
+from lit_llm.models.gpt import GPT, GPTConfig
+from lit_llm.perf import precision_dtype
+from lit_llm.tasks.base import OptimConfig, build_optimizer
+from lit_llm.tasks.clm import IGNORE_INDEX, CausalLMTask
+
+PATHS = ("lightning", "plain")
+
+
+class StepClock(pl.Callback):
+    """Reads the clock after optimizer step `start` and step `stop` (1-based): on_train_batch_end runs
+    after the batch's optimizer step."""
+
+    def __init__(self, start: int, stop: int, device: torch.device):
+        self.start, self.stop, self.device = start, stop, device
+        self.marks: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step in (self.start, self.stop):
+            sync(self.device)
+            self.marks[step] = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.marks[self.stop] - self.marks[self.start]
+
+
+def _quiet_lightning() -> None:
+    # The benchmark prints tables; Lightning's "GPU available", "does not have many workers" and
+    # similar lines would only bury them.
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(pytorch_)?lightning.*")
+
+
+def lightning_train(model_cfg: dict, loader, device: torch.device, precision: str, warmup: int, steps: int,
+                    optim: dict, seed: int, compile: bool = False) -> tuple[float, CausalLMTask]:
+    """Train `CausalLMTask` for warmup + steps optimizer steps; (seconds of the timed steps, the task)."""
+    _quiet_lightning()
+    torch.manual_seed(seed)
+    task = CausalLMTask(model=dict(model_cfg), optim=dict(optim), compile=compile)
+    clock = StepClock(warmup, warmup + steps, device)
+    trainer = pl.Trainer(
+        accelerator=device.type, devices=1, precision=precision, max_steps=warmup + steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        gradient_clip_val=1.0, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[clock],
+    )
+    trainer.fit(task, train_dataloaders=loader)
+    return clock.seconds, task
+
+
+def plain_train(model: torch.nn.Module, loader, device: torch.device, precision: str, warmup: int, steps: int,
+                optim: dict, forward=None, compile: bool = False) -> tuple[float, torch.nn.Module]:
+    """The same training steps written out by hand; `forward(model, input_ids) -> logits` (default:
+    `model(input_ids)`). Returns (seconds of the timed steps, the trained model)."""
+    model = model.to(device).train()
+    run = torch.compile(model) if compile else model
+    forward = forward or (lambda m, ids: m(ids))
+    total = warmup + steps
+    sched = build_optimizer(model, OptimConfig(**dict(optim)), total)
+    opt, scheduler = sched["optimizer"], sched["lr_scheduler"]["scheduler"]
+    marks = {}
+    for step, batch in enumerate(loader, start=1):
+        ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            logits = forward(run, ids)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.view(-1),
+                                   ignore_index=IGNORE_INDEX)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        scheduler.step()
+        if step in (warmup, total):
+            sync(device)
+            marks[step] = time.perf_counter()
+        if step == total:
+            break
+    if total not in marks:
+        raise ValueError(f"the loader has fewer than {total} batches")
+    return marks[total] - marks[warmup], model
+
+
+def speed_row(run: str, model_name: str, gpt: GPT, precision: str, batch: int, seq_len: int, steps: int,
+              seconds: float, device: torch.device, peak: dict, mfu_target: float | None) -> dict:
+    """tokens/s, step time, model FLOP/s and its fraction of the peak for one measurement."""
+    tokens_per_s = batch * seq_len * steps / seconds
+    flops = tokens_per_s * gpt.flops_per_token(seq_len)
+    dtype = precision_dtype(precision, device.type)
+    mfu = flops / peak[dtype][0]
+    row = {"run": run, "model": model_name, "precision": precision, "batch": batch, "seq_len": seq_len,
+           "steps": steps, "tokens_per_s": round(tokens_per_s, 1), "step_ms": round(1000 * seconds / steps, 1),
+           "model_gflops": round(flops / 1e9, 1), "mfu": round(mfu, 3)}
+    return {**row, **check("mfu", mfu, mfu_target if str(precision) in FP32 else None)}
+
+
+def peaks(device: torch.device, precisions, cfg: dict) -> tuple[dict, list[dict]]:
+    """{dtype: (FLOP/s, source)} for the precisions measured, and a row for each. Low-precision probes
+    use `peak.low_precision_n`: bf16 matmuls on a CPU without AVX512-BF16 take seconds at n = 2048."""
+    out, rows = {}, []
+    for precision in precisions:
+        dtype = precision_dtype(precision, device.type)
+        if dtype not in out:
+            probe = cfg["peak"]
+            n = int(probe["n"] if dtype is torch.float32 else probe.get("low_precision_n", probe["n"]))
+            out[dtype] = peak_flops(device, dtype, n, float(probe["budget_s"]))
+            rows.append({"run": "matmul peak", "precision": str(dtype).removeprefix("torch."),
+                         "peak_gflops": round(out[dtype][0] / 1e9, 1), "source": out[dtype][1]})
+    return out, rows
+
+
+def run(cfg: dict) -> list[dict]:
+    device = resolve_device(cfg.get("device"))
+    paths = list(cfg.get("paths") or PATHS)
+    unknown = set(paths) - set(PATHS)
+    if unknown:
+        raise ValueError(f"training.paths: {sorted(unknown)} not in {list(PATHS)}")
+    model_cfg, seed, precision = dict(cfg["model"]), int(cfg.get("seed", 0)), str(cfg["precision"])
+    B, T = int(cfg["batch_size"]), int(cfg.get("seq_len") or model_cfg["block_size"])
+    warmup, steps = int(cfg["warmup_steps"]), int(cfg["steps"])
+    if warmup < 1 or steps < 1:
+        raise ValueError("training.warmup_steps and training.steps must be >= 1 (the first step builds state)")
+    with torch.device("meta"):  # for the FLOPs formula only: no memory, no init time
+        gpt = GPT(GPTConfig.from_dict(model_cfg))
+    loader = random_loader(warmup + steps, B, T, gpt.config.vocab_size, seed)
+    peak, peak_rows = peaks(device, [precision], cfg)
+    rows = []
+    targets = cfg.get("targets") or {}
+
+    best = {p: float("inf") for p in paths}
+    for _ in range(max(1, int(cfg.get("repeats", 1)))):  # alternate, so both see the same machine load
+        for path in paths:
+            if path == "lightning":
+                seconds, _ = lightning_train(model_cfg, loader, device, precision, warmup, steps,
+                                             cfg["optim"], seed, bool(cfg.get("compile")))
+            else:
+                torch.manual_seed(seed)
+                seconds, _ = plain_train(GPT(GPTConfig.from_dict(model_cfg)), loader, device, precision, warmup,
+                                         steps, cfg["optim"], compile=bool(cfg.get("compile")))
+            best[path] = min(best[path], seconds)
+    for path in paths:
+        rows.append(speed_row(path, "gpt", gpt, precision, B, T, steps, best[path], device, peak,
+                              targets.get("mfu_fp32")))
+    if len(paths) == 2:
+        r = ratio(best["plain"], best["lightning"])  # tokens/s ratio lightning / plain
+        rows.append({"run": "lightning / plain", "precision": precision, "ratio": r,
+                     **check("ratio", r, targets.get("lightning_vs_plain"))})
+    return rows + peak_rows

@@ -1,0 +1,92 @@
+"""The benchmark compares like with like: Lightning and the plain loop do the same steps, our GPT and
+Hugging Face's GPT-2 are the same model. Speeds are never asserted (the machine is shared)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_llm.benchmarks import data, memory
+from lit_llm.benchmarks.common import check, random_loader
+from lit_llm.benchmarks.training import lightning_train, plain_train
+from lit_llm.models.gpt import GPT, GPTConfig
+
+TINY = {"arch": "gpt", "vocab_size": 128, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0}
+OPTIM = {"lr": 1e-2, "warmup_steps": 2}  # a large lr, so that any difference in the steps shows
+CPU = torch.device("cpu")
+
+
+def max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return max((sa[k] - sb[k]).abs().max().item() for k in sa)
+
+
+def test_lightning_and_plain_loop_end_with_the_same_weights():
+    loader = random_loader(num_batches=4, batch_size=4, seq_len=16, vocab_size=128, seed=0)
+    seconds, task = lightning_train(TINY, loader, CPU, "32-true", warmup=1, steps=3, optim=OPTIM, seed=7)
+    assert seconds > 0 and task.global_step == 4
+    torch.manual_seed(7)
+    init = GPT(GPTConfig.from_dict(TINY))
+    torch.manual_seed(7)
+    _, plain = plain_train(GPT(GPTConfig.from_dict(TINY)), loader, CPU, "32-true", warmup=1, steps=3, optim=OPTIM)
+    assert max_diff(task.backbone, init) > 1e-3  # the weights moved...
+    assert max_diff(task.backbone, plain) < 1e-5  # ...by the same steps on both paths
+
+
+def test_plain_loop_in_bf16_autocast_runs():
+    loader = random_loader(num_batches=2, batch_size=2, seq_len=16, vocab_size=128, seed=0)
+    seconds, model = plain_train(GPT(GPTConfig.from_dict(TINY)), loader, CPU, "bf16-mixed", warmup=1, steps=1,
+                                 optim=OPTIM)
+    assert seconds > 0 and next(model.parameters()).dtype == torch.float32  # mixed: fp32 master weights
+
+
+def test_hf_gpt2_is_our_model_with_our_weights():
+    pytest.importorskip("transformers")
+    from lit_llm.benchmarks import hf
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig.from_dict(TINY)).eval()
+    model = hf.gpt2_from(gpt).eval()
+    assert model.config._attn_implementation == "sdpa" and model.config.resid_pdrop == 0.0
+    # same parameters, so the one analytic FLOPs formula is right for both
+    assert sum(p.numel() for p in model.parameters()) == gpt.num_params()
+    assert sum(p.numel() for n, p in model.named_parameters() if "wpe" not in n) == gpt.num_params(non_embedding=True)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 16))
+    with torch.no_grad():
+        assert (hf.logits(model, ids) - gpt(ids)).abs().max().item() < 1e-5
+
+
+def test_ours_and_hf_train_alike_in_the_plain_loop():
+    """The ours-vs-HF comparison trains the same weights the same way (only the implementation differs)."""
+    pytest.importorskip("transformers")
+    from lit_llm.benchmarks import hf
+
+    loader = random_loader(num_batches=3, batch_size=2, seq_len=16, vocab_size=128, seed=1)
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig.from_dict(TINY))
+    theirs = hf.gpt2_from(ours)
+    _, ours = plain_train(ours, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM)
+    _, theirs = plain_train(theirs, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM, forward=hf.logits)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 16))
+    with torch.no_grad():
+        assert (hf.logits(theirs.eval(), ids) - ours.eval()(ids)).abs().max().item() < 1e-4
+
+
+def test_memory_measure_one_configuration_in_process(monkeypatch):
+    monkeypatch.setattr(memory, "_reset_peak_rss", lambda: None)  # leave pytest's own peak RSS alone
+    spec = {"model": TINY, "seq_len": 16, "checkpointing": True, "device": "cpu", "batch_size": 2, "steps": 1}
+    result = memory.measure(spec)
+    assert set(result) == {"peak_mb", "step_ms"} and result["step_ms"] > 0
+
+
+def test_data_section_notes_missing_corpora(tmp_path):
+    rows = data.run({"block_size": 16, "tokenizer": {"kind": "char"},
+                     "datasets": {"absent": {"files": str(tmp_path / "none.txt")}}})
+    assert rows == [{"dataset": "absent", "note": f"skipped: no data at {tmp_path / 'none.txt'} "
+                                                  "(LIT_LLM_DATA_DIR / paths.data_dir)"}]
+
+
+def test_targets_are_reported_only_where_they_apply():
+    assert check("ratio", 0.98, 0.97) == {"target": "ratio >= 0.97", "meets": True}
+    assert check("mfu", 0.5, 0.65) == {"target": "mfu >= 0.65", "meets": False}
+    assert check("mfu", 0.5, None) == {}
