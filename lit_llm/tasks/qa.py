@@ -102,7 +102,7 @@ class QuestionAnsweringTask(BackboneTask):
         if not parts:
             return
         # every process scores all features: under DDP each evaluated its own share (EvalShardSampler)
-        spans = torch.cat([t for t in self.gather_objects(torch.cat(parts).cpu())])
+        spans = torch.cat(self.gather_objects(torch.cat(parts).cpu()))
         raw = self.trainer.datamodule.raw[split]
         answers = answers_from_features(spans[:, 0].long(), spans[:, 1], spans[:, 2].long(), spans[:, 3].long(),
                                         raw["context"])
