@@ -108,6 +108,9 @@ class SpeedMonitor(Callback):
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
             "precision": str(trainer.precision),
         }
+        if not self.peak_flops:  # a second probe at the end: the higher of the two is the peak
+            self._peak, self._peak_source = device_peak_flops(device, precision_dtype(trainer.precision, device.type),
+                                                              remeasure=True)
         if t["flops"]:
             achieved = t["flops"] / t["time"]
             summary["model_flops_per_token"] = t["flops"] / t["tokens"]

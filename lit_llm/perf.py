@@ -62,8 +62,10 @@ def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype =
     return 2.0 * n**3 / best
 
 
-def device_peak_flops(device: torch.device | str, dtype: torch.dtype) -> tuple[float | None, str]:
-    """(peak FLOP/s, where it comes from) for matmuls in `dtype` on `device`."""
+def device_peak_flops(device: torch.device | str, dtype: torch.dtype, remeasure: bool = False) -> tuple[float | None, str]:
+    """(peak FLOP/s, where it comes from) for matmuls in `dtype` on `device`. A measured peak is kept
+    for the process; `remeasure` probes again and keeps the higher figure (a probe that ran while other
+    work loaded the machine reads low, which would inflate MFU)."""
     device = torch.device(device)
     if device.type == "cuda":
         from lightning_fabric.utilities.throughput import get_available_flops
@@ -75,8 +77,8 @@ def device_peak_flops(device: torch.device | str, dtype: torch.dtype) -> tuple[f
         if flops:
             return float(flops), f"datasheet ({torch.cuda.get_device_name(device)}, {dtype})"
     key = (device.type, dtype, torch.get_num_threads())
-    if key not in _PROBES:
-        _PROBES[key] = measure_matmul_peak(device, dtype)
+    if key not in _PROBES or remeasure:
+        _PROBES[key] = max(_PROBES.get(key, 0.0), measure_matmul_peak(device, dtype))
         log.info("perf: measured matmul peak %.1f GFLOP/s (%s, %s, %d threads)",
                  _PROBES[key] / 1e9, device.type, dtype, key[2])
     return _PROBES[key], f"measured: best 1024x1024 matmul, {dtype}, {key[2]} threads"

@@ -108,6 +108,8 @@ def test_device_peak_is_measured_once_on_cpu():
     flops, source = device_peak_flops("cpu", torch.float32)
     assert flops > 1e8 and source.startswith("measured")
     assert device_peak_flops("cpu", torch.float32) == (flops, source)  # cached: no second probe
+    again, _ = device_peak_flops("cpu", torch.float32, remeasure=True)
+    assert again >= flops and device_peak_flops("cpu", torch.float32)[0] == again  # the higher probe is kept
     assert precision_dtype("bf16-mixed") is torch.bfloat16 and precision_dtype("32-true") is torch.float32
     assert precision_dtype("16-mixed", "cpu") is torch.bfloat16  # as Lightning does on CPU
     assert precision_dtype("16-mixed", "cuda") is torch.float16
