@@ -39,7 +39,8 @@ def run(cfg: dict) -> list[dict]:
     for precision in precisions:
         steps = steps_of[precision]
         loader = random_loader(warmup + steps, B, T, model_cfg["vocab_size"], seed)
-        for _ in range(max(1, int(cfg.get("repeats", 1)))):  # alternate ours / HF under the same load
+        repeats = cfg.get("repeats", 1) if precision in FP32 else cfg.get("bf16_repeats", 1)
+        for _ in range(max(1, int(repeats))):  # alternate ours / HF under the same load
             for which in MODELS:
                 model, forward = fresh(which)
                 seconds, _ = plain_train(model, loader, device, precision, warmup, steps, cfg["optim"], forward)
