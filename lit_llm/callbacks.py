@@ -108,7 +108,7 @@ class SpeedMonitor(Callback):
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
             "precision": str(trainer.precision),
         }
-        if not self.peak_flops:  # a second probe at the end: the higher of the two is the peak
+        if not self.peak_flops and t["time"] > 60:  # a second probe after a long run: the higher is the peak
             self._peak, self._peak_source = device_peak_flops(device, precision_dtype(trainer.precision, device.type),
                                                               remeasure=True)
         if t["flops"]:
