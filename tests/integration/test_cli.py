@@ -71,6 +71,7 @@ def test_hydra_help_and_cfg(tmp_path, cache_dir):
     assert proc.returncode == 0 and "tinyshakespeare/input.txt" in proc.stdout
 
 
+@pytest.mark.ddp
 def test_ddp_sim_two_cpu_processes(tmp_path, cache_dir):
     """trainer=ddp_sim: Lightning re-launches the script for rank 1 (gloo); rank 0 writes the run."""
     run_dir = tmp_path / "ddp"
@@ -82,6 +83,7 @@ def test_ddp_sim_two_cpu_processes(tmp_path, cache_dir):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.ddp
 def test_ddp_sim_encoder_classifier(tmp_path, cache_dir):
     """An encoder classifier under DDP: its unused MLM head is frozen, so DDP (without
     find_unused_parameters) does not stop at the first backward pass waiting for its gradients."""

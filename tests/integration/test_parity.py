@@ -50,6 +50,7 @@ def _assert_same_run(one: Path, two: Path, m1: dict, m2: dict, keys: list[str]) 
         assert m1[key] == pytest.approx(m2[key], abs=1e-5), key
 
 
+@pytest.mark.ddp
 def test_ddp_sim_equals_one_process_causal_lm(tmp_path, cache_dir):
     common = ["experiment=quickstart", *TINY, "model.dropout=0.0"]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -63,6 +64,7 @@ def test_ddp_sim_equals_one_process_causal_lm(tmp_path, cache_dir):
     assert all(name.endswith("_process_1.log") for name in extra), extra
 
 
+@pytest.mark.ddp
 def test_ddp_sim_equals_one_process_classification(tmp_path, cache_dir):
     common = ["data=tiny_sentiment", "tokenizer=bpe", "tokenizer.vocab_size=300", "task=classification",
               "model=bert_tiny", "model.dropout=0.0", "task.head_dropout=0.0", "data.val_fraction=0.125",

@@ -5,6 +5,8 @@ import logging
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
+
 from lit_llm.utils_io import build_lock
 
 CORPUS = Path(__file__).resolve().parents[2] / "lit_llm" / "corpora" / "quickstart.txt"
@@ -35,6 +37,7 @@ def _rank(cache_dir: str, barrier, queue) -> None:
                len(dm.blocks["train"])))
 
 
+@pytest.mark.ddp
 def test_two_processes_build_the_cache_once(tmp_path):
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
