@@ -91,15 +91,20 @@ def atomic_dir(final_path: PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def build_lock(final_path: PathLike) -> Iterator[None]:
-    """Hold `<final>.lock` while building `final_path`, so that processes sharing a cache build it
+    """Hold a lock on `final_path` while building it, so that processes sharing a cache build it
     once: the first takes the lock and builds, the others wait here and then find it complete
     (check again inside the block). DDP ranks that start together (SLURM, torchrun) would otherwise
-    all tokenize the same data. A file lock (fcntl) is released by the OS if its holder dies."""
+    all tokenize the same data. The lock file lives in the machine's temp directory, keyed by the
+    entry's absolute path, so the cache holds nothing but its entries: processes on one machine build
+    an entry once (as Lightning's prepare_data, once per node); machines sharing a network cache may
+    each build it, and `atomic_dir` / the atomic writers keep the first complete copy. A file lock
+    (fcntl) is released by the OS if its holder dies."""
     from filelock import FileLock, Timeout
 
-    final = Path(final_path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(final) + ".lock")
+    final = Path(final_path).resolve()
+    locks = Path(tempfile.gettempdir()) / "lit_llm_locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / (hashlib.sha256(str(final).encode()).hexdigest()[:32] + ".lock")))
     try:
         lock.acquire(timeout=0)
     except Timeout:
