@@ -12,7 +12,7 @@ import torch
 
 from lit_llm.errors import ConfigError
 from lit_llm.models.gpt import GPT
-from lit_llm.models.hf_io import _CONV1D, gpt2_name_table
+from lit_llm.models.hf_io import gpt2_hf_config, gpt2_state_dict
 from lit_llm.tokenization import BOS, EOS, PAD, SPECIAL_TOKENS
 
 SKIPPED = "skipped: transformers not installed"
@@ -23,35 +23,24 @@ def available() -> bool:
 
 
 def gpt2_config(gpt: GPT):
-    """GPT2Config of our GPT's architecture: no dropout, fused sdpa attention, our special-token ids
-    (HF's default eos 50256 would not even be in an 8k vocabulary)."""
+    """GPT2Config of our GPT's architecture (hf_io's export config), fused sdpa attention, our
+    special-token ids (HF's default eos 50256 would not even be in an 8k vocabulary)."""
     from transformers import GPT2Config
 
-    cfg = gpt.config
-    if cfg.pos_embedding != "learned" or not cfg.bias:
+    if gpt.config.pos_embedding != "learned" or not gpt.config.bias:
         raise ConfigError("the Hugging Face GPT-2 comparison needs model.pos_embedding=learned and model.bias=true")
-    return GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-        tie_word_embeddings=cfg.tie_weights, bos_token_id=SPECIAL_TOKENS.index(BOS),
-        eos_token_id=SPECIAL_TOKENS.index(EOS), pad_token_id=SPECIAL_TOKENS.index(PAD),
-        attn_implementation="sdpa",
-    )
+    ids = {tok: SPECIAL_TOKENS.index(tok) for tok in (BOS, EOS, PAD)}
+    return GPT2Config(**gpt2_hf_config(gpt, ids), attn_implementation="sdpa")
 
 
 def gpt2_from(gpt: GPT):
-    """A GPT2LMHeadModel holding `gpt`'s weights (Conv1D weights transposed, as hf_io exports them)."""
+    """A GPT2LMHeadModel holding `gpt`'s weights (hf_io's export mapping)."""
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # its one-time padding hint: the benchmark's prompts have no padding
     hf = GPT2LMHeadModel(gpt2_config(gpt))
-    ours = gpt.state_dict()
-    state = {}
-    for name, (hf_name,) in gpt2_name_table(gpt.config).items():
-        value = ours[name].t() if name.endswith(_CONV1D) else ours[name]
-        state[hf_name if hf_name == "lm_head.weight" else "transformer." + hf_name] = value
-    missing, unexpected = hf.load_state_dict(state, strict=False)
+    missing, unexpected = hf.load_state_dict(gpt2_state_dict(gpt), strict=False)
     # a tied lm_head is the embedding itself: the only name the table may leave out
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise RuntimeError(f"GPT -> GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")

@@ -464,10 +464,9 @@ def load_hf_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
     return model.eval(), load_hf_tokenizer(path)
 
 
-def export_hf_gpt2(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
-    """Write `gpt` as a GPT2LMHeadModel checkpoint (config.json, model.safetensors, and
-    tokenizer.json + tokenizer_config.json when given a tokenizer). Rotary positions have no
-    GPT-2 equivalent (ConfigError); bias=False exports zero biases, which is exact."""
+def gpt2_state_dict(gpt: GPT) -> dict[str, torch.Tensor]:
+    """`gpt`'s weights under GPT2LMHeadModel's names (Conv1D weights transposed; bias=False as zero
+    biases, which is exact). Rotary positions have no GPT-2 equivalent (ConfigError)."""
     cfg = gpt.config
     if cfg.pos_embedding != "learned":
         raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r} cannot be exported as GPT-2, "
@@ -477,14 +476,19 @@ def export_hf_gpt2(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = Non
     for name, (hf_name,) in gpt2_name_table(cfg).items():
         if name not in ours:  # bias=False: LayerNorm / Linear without bias == zero bias
             weight = ours[name.rsplit(".", 1)[0] + ".weight"]  # (out, in) or LayerNorm's (C,)
-            value = torch.zeros(weight.shape[0], dtype=weight.dtype)
+            value = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
         else:
             value = ours[name]
         if name.endswith(_CONV1D):
             value = value.t()
         state[hf_name if hf_name == "lm_head.weight" else "transformer." + hf_name] = value
-    ids = hf_special_ids(tokenizer) if tokenizer is not None else {}
-    hf = {
+    return state
+
+
+def gpt2_hf_config(gpt: GPT, special_ids: Mapping[str, int] | None = None) -> dict:
+    """config.json of a GPT2LMHeadModel with `gpt`'s architecture (special ids: {"<bos>": id, ...})."""
+    cfg, ids = gpt.config, special_ids or {}
+    return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
         "vocab_size": cfg.vocab_size,
@@ -505,7 +509,15 @@ def export_hf_gpt2(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = Non
         "eos_token_id": ids.get("<eos>"),
         "pad_token_id": ids.get("<pad>"),
     }
-    return _write_checkpoint(path, hf, state, tokenizer)
+
+
+def export_hf_gpt2(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """Write `gpt` as a GPT2LMHeadModel checkpoint (config.json, model.safetensors, and
+    tokenizer.json + tokenizer_config.json when given a tokenizer). Rotary positions have no
+    GPT-2 equivalent (ConfigError); bias=False exports zero biases, which is exact."""
+    state = gpt2_state_dict(gpt)
+    ids = hf_special_ids(tokenizer) if tokenizer is not None else {}
+    return _write_checkpoint(path, gpt2_hf_config(gpt, ids), state, tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------
