@@ -44,6 +44,7 @@ class SpeedMonitor(Callback):
         self._steps = 0
         self._totals = {"time": 0.0, "tokens": 0, "real_tokens": 0, "samples": 0, "flops": 0.0, "steps": 0}
         self._step_times: list[float] = []
+        self._flops: dict[tuple, float | None] = {}
 
     def _now(self, trainer) -> float:
         if trainer.strategy.root_device.type == "cuda":
@@ -76,7 +77,10 @@ class SpeedMonitor(Callback):
         dt = now - last
         world = trainer.world_size
         shape = batch_shape(batch)
-        flops = batch_flops(getattr(pl_module, "backbone", None), shape)
+        key = (shape["samples"], shape["input_len"], shape["target_len"])
+        if key not in self._flops:  # the formula walks the parameters: once per batch shape, not per step
+            self._flops[key] = batch_flops(getattr(pl_module, "backbone", None), shape)
+        flops = self._flops[key]
         t = self._totals
         t["time"] += dt
         t["steps"] += 1

@@ -62,7 +62,8 @@ def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype =
     return 2.0 * n**3 / best
 
 
-def device_peak_flops(device: torch.device | str, dtype: torch.dtype, remeasure: bool = False) -> tuple[float | None, str]:
+def device_peak_flops(device: torch.device | str, dtype: torch.dtype, remeasure: bool = False, n: int = 1024,
+                      budget_s: float = 0.3) -> tuple[float | None, str]:
     """(peak FLOP/s, where it comes from) for matmuls in `dtype` on `device`. A measured peak is kept
     for the process; `remeasure` probes again and keeps the higher figure (a probe that ran while other
     work loaded the machine reads low, which would inflate MFU)."""
@@ -76,12 +77,12 @@ def device_peak_flops(device: torch.device | str, dtype: torch.dtype, remeasure:
             flops = None
         if flops:
             return float(flops), f"datasheet ({torch.cuda.get_device_name(device)}, {dtype})"
-    key = (device.type, dtype, torch.get_num_threads())
+    key = (device.type, dtype, torch.get_num_threads(), n)
     if key not in _PROBES or remeasure:
-        _PROBES[key] = max(_PROBES.get(key, 0.0), measure_matmul_peak(device, dtype))
+        _PROBES[key] = max(_PROBES.get(key, 0.0), measure_matmul_peak(device, dtype, n=n, budget_s=budget_s))
         log.info("perf: measured matmul peak %.1f GFLOP/s (%s, %s, %d threads)",
                  _PROBES[key] / 1e9, device.type, dtype, key[2])
-    return _PROBES[key], f"measured: best 1024x1024 matmul, {dtype}, {key[2]} threads"
+    return _PROBES[key], f"measured: best {n}x{n} matmul, {str(dtype).removeprefix('torch.')}, {key[2]} threads"
 
 
 def batch_shape(batch: dict) -> dict[str, int]:

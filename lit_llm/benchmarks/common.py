@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lit_llm.perf import device_peak_flops, measure_matmul_peak, precision_dtype
+from lit_llm.perf import device_peak_flops, precision_dtype
 
 FP32 = ("32", "32-true")
 
@@ -59,17 +58,10 @@ def random_loader(num_batches: int, batch_size: int, seq_len: int, vocab_size: i
                       collate_fn=collate_blocks)
 
 
-@functools.lru_cache(maxsize=None)
 def peak_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, budget_s: float = 1.0) -> tuple[float, str]:
     """(peak FLOP/s, where it comes from), once per process: the datasheet on a known GPU, else the
     best n x n matmul measured here (n = 2048: large enough that the BLAS reaches its steady speed)."""
-    if device.type == "cuda":
-        flops, source = device_peak_flops(device, dtype)
-        if flops:
-            return flops, source
-    flops = measure_matmul_peak(device, dtype, n=n, budget_s=budget_s)
-    name = str(dtype).removeprefix("torch.")
-    return flops, f"measured: best {n}x{n} matmul, {name}, {torch.get_num_threads()} threads"
+    return device_peak_flops(device, dtype, n=n, budget_s=budget_s)
 
 
 def check(name: str, value: float | None, target: float | None) -> dict:
