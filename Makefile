@@ -1,4 +1,5 @@
-# lit-llm: `make quickstart` (set up + pretrain a small GPT), `make test` (set up + tests). `make help` lists all.
+# lit-llm: `make quickstart` (set up + pretrain a small GPT), `make test` (set up + tests), `make lint` (ruff).
+# `make help` lists all.
 PY ?= python3
 VENV ?= .venv
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (override e.g. TORCH_SPEC="torch==2.14.1")
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.lit_llm_installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install quickstart test test-slow test-all clean clean-cache
+.PHONY: help install quickstart lint test test-slow test-all clean clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -23,6 +24,9 @@ $(STAMP): pyproject.toml
 
 quickstart: install ## pretrain a small GPT on the bundled corpus (< 3 min on 2 CPU cores)
 	$(PYTHON) pipelines/train.py experiment=quickstart
+
+lint: install ## ruff: pyflakes, import order, syntax errors ([tool.ruff] in pyproject.toml)
+	$(VENV)/bin/ruff check .
 
 test: install ## the test suite (fast tests, < 10 min on 2 CPU cores)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from lit_llm.perf import batch_flops, batch_shape, device_peak_flops, peak_memory, precision_dtype
@@ -58,7 +58,6 @@ class SpeedMonitor(Callback):
             self._peak, self._peak_source = float(self.peak_flops), "configured (callbacks.speed_monitor.peak_flops)"
         else:
             self._peak, self._peak_source = device_peak_flops(device, dtype)
-        self._dtype = str(dtype).replace("torch.", "")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
@@ -146,7 +145,8 @@ def format_perf(perf: dict) -> str:
 
 
 class GenerateSamples(Callback):
-    """At each validation end, writes a sampled continuation to `<output_dir>/step_XXXXXX.txt`.
+    """At each validation end, writes a sampled continuation to `<output_dir>/step_XXXXXX.txt` (for tasks
+    whose `generate_sample` hook writes text: causal language models).
 
     Uses its own seeded generator (never the global RNG) so sampling does not change training.
     """
@@ -166,37 +166,12 @@ class GenerateSamples(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
-        if tokenizer is None or getattr(pl_module, "task_kind", None) != "clm":
-            return  # only causal language models generate
-        text = sample_text(pl_module.backbone, tokenizer, self.prompt, self.max_new_tokens,
-                           self.temperature, self.top_k, self.seed, self.num_samples)
+        if tokenizer is None:
+            return
+        text = pl_module.generate_sample(tokenizer, self.prompt, self.max_new_tokens, self.temperature, self.top_k,
+                                         self.seed, self.num_samples)
+        if text is None:
+            return  # this task does not generate (only causal language models do)
         self.last_sample = text
         self.output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.output_dir / f"step_{trainer.global_step:06d}.txt", text + "\n")
-
-
-def sample_text(backbone, tokenizer, prompt: str, max_new_tokens: int, temperature: float,
-                top_k: int | None, seed: int, num_samples: int = 1) -> str:
-    """Decode `num_samples` continuations of `prompt`; documents start after an <eos> token."""
-    from lit_llm.models.generation import generate
-    from lit_llm.tokenization import token_id
-
-    eos = token_id(tokenizer, "<eos>")
-    ids = [eos] + tokenizer.encode(prompt, add_special_tokens=False).ids
-    device = next(backbone.parameters()).device
-    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    # past block_size, generate() slides its window (recomputing the last block_size tokens)
-    out = generate(backbone, x, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen)
-    texts = []
-    for row in out.tolist():
-        docs, cur = [], []
-        for t in row[1:]:  # drop the leading <eos>
-            if t == eos:
-                docs.append(cur)
-                cur = []
-            else:
-                cur.append(t)
-        docs.append(cur)
-        texts.append("\n".join(tokenizer.decode(d, skip_special_tokens=True) for d in docs))
-    return "\n---\n".join(texts)

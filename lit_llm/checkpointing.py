@@ -65,7 +65,9 @@ def check_compatible(path: str, backbone_config: dict, tokenizer_fingerprint: st
     meta = ckpt.get("lit_llm")
     if meta is None:
         raise ConfigError(f"ckpt_path={path} was not written by lit-llm (no 'lit_llm' metadata)")
-    saved = meta["backbone_config"]
+    from lit_llm.models import canonical_backbone_config
+
+    saved = canonical_backbone_config(meta["backbone_config"])
     diffs = [f"model.{k}={saved.get(k)!r} in the checkpoint but {v!r} in the config"
              for k, v in backbone_config.items() if saved.get(k) != v]
     if diffs:
@@ -98,7 +100,7 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
     """
     from tokenizers import Tokenizer
 
-    from lit_llm.tasks.base import build_backbone
+    from lit_llm.models import build_backbone
 
     if str(path).endswith(".safetensors"):
         import json
@@ -170,7 +172,10 @@ def load_pretrained(spec: str) -> Pretrained:
         raise ConfigError(f"model.init_from={spec} is not a lit-llm checkpoint with a tokenizer inside")
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    return Pretrained(path, meta["backbone_config"], state, Tokenizer.from_str(meta["tokenizer_json"]))
+    from lit_llm.models import canonical_backbone_config
+
+    return Pretrained(path, canonical_backbone_config(meta["backbone_config"]), state,
+                      Tokenizer.from_str(meta["tokenizer_json"]))
 
 
 # settings a fine-tuning config may change on a pretrained backbone; the rest are its architecture

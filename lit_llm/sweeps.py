@@ -121,32 +121,31 @@ def _hydra_job() -> tuple[bool, int, list[str]]:
 def run_job(cfg: Any, task: Callable[[Any], float | None]) -> float | None:
     """Run `task(cfg)` (which returns the optimised metric) as a Hydra job.
 
-    Single run: a ConfigError prints `error: ...` and exits 2; other errors propagate (traceback).
+    Single run: a ConfigError prints `error: ...` and exits 2 (`lit_llm.errors.cli_errors`); other
+    errors propagate (traceback).
     Multirun: any failure, and a NaN optimised metric, marks run.json failed, logs the traceback to
     the job's log and raises `JobFailed`, so Hydra records the job as failed (an Optuna trial as
     FAIL) and the sweep goes on with the next job. In both modes run.json says the run failed.
     """
-    from lit_llm.errors import ConfigError
+    from lit_llm.errors import ConfigError, cli_errors
 
     multirun, num, overrides = _hydra_job()
     run_dir = Path(cfg.paths.output_dir)
-    try:
-        value = task(cfg)
-        if multirun and value is not None and math.isnan(value):
-            # optuna cannot take a NaN (see the module docstring): report it as a failed trial
-            raise FloatingPointError(f"optimized_metric={cfg.get('optimized_metric')} is nan "
-                                     "(the run diverged? try a lower task.optim.lr)")
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        mark_failed(run_dir, error, cfg)
-        if multirun:
-            log.error("job %d failed (%s)", num, error, exc_info=not isinstance(e, ConfigError))
-            OUTCOMES.append(JobOutcome(num, str(run_dir), overrides, error))
-            raise JobFailed(f"job {num} ({run_dir}) failed: {error}") from e
-        if isinstance(e, ConfigError):  # a user error: one clear line, no traceback
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    with cli_errors():  # a single run's ConfigError: one line, exit status 2 (a multirun job's: JobFailed)
+        try:
+            value = task(cfg)
+            if multirun and value is not None and math.isnan(value):
+                # optuna cannot take a NaN (see the module docstring): report it as a failed trial
+                raise FloatingPointError(f"optimized_metric={cfg.get('optimized_metric')} is nan "
+                                         "(the run diverged? try a lower task.optim.lr)")
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            mark_failed(run_dir, error, cfg)
+            if multirun:
+                log.error("job %d failed (%s)", num, error, exc_info=not isinstance(e, ConfigError))
+                OUTCOMES.append(JobOutcome(num, str(run_dir), overrides, error))
+                raise JobFailed(f"job {num} ({run_dir}) failed: {error}") from e
+            raise
     if multirun:
         OUTCOMES.append(JobOutcome(num, str(run_dir), overrides))
     return value

@@ -2,14 +2,15 @@
 GPU recipe (GPT-2 124M, bf16, Lightning): python pipelines/benchmark.py --config-name benchmark_gpu
 
 One process, one run: writes benchmark.json and benchmark.md (a table per section) into the run
-directory and prints the tables. Sections (each `<name>.enabled`, a module lit_llm/benchmarks/<name>.py
-whose `run(cfg) -> rows`): training (Lightning vs plain loop), hf_training (ours vs Hugging Face GPT-2),
-generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack), memory (activation
-checkpointing). A row with a target says it (`target`) and whether it is met (`meets`).
+directory and prints the tables. Sections (each `<name>.enabled`; SECTIONS names its module in
+lit_llm/benchmarks, whose `run(cfg) -> rows`): training (Lightning vs plain loop), hf_training (ours vs
+Hugging Face GPT-2), generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack),
+memory (activation checkpointing). A row with a target says it (`target`) and whether it is met (`meets`).
+A user error (lit_llm.errors.ConfigError, e.g. device=cuda without CUDA) prints one line `error: ...` and
+exits with status 2, before any work.
 """
 import importlib
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -17,14 +18,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import lit_llm  # noqa: F401  (registers the config resolvers)
+from lit_llm.errors import ConfigError, cli_errors
 
-SECTIONS = {  # config key (= module in lit_llm/benchmarks) -> table title, in the order they run
-    "training": "Training: Lightning (CausalLMTask + Trainer) vs a plain PyTorch loop",
-    "hf_training": "Training: our GPT vs Hugging Face GPT2LMHeadModel (plain loops, same weights and batches)",
-    "generation": "Generation: new tokens/s (KV cache vs recompute; ours vs Hugging Face generate)",
-    "data": "Data pipeline: tokenizer training, tokenize + pack, cached reload",
-    "memory": "Memory: one training step (forward + backward) vs sequence length, with/without activation "
-              "checkpointing",
+SECTIONS = {  # config key -> (module in lit_llm/benchmarks, table title), in the order they run
+    "training": ("training", "Training: Lightning (CausalLMTask + Trainer) vs a plain PyTorch loop"),
+    "hf_training": ("hf_training",
+                    "Training: our GPT vs Hugging Face GPT2LMHeadModel (plain loops, same weights and batches)"),
+    "generation": ("generation_speed",
+                   "Generation: new tokens/s (KV cache vs recompute; ours vs Hugging Face generate)"),
+    "data": ("data", "Data pipeline: tokenizer training, tokenize + pack, cached reload"),
+    "memory": ("memory", "Memory: one training step (forward + backward) vs sequence length, with/without activation "
+                         "checkpointing"),
 }
 
 
@@ -44,6 +48,7 @@ def targets_summary(sections: dict[str, list[dict]]) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+@cli_errors()
 def main(cfg: DictConfig) -> None:
     import torch
     from hydra.core.hydra_config import HydraConfig
@@ -52,11 +57,13 @@ def main(cfg: DictConfig) -> None:
     from lit_llm.reporting.metadata import run_metadata
     from lit_llm.utils_io import atomic_write_json, atomic_write_text
 
-    device = resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+    except RuntimeError:  # torch.device("gpu"): "Expected one of cpu, cuda, ... device type at start of ..."
+        raise ConfigError(f"device={cfg.device} is not a device: use auto, cpu, cuda or cuda:<n>") from None
     if device.type == "cuda" and not torch.cuda.is_available():  # before any work: one clear line
-        print(f"error: device={cfg.device} but CUDA is not available here (torch {torch.__version__}); "
-              "run on a GPU machine, or use the CPU benchmark: python pipelines/benchmark.py", file=sys.stderr)
-        sys.exit(2)
+        raise ConfigError(f"device={cfg.device} but CUDA is not available here (torch {torch.__version__}); "
+                          "run on a GPU machine, or use the CPU benchmark: python pipelines/benchmark.py")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -70,14 +77,14 @@ def main(cfg: DictConfig) -> None:
     report["metadata"] = meta
     md = ["# lit-llm benchmark\n\n",
           f"device {device} ({device_name}), torch {torch.__version__}, {torch.get_num_threads()} threads\n"]
-    for name, title in SECTIONS.items():
+    for name, (module, title) in SECTIONS.items():
         section = cfg.get(name)
         if section is None or not section.enabled:
             continue
         section_cfg = {**OmegaConf.to_container(section, resolve=True), "device": str(device), "seed": cfg.seed,
                        "threads": cfg.threads}
         started = time.perf_counter()
-        rows = importlib.import_module(f"lit_llm.benchmarks.{name}").run(section_cfg)
+        rows = importlib.import_module(f"lit_llm.benchmarks.{module}").run(section_cfg)
         report["seconds"][name] = round(time.perf_counter() - started, 1)
         report["sections"][name] = rows
         md += [f"\n## {title}\n\n", markdown(rows)]

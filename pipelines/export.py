@@ -4,15 +4,18 @@
 
 A GPT becomes GPT2LMHeadModel, an encoder BertForMaskedLM; `transformers` loads the directory with
 `from_pretrained(<output dir>)` and gives the same outputs (tests/unit/test_hf_io.py).
+An encoder-decoder has no export. A user error (lit_llm.errors.ConfigError: no such checkpoint, a model
+setting without a Hugging Face equivalent) prints one line `error: ...` and exits with status 2.
 """
 import argparse
 import sys
 
 import lit_llm  # noqa: F401
 from lit_llm.checkpointing import load_backbone
-from lit_llm.errors import ConfigError
+from lit_llm.errors import ConfigError, cli_errors
 
 
+@cli_errors()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a run directory, a .ckpt or a model.safetensors")
@@ -20,14 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from lit_llm.models import hf_io
 
-    try:
-        model, tokenizer = load_backbone(args.checkpoint)
-        export = hf_io.export_hf_gpt2 if model.config.arch == "gpt" else hf_io.export_hf_bert
-        export(model, args.out_dir, tokenizer=tokenizer)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out_dir} ({'GPT-2' if model.config.arch == 'gpt' else 'BERT'} format)")
+    exporters = {"gpt": ("GPT-2", hf_io.export_hf_gpt2), "encoder": ("BERT", hf_io.export_hf_bert)}
+    model, tokenizer = load_backbone(args.checkpoint)
+    if model.config.arch not in exporters:
+        raise ConfigError(f"{args.checkpoint}: a model.arch={model.config.arch} backbone has no Hugging Face export "
+                          "(gpt exports as GPT-2, encoder as BERT)")
+    name, export = exporters[model.config.arch]
+    export(model, args.out_dir, tokenizer=tokenizer)
+    print(f"wrote {args.out_dir} ({name} format)")
     return 0
 
 

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         board = leaderboard.build(args.paths, metrics=args.metrics.split(",") if args.metrics else None,
                                   direction=args.direction)
-    except leaderboard.NoRuns as e:
-        print(e, file=sys.stderr)
+    except leaderboard.NoRuns as e:  # not a ConfigError (so not lit_llm.errors.cli_errors): its message
+        print(e, file=sys.stderr)     # already reads "error: ..."; main returns the status to in-process callers
         return 2
     out = args.out or (args.paths[0] if len(args.paths) == 1 else board.root)
     files = leaderboard.write(board, out)

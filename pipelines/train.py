@@ -1,8 +1,13 @@
-"""Pretrain a language model: python pipelines/train.py experiment=quickstart [key=value ...]
+"""Train a model on any task: python pipelines/train.py experiment=<name> [key=value ...]
 
-Thin Hydra entry point over lit_llm.run.train; returns the `optimized_metric` for sweepers.
-In a multirun (-m) a failing job is recorded (run.json status "failed") and the others still run;
-the process then lists the failed jobs and exits 1 (lit_llm/sweeps.py says why this is needed).
+Pretraining (task=clm: GPT; task=mlm: BERT-style encoder; seq2seq denoising: encoder-decoder) and
+fine-tuning (task=classification, qa, seq2seq; model.init_from=<run> starts from a pretrained backbone):
+conf/experiment/*.yaml are complete recipes. Thin Hydra entry point over lit_llm.run.train; returns the
+`optimized_metric` for sweepers.
+Failures go through lit_llm.sweeps.run_job. A single run's user error (lit_llm.errors.ConfigError) prints
+one line `error: ...` and exits with status 2 (lit_llm.errors.cli_errors). In a multirun (-m) a failing job
+is recorded (run.json status "failed") and the others still run; the process then lists the failed jobs
+and exits 1 (lit_llm/sweeps.py says why this is needed).
 """
 import sys
 

@@ -38,12 +38,23 @@ import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
 
-from lit_llm.data.base import TokenizedSplitsMixin, arrow_table, flat_lists
+from lit_llm.data.base import (
+    DataModuleProtocol,
+    TokenizedSplitsMixin,
+    arrow_table,
+    flat_lists,
+    hold_out_indices,
+    require_fraction,
+    require_int,
+    require_one_source,
+    require_special_tokens,
+    resolve_special_ids,
+    text_batches,
+)
 from lit_llm.data.collate import pad_collate
-from lit_llm.data.corpus import ExampleLoadersMixin, ResumableRandomSampler, ResumableTrainMixin, resolve_special_ids
-from lit_llm.data.sources import _load_files, load_hub_dataset, resolve_files
+from lit_llm.data.loading import ExampleLoadersMixin, ResumableRandomSampler, ResumableTrainMixin
+from lit_llm.data.sources import load_files, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
-from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
 from lit_llm.utils_io import sha256_file, sha256_json
 
 log = logging.getLogger("lit_llm")
@@ -204,7 +215,8 @@ class BucketRandomSampler(ResumableRandomSampler):
 
 # ----------------------------------------------------------------------------- data module
 
-class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin, pl.LightningDataModule):
+class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin,
+                               pl.LightningDataModule):
     """Labelled text (or pairs) from files or a hub dataset -> padded classification batches.
 
     Files: `train_files` (required unless `hub_name`), `validation_files`, `test_files`: a path,
@@ -216,6 +228,7 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
     """
 
     CACHE_SUBDIR = "classification"  # <cache_dir>/classification/<key>/<split>
+    SPLIT_DATASET = TokenizedExamples
 
     def __init__(
         self,
@@ -242,18 +255,13 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
         shuffle_seed: int = 1234,
     ):
         super().__init__()
-        if (train_files is None) == (hub_name is None):
-            raise ConfigError(
-                "data.train_files and data.hub_name: set exactly one of them "
-                f"(got train_files={train_files!r}, hub_name={hub_name!r}).")
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 4:
-            raise ConfigError(f"data.max_length={max_length!r} must be an integer >= 4 ([cls] a [sep] b [sep]).")
+        require_one_source(train_files, hub_name, "data.train_files")
+        require_int("data.max_length", max_length, 4, why=" ([cls] a [sep] b [sep])")
         for key, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"{key}={value!r} must be a positive integer.")
+            if value is not None:
+                require_int(key, value)
         for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ConfigError(f"{key}={value!r} must be a number in [0, 1), e.g. 0.1.")
+            require_fraction(key, value, zero_ok=True, why=", e.g. 0.1")
         if val_fraction + test_fraction >= 1:
             raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
                               "training rows; lower them.")
@@ -277,16 +285,13 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
         self.cache_dir = os.fspath(cache_dir)
         self.shuffle_seed = shuffle_seed
 
-        self.raw: datasets.DatasetDict | None = None
-        self.data_fingerprint: str | None = None
         self._names: list[str] = []
-        self.tokenizer: Tokenizer | None = None
-        self.tokenizer_fingerprint: str | None = None
-        self.special_ids: dict[str, int] = {}
-        self.examples: dict[str, TokenizedExamples] = {}
-        self.stats: dict[str, dict[str, Any]] = {}
         self.test_names: list[str] = ["test"]
-        self._restored_state: dict[str, Any] = {}
+
+    @property
+    def examples(self) -> dict[str, TokenizedExamples]:
+        """The opened splits: {split: TokenizedExamples}."""
+        return self.opened
 
     # -- classes -----------------------------------------------------------------------------
     @property
@@ -299,6 +304,14 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    # -- the data-module protocol (base.DataModuleProtocol) -----------------------------------
+    def max_sequence_length(self) -> tuple[str, int]:
+        return "data.max_length", self.max_length
+
+    def task_arguments(self) -> dict[str, Any]:
+        """The classifier's classes: {"num_labels", "label_names"} (loads the data when needed)."""
+        return {"num_labels": self.num_labels, "label_names": self.label_names}
 
     # -- 1. raw examples -----------------------------------------------------------------------
     def load_raw(self) -> datasets.DatasetDict:
@@ -370,7 +383,7 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
             parts[split], layout[split] = [], []
             for path in resolve_files(spec, key):
                 try:
-                    ds, loader = _load_files([path], split, "line", hf_cache, key, builder_kwargs=extra)
+                    ds, loader = load_files([path], split, "line", hf_cache, key, builder_kwargs=extra)
                 except ConfigError as e:  # datasets refuses a file without data rows (a header only)
                     if "corresponds to no data" not in str(e.__cause__):
                         raise
@@ -381,9 +394,7 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
 
     def _standardize(self, ds: datasets.Dataset, where: str, files_key: str | None = None) -> pa.Table:
         """Columns text (+ text_pair), label of `ds`, checked: present, text as strings, no nulls."""
-        if ds._indices is not None:
-            ds = ds.flatten_indices()
-        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        table = arrow_table(ds)
         if len(table) == 0:
             raise ConfigError(f"{where} has no rows; fix the file or drop {files_key or 'the split'}.")
         hint = (" (for a csv/tsv file without a header row, set data.column_names=[...])"
@@ -443,22 +454,15 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
         if n - sum(sizes.values()) < 1:
             raise ConfigError(f"holding out {sizes} of {n} train rows leaves no training rows; lower "
                               "data.val_fraction / data.test_fraction or add data.")
-        perm = np.random.default_rng(self.split_seed).permutation(n)
-        out, start = {}, 0
-        for split in missing:  # test first, then validation: fixed order, whatever the fractions
-            out[split] = train.select(np.sort(perm[start : start + sizes[split]]))
-            start += sizes[split]
-        out["train"] = train.select(np.sort(perm[start:]))
-        return out
+        # test first, then validation (the order of `missing`): fixed, whatever the fractions
+        *held, rest = hold_out_indices(n, [sizes[s] for s in missing], self.split_seed)
+        return {**{split: train.select(rows) for split, rows in zip(missing, held)}, "train": train.select(rest)}
 
     # -- 2./3. tokenizer ---------------------------------------------------------------------
     def train_texts(self, batch_size: int = 1000) -> Iterator[list[str]]:
         """Batches of the train split's texts (and text pairs), for tokenizer training."""
         train = self.load_raw()["train"]
-        for column in ("text", "text_pair"):
-            if column in train.column_names:
-                for start in range(0, len(train), batch_size):
-                    yield train[start : start + batch_size][column]
+        return text_batches(train, [c for c in ("text", "text_pair") if c in train.column_names], batch_size)
 
     def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
                       special_ids: Mapping[str, int] | None = None) -> None:
@@ -470,24 +474,15 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
             if role not in ids and fallback in ids:
                 ids[role] = ids[fallback]
                 log.info("data: the tokenizer has no <%s>; using its <%s> (id %d)", role, fallback, ids[role])
-        missing = [name for name in ("cls", "sep", "pad") if name not in ids]
-        if missing:
-            raise ConfigError(
-                f"the tokenizer has no {', '.join(f'<{m}>' for m in missing)} token: classification inputs are "
-                f"[cls] text [sep]; use a tokenizer trained by lit-llm (tokenizer.kind=bpe|char) or pass "
-                f"special_ids={{'cls': ..., 'sep': ..., 'pad': ...}}.")
-        self.tokenizer = tokenizer
-        self.tokenizer_fingerprint = tokenizer_fingerprint or _fingerprint_of(tokenizer)
-        self.special_ids = ids
-        self.examples, self.stats = {}, {}
+        require_special_tokens(ids, ("cls", "sep", "pad"), "classification inputs ([cls] text [sep], padded)",
+                               "use a tokenizer trained by lit-llm (tokenizer.kind=bpe|char) or pass "
+                               "special_ids={'cls': ..., 'sep': ..., 'pad': ...}")
+        self._use_tokenizer(tokenizer, tokenizer_fingerprint, ids)
 
     # -- 4. tokenize, cache -------------------------------------------------------------------
     def _cache_key(self) -> dict[str, Any]:
         return {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint, "max_length": self.max_length,
                 "cls": self.special_ids["cls"], "sep": self.special_ids["sep"], "version": CLASSIFICATION_VERSION}
-
-    def _open_split(self, split: str, path: Path) -> None:
-        self.examples[split] = TokenizedExamples(datasets.load_from_disk(str(path)))
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
         """Encode `split` as [cls] text [sep] (text_pair [sep]), save it in `out_dir`; return its statistics."""
@@ -522,19 +517,11 @@ class ClassificationDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, Resuma
         return stats
 
     # -- 5. loaders --------------------------------------------------------------------------
-    def _examples(self, split: str) -> TokenizedExamples:
-        if split not in self.examples:
-            self.setup()
-        return self.examples[split]
-
     def _new_train_sampler(self, num_replicas: int, rank: int) -> ResumableRandomSampler:
         if self.bucket_by_length:
-            return BucketRandomSampler(self._examples("train").lengths, self.batch_size, self.shuffle_seed,
+            return BucketRandomSampler(self.opened_split("train").lengths, self.batch_size, self.shuffle_seed,
                                        num_replicas=num_replicas, rank=rank)
         return super()._new_train_sampler(num_replicas, rank)
-
-    def _dataset(self, split: str) -> TokenizedExamples:
-        return self._examples(split)
 
     def collator(self):
         return pad_collate(self.special_ids["pad"])

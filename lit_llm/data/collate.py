@@ -1,4 +1,5 @@
-"""Batch builders shared by the data modules: BERT masking (MLM) and dynamic padding.
+"""Batch builders shared by the data modules: BERT masking (MLM), text infilling, dynamic padding of
+single sequences (`pad_collate`) and of source/target pairs (`pad_pairs`).
 
 Both are picklable objects (not closures), so they work in DataLoader worker processes.
 """
@@ -141,17 +142,24 @@ class InfillingCollator:
         rows = [np.asarray(b, dtype=np.int64) for b in blocks]
         sources = [np.append(self.corrupt(r, generator), self.eos_id) for r in rows]
         targets = [np.append(r, self.eos_id) for r in rows]
-        B, S, T = len(rows), max(map(len, sources)), max(map(len, targets))
-        src = np.full((B, S), self.pad_id, np.int64)
-        mask = np.zeros((B, S), np.int64)
-        dec = np.full((B, T), self.pad_id, np.int64)
-        labels = np.full((B, T), IGNORE_INDEX, np.int64)
-        for b, (s, t) in enumerate(zip(sources, targets)):
-            src[b, : len(s)], mask[b, : len(s)] = s, 1
-            labels[b, : len(t)] = t
-            dec[b, 0], dec[b, 1 : len(t)] = self.start_id, t[:-1]
-        return {"input_ids": torch.from_numpy(src), "attention_mask": torch.from_numpy(mask),
-                "decoder_input_ids": torch.from_numpy(dec), "labels": torch.from_numpy(labels)}
+        return pad_pairs(sources, targets, self.pad_id, self.start_id)
 
 
-__all__ = ["IGNORE_INDEX", "MLMCollator", "PadCollator", "pad_collate", "InfillingCollator"]
+def pad_pairs(sources: Sequence[Any], targets: Sequence[Any], pad_id: int, start_id: int) -> dict[str, torch.Tensor]:
+    """An encoder-decoder batch of (source, target) id sequences, padded to the batch's longest:
+    `input_ids` (sources, pad_id) + `attention_mask`, `decoder_input_ids` (`start_id` + target[:-1],
+    pad_id) and `labels` (targets, -100 on padding); all int64 [B, S] or [B, T]."""
+    B, S, T = len(sources), max(map(len, sources)), max(map(len, targets))
+    src = np.full((B, S), pad_id, np.int64)
+    mask = np.zeros((B, S), np.int64)
+    dec = np.full((B, T), pad_id, np.int64)
+    labels = np.full((B, T), IGNORE_INDEX, np.int64)
+    for b, (s, t) in enumerate(zip(sources, targets)):  # one copy per example, not per token
+        src[b, : len(s)], mask[b, : len(s)] = s, 1
+        labels[b, : len(t)] = t
+        dec[b, 0], dec[b, 1 : len(t)] = start_id, t[:-1]
+    return {"input_ids": torch.from_numpy(src), "attention_mask": torch.from_numpy(mask),
+            "decoder_input_ids": torch.from_numpy(dec), "labels": torch.from_numpy(labels)}
+
+
+__all__ = ["IGNORE_INDEX", "MLMCollator", "PadCollator", "pad_collate", "pad_pairs", "InfillingCollator"]

@@ -19,11 +19,14 @@ batches masked once with a fixed seed so every validation sees the same masks).
 Packed splits are cached in `<cache_dir>/tokenized/<key>/<split>` (key: data fingerprint,
 tokenizer fingerprint, block size, packing version), written to a temporary directory and
 renamed, so an interrupted run never leaves a directory that looks complete.
+
+This module holds only what is particular to corpora (packing, the "tail" hold-out, the objectives);
+the shared mechanics (hold-out permutation, special tokens, the split cache) are in `data/base.py`,
+samplers and loaders in `data/loading.py`.
 """
 from __future__ import annotations
 
 import logging
-
 import os
 import time
 from pathlib import Path
@@ -31,24 +34,36 @@ from typing import Any, Iterator, Mapping
 
 import datasets
 import numpy as np
-import pytorch_lightning as pl
 import pyarrow as pa
+import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
+from lit_llm.data.base import (
+    DataModuleProtocol,
+    TokenizedSplitsMixin,
+    hold_out_indices,
+    holdout_size,
+    renamed_setting,
+    require_choice,
+    require_fraction,
+    require_int,
+    require_special_tokens,
+    resolve_special_ids,
+    text_batches,
+)
 from lit_llm.data.collate import InfillingCollator, MLMCollator
-from lit_llm.data.base import TokenizedSplitsMixin
+from lit_llm.data.loading import ResumableDataLoader, ResumableTrainMixin
 from lit_llm.data.sources import load_text_dataset, nonempty_rows
 from lit_llm.errors import ConfigError
-from lit_llm.tokenization import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, token_id
-from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
+from lit_llm.tokenization import EOS, MASK, PAD, token_id
 from lit_llm.utils_io import sha256_json
 
 log = logging.getLogger("lit_llm")
 
 PACKING_VERSION = 1  # bump when tokenization/packing changes: old cache entries are then ignored
-SPLITS = ("rows", "tail")
+HOLDOUTS = ("rows", "tail")  # data.holdout (formerly data.split)
 OBJECTIVES = ("clm", "mlm", "denoise")
 
 
@@ -136,239 +151,13 @@ def collate_blocks(batch: np.ndarray | list[np.ndarray]) -> dict[str, torch.Tens
     return {"input_ids": blocks[:, :-1].contiguous(), "labels": blocks[:, 1:].contiguous()}
 
 
-class ResumableRandomSampler(DistributedSampler):
-    """Seeded shuffling that a resumed run can fast-forward: epoch e uses
-    `torch.randperm(n, generator=torch.Generator().manual_seed(seed + e))`.
-
-    - `set_epoch(e)` picks the permutation (Lightning calls it every epoch).
-    - `start_index`: samples of this replica's share to skip in the next iteration only, then 0.
-    - `num_replicas`/`rank`: under DDP every rank takes `perm[rank:total:num_replicas]` (the
-      tail that does not divide evenly is dropped). Subclassing `DistributedSampler` tells
-      Lightning not to wrap it in another (re-shuffling) distributed sampler.
-    - `len()` is always the full share, whatever `start_index`: Lightning computes the number of
-      batches per epoch once and, on resume, counts the batches already done itself.
-    """
-
-    def __init__(self, dataset_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
-        # DistributedSampler.__init__ is not called: it needs a dataset and a process group.
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
-        self.dataset_size = int(dataset_size)
-        self.seed = int(seed)
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
-        self.shuffle = True
-        self.drop_last = True
-        self.num_samples = self.dataset_size // self.num_replicas
-        self.total_size = self.num_samples * self.num_replicas
-        self.epoch = 0
-        self.start_index = 0
-        # Lightning calls set_epoch(its epoch number) at each epoch start. After a resume its
-        # number need not be the data's epoch (a checkpoint saved after fit() ended counts the
-        # last, unfinished epoch as done), so the first call after `resume_at` fixes the offset.
-        self.epoch_offset = 0
-        self._align = False
-
-    def resume_at(self, epoch: int, start_index: int) -> None:
-        """Continue with data epoch `epoch`, skipping its first `start_index` samples."""
-        self.epoch, self.start_index, self._align = int(epoch), int(start_index), True
-
-    def set_epoch(self, epoch: int) -> None:
-        if self._align:
-            self.epoch_offset, self._align = self.epoch - int(epoch), False
-        self.epoch = int(epoch) + self.epoch_offset
-
-    def permutation(self, epoch: int | None = None) -> list[int]:
-        """This replica's full order for `epoch` (default: the current one)."""
-        gen = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else epoch))
-        perm = torch.randperm(self.dataset_size, generator=gen)
-        return perm[self.rank : self.total_size : self.num_replicas].tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        order = self.permutation()
-        start, self.start_index = self.start_index, 0
-        return iter(order[start:])
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-class EvalShardSampler(DistributedSampler):
-    """The evaluation order under N processes: rank r takes items r, r + N, r + 2N, ... so every
-    example (or pre-made batch) is evaluated exactly once. Lightning's default DistributedSampler
-    pads the shares to equal length with repeated examples, which the synced metrics would count
-    twice. Shares may differ by one item; subclassing `DistributedSampler` tells Lightning not to
-    wrap it."""
-
-    def __init__(self, dataset_size: int, num_replicas: int, rank: int, split: str = "evaluation"):
-        # DistributedSampler.__init__ is not called: it needs a dataset and a process group.
-        if dataset_size < num_replicas:
-            raise ConfigError(f"the {split} split has {dataset_size} items for {num_replicas} processes: every "
-                              "process needs one; use fewer devices (trainer.devices) or a larger split")
-        self.dataset_size, self.num_replicas, self.rank = int(dataset_size), int(num_replicas), int(rank)
-        self.shuffle, self.drop_last, self.epoch, self.seed = False, False, 0, 0
-        self.num_samples = len(range(self.rank, self.dataset_size, self.num_replicas))
-        self.total_size = self.dataset_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.dataset_size, self.num_replicas))
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-class ResumableDataLoader(DataLoader):
-    """The train loader. Its position is restored from the trainer's global step (see
-    `CorpusDataModule.make_train_sampler`), not from this state; `state_dict` exists so that
-    Lightning knows the loader resumes exactly (and does not warn that it cannot), and
-    `load_state_dict` checks that the checkpoint was made with the same order of samples."""
-
-    def state_dict(self) -> dict[str, Any]:
-        s = self.sampler
-        if not isinstance(s, ResumableRandomSampler):  # e.g. Lightning's overfit_batches swaps in its own
-            return {}
-        return {"dataset_size": s.dataset_size, "seed": s.seed, "batch_size": self.batch_size,
-                "num_replicas": s.num_replicas}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict:
-            return
-        changed = sorted(k for k, v in self.state_dict().items() if state_dict.get(k, v) != v)
-        if changed:
-            log.warning("data: the checkpoint was made with a different %s; the resumed data order "
-                        "will not match the interrupted run", ", ".join(changed))
-
-
-def _limit_batches(num_batches: int, limit: Any) -> int:
-    """Lightning's `limit_train_batches` rule (int: at most that many; float: that fraction)."""
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        return min(num_batches, limit)
-    if isinstance(limit, float):
-        return int(num_batches * limit)
-    return num_batches
-
-
-class ResumableTrainMixin:
-    """The resumable train order shared by the data modules (mixed into a LightningDataModule).
-
-    A subclass provides `_train_size()` (samples in the train split), `batch_size`,
-    `shuffle_seed`, `num_workers` and `state_dict()`; it may override `_new_train_sampler`
-    (e.g. length bucketing). It gets `make_train_sampler()` (fast-forwarded to a resumed
-    trainer's progress), `loader_kwargs()` (the loader settings every loader shares) and the
-    check that a resumed run uses the checkpoint's data settings.
-    """
-
-    _restored_state: dict[str, Any]
-
-    def _train_size(self) -> int:
-        raise NotImplementedError
-
-    def _new_train_sampler(self, num_replicas: int, rank: int) -> ResumableRandomSampler:
-        return ResumableRandomSampler(self._train_size(), self.shuffle_seed, num_replicas=num_replicas, rank=rank)
-
-    def make_train_sampler(self) -> ResumableRandomSampler:
-        """The train sampler, fast-forwarded to the attached trainer's restored progress.
-
-        consumed batches = global_step * accumulate_grad_batches (per process), so a run
-        resumed from a checkpoint sees exactly the batches an uninterrupted run would (as
-        long as batches per epoch is a multiple of accumulate_grad_batches).
-        """
-        trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = self._new_train_sampler(world, rank)
-        if trainer is None:
-            return sampler
-        self._check_restored_state()
-        batches_per_epoch = _limit_batches(sampler.num_samples // self.batch_size, trainer.limit_train_batches)
-        consumed = int(trainer.global_step) * int(trainer.accumulate_grad_batches)
-        if consumed and batches_per_epoch > 0:
-            epoch, done = divmod(consumed, batches_per_epoch)
-            sampler.resume_at(epoch, done * self.batch_size)
-            log.info("data: resuming at epoch %d, skipping %d batches already seen", epoch, done)
-        return sampler
-
-    def eval_sampler(self, size: int, split: str) -> EvalShardSampler | None:
-        """Under DDP, this process's share of an evaluation split (each item once); else None."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size == 1:
-            return None
-        return EvalShardSampler(size, trainer.world_size, trainer.global_rank, split)
-
-    def loader_kwargs(self) -> dict[str, Any]:
-        # A DataLoader draws its workers' base seed from `generator` each time it is iterated;
-        # without one it draws from the global RNG, so a resumed run (which starts a new
-        # iterator mid-epoch) would shift the dropout masks of an uninterrupted run.
-        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
-                "pin_memory": torch.cuda.is_available(),
-                "generator": torch.Generator().manual_seed(self.shuffle_seed)}
-
-    # -- checkpoint state: detect resuming on different data -----------------------------------
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored_state = dict(state_dict)
-
-    def _check_restored_state(self) -> None:
-        restored, current = getattr(self, "_restored_state", {}), self.state_dict()
-        changed = {k: (v, current.get(k)) for k, v in restored.items() if current.get(k) != v}
-        if changed:
-            log.warning("data: resuming with different data settings than the checkpoint %s; "
-                        "the data order will not match the interrupted run", sorted(changed))
-
-
-class ExampleLoadersMixin:
-    """Train/validation/test loaders of the example-based data modules (classification, QA, seq2seq).
-
-    A subclass provides `_dataset(split)` (a map-style dataset of the cached split), `collator()`,
-    `batch_size`, `eval_batch_size`, `test_names` and `UNIT` (what a train sample is called in messages);
-    the train loader uses `make_train_sampler()` (ResumableTrainMixin) and drops the last partial batch.
-    """
-
-    UNIT = "examples"
-
-    def _train_size(self) -> int:
-        return len(self._dataset("train"))
-
-    def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
-        return loader_cls(self._dataset(split), batch_size=batch_size, collate_fn=self.collator(),
-                          **self.loader_kwargs(), **kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        n = self._train_size()
-        if n < self.batch_size:
-            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the train split ({n} {self.UNIT}); "
-                              "lower data.batch_size.")
-        return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
-                            sampler=self.make_train_sampler(), drop_last=True)
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return self._loader(split, self.eval_batch_size, shuffle=False,
-                            sampler=self.eval_sampler(len(self._dataset(split)), split))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._eval_loader(name) for name in self.test_names]
-
-
-def resolve_special_ids(tokenizer: Tokenizer, given: Mapping[str, int] | None = None) -> dict[str, int]:
-    """{"pad": id, "cls": id, ...}: `given` (keys "cls" or "<cls>"; e.g. a WordPiece tokenizer's
-    [CLS]/[SEP]/[PAD] ids) first, then our SPECIAL_TOKENS that the tokenizer has."""
-    out: dict[str, int] = {}
-    for tok in SPECIAL_TOKENS:
-        idx = tokenizer.token_to_id(tok)
-        if idx is not None:
-            out[tok.strip("<>")] = idx
-    for name, idx in (given or {}).items():
-        out[str(name).strip("<>").lower()] = int(idx)
-    return out
-
-
 # ----------------------------------------------------------------------------- data module
 
-class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
+class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDataModule):
     """Packed causal-LM batches from text files or a hub dataset (see the module docstring).
 
-    `split`: how validation is held out when the source has no "validation" split:
+    `holdout`: how validation is held out when the source has no "validation" split (`split`, its old
+    name, is read for one release with a deprecation message):
       - "rows": a seeded random `val_fraction` of the rows (order kept in both parts);
       - "tail": the last `val_fraction` of every row's characters (nanoGPT's shakespeare_char
         split with sample_by=document: first 90% train, last 10% validation).
@@ -391,7 +180,7 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         sample_by: str = "line",
         eval_files: Mapping[str, Any] | None = None,
         val_fraction: float = 0.05,
-        split: str = "rows",
+        holdout: str | None = None,
         split_seed: int = 1234,
         block_size: int = 256,
         batch_size: int = 8,
@@ -402,20 +191,17 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         shuffle_seed: int = 1234,
         objective: str = "clm",
         mlm_probability: float = 0.15,
+        split: str | None = None,
     ):
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"data.objective={objective!r} is not one of {list(OBJECTIVES)}; pick one of them.")
-        if isinstance(mlm_probability, bool) or not isinstance(mlm_probability, (int, float)) \
-                or not 0 < mlm_probability < 1:
-            raise ConfigError(f"data.mlm_probability={mlm_probability!r} must be a number in (0, 1), e.g. 0.15.")
-        if split not in SPLITS:
-            raise ConfigError(f"data.split={split!r} is not one of {list(SPLITS)}; pick one of them.")
-        for key, value in (("data.block_size", block_size), ("data.batch_size", batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key}={value!r} must be a positive integer.")
-        if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size < 1):
-            raise ConfigError(f"data.eval_batch_size={eval_batch_size!r} must be a positive integer or null.")
+        holdout = renamed_setting("split", "holdout", split, holdout) or "rows"
+        require_choice("data.objective", objective, OBJECTIVES)
+        require_fraction("data.mlm_probability", mlm_probability, why=", e.g. 0.15")
+        require_choice("data.holdout", holdout, HOLDOUTS)
+        require_int("data.block_size", block_size)
+        require_int("data.batch_size", batch_size)
+        if eval_batch_size is not None:
+            require_int("data.eval_batch_size", eval_batch_size, why=" or null")
         self.files = files
         self.hub_name = hub_name
         self.hub_config = hub_config
@@ -423,7 +209,7 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         self.sample_by = sample_by
         self.eval_files = dict(eval_files) if eval_files else None
         self.val_fraction = val_fraction
-        self.split = split
+        self.holdout = holdout
         self.split_seed = split_seed
         self.block_size = block_size
         self.batch_size = batch_size
@@ -435,16 +221,27 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         self.objective = objective
         self.mlm_probability = float(mlm_probability)
 
-        self.raw: datasets.DatasetDict | None = None
-        self.data_fingerprint: str | None = None
-        self.tokenizer: Tokenizer | None = None
-        self.tokenizer_fingerprint: str | None = None
-        self.special_ids: dict[str, int] = {}
-        self.mlm_collator: MLMCollator | None = None
-        self.blocks: dict[str, np.ndarray] = {}
-        self.stats: dict[str, dict[str, int]] = {}
-        self.test_names: list[str] = ["heldout"]
-        self._restored_state: dict[str, Any] = {}
+        self.mlm_collator: MLMCollator | InfillingCollator | None = None
+        self.test_names: list[str] = ["validation"]
+
+    @property
+    def blocks(self) -> dict[str, np.ndarray]:
+        """The opened splits: {split: packed blocks [n, block_size + 1]}."""
+        return self.opened
+
+    # -- the data-module protocol (base.DataModuleProtocol) -----------------------------------
+    def max_sequence_length(self) -> tuple[str, int]:
+        if self.objective == "denoise":  # source and target are a block + <eos>
+            return "data.block_size (+1 for <eos>, data.objective=denoise)", self.block_size + 1
+        return "data.block_size", self.block_size
+
+    def test_split_names(self) -> list[str]:
+        """train, validation (the held-out split) and each evaluation corpus by name."""
+        return ["train", "validation", *self._eval_corpora()]
+
+    def _eval_corpora(self) -> list[str]:
+        """The names of the evaluation corpora (splits "eval_<name>")."""
+        return [k[len("eval_"):] for k in self.load_raw() if k.startswith("eval_")]
 
     # -- 1. raw text -----------------------------------------------------------------------
     def load_raw(self) -> datasets.DatasetDict:
@@ -466,7 +263,8 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
             train, validation = source["train"], source["validation"]
         else:
             train, validation = self._hold_out(source["train"])
-            split_info = {"split": self.split, "val_fraction": self.val_fraction, "seed": self.split_seed}
+            # the key "split" (data.holdout's old name) stays: data fingerprints and caches do not change
+            split_info = {"split": self.holdout, "val_fraction": self.val_fraction, "seed": self.split_seed}
         raw = {"train": train, "validation": validation}
         for name, ds in source.items():
             if name.startswith("eval_"):
@@ -476,27 +274,23 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
             elif name not in ("train", "validation"):
                 log.info("data: ignoring source split %r (use data.eval_files to evaluate on it)", name)
         self.raw = datasets.DatasetDict(raw)
-        self.test_names = ["heldout"] + [k[len("eval_"):] for k in raw if k.startswith("eval_")]
+        self.test_names = ["validation", *self._eval_corpora()]
         self.data_fingerprint = sha256_json({"source": source_fp, "holdout": split_info, "splits": list(raw)})
         return self.raw
 
     def _hold_out(self, ds: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         f = self.val_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
-            raise ConfigError(
-                f"data.val_fraction={f!r} must be a number in (0, 1) (the source has no validation "
-                f"split to use instead); e.g. data.val_fraction=0.1."
-            )
-        if self.split == "rows":
+        require_fraction("data.val_fraction", f,
+                         why=" (the source has no validation split to use instead); e.g. data.val_fraction=0.1")
+        if self.holdout == "rows":
             n = len(ds)
             if n < 2:
                 raise ConfigError(
-                    f"data.split=rows needs at least 2 rows to hold some out, the train split has {n} "
-                    f"(a single document?); use data.split=tail or data.sample_by=line."
+                    f"data.holdout=rows needs at least 2 rows to hold some out, the train split has {n} "
+                    f"(a single document?); use data.holdout=tail or data.sample_by=line."
                 )
-            n_val = min(n - 1, max(1, round(n * f)))
-            perm = np.random.default_rng(self.split_seed).permutation(n)
-            return ds.select(np.sort(perm[n_val:])), ds.select(np.sort(perm[:n_val]))
+            validation, train = hold_out_indices(n, [min(n - 1, holdout_size(n, f))], self.split_seed)
+            return ds.select(train), ds.select(validation)
         # tail: cut every row at int(len * (1 - f)) characters
         cut = ds.map(_cut_tail, batched=True, fn_kwargs={"keep": 1.0 - f}, remove_columns=ds.column_names,
                      desc="holding out the tail")
@@ -504,7 +298,7 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         val = cut.select_columns(["tail"]).rename_column("tail", "text").filter(nonempty_rows, batched=True)
         if len(val) == 0 or len(train) == 0:
             raise ConfigError(
-                f"data.val_fraction={f} with data.split=tail leaves an empty "
+                f"data.val_fraction={f} with data.holdout=tail leaves an empty "
                 f"{'validation' if len(val) == 0 else 'train'} split; change data.val_fraction."
             )
         return train, val
@@ -515,9 +309,7 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
 
         Pass the bound method itself as `get_tokenizer(texts=dm.train_texts, ...)`.
         """
-        train = self.load_raw()["train"]
-        for start in range(0, len(train), batch_size):
-            yield train[start : start + batch_size]["text"]
+        return text_batches(self.load_raw()["train"], ("text",), batch_size)
 
     def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
                       special_ids: Mapping[str, int] | None = None) -> None:
@@ -526,26 +318,19 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         `special_ids` ({"mask": 103, "pad": 0, "sep": 102, ...}) overrides our special tokens'
         ids, for tokenizers that name them differently (a Hugging Face WordPiece tokenizer).
         """
-        self.tokenizer = tokenizer
-        self.tokenizer_fingerprint = tokenizer_fingerprint or _fingerprint_of(tokenizer)
-        self.special_ids = resolve_special_ids(tokenizer, special_ids)
-        self.blocks, self.stats = {}, {}
+        self._use_tokenizer(tokenizer, tokenizer_fingerprint, resolve_special_ids(tokenizer, special_ids))
         self.mlm_collator = None
         if self.objective == "denoise":
-            missing = [t for t in (MASK, PAD, EOS, BOS) if t.strip("<>") not in self.special_ids]
-            if missing:
-                raise ConfigError(
-                    f"data.objective=denoise: the tokenizer has no {' or '.join(missing)} token; use a tokenizer "
-                    "trained by lit-llm (tokenizer.kind=bpe|char).")
+            require_special_tokens(self.special_ids, ("mask", "pad", "eos", "bos"),
+                                   "data.objective=denoise (text infilling: <mask> spans, <bos> target <eos>)",
+                                   "use a tokenizer trained by lit-llm (tokenizer.kind=bpe|char)")
             self.mlm_collator = InfillingCollator(
                 mask_id=self.special_ids["mask"], eos_id=self.special_ids["eos"], start_id=self.special_ids["bos"],
                 pad_id=self.special_ids["pad"], mask_ratio=self.mlm_probability)
         if self.objective == "mlm":
-            missing = [t for t in (MASK, PAD) if t.strip("<>") not in self.special_ids]
-            if missing:
-                raise ConfigError(
-                    f"data.objective=mlm: the tokenizer has no {' or '.join(missing)} token; use a tokenizer "
-                    f"trained by lit-llm (tokenizer.kind=bpe|char) or one that has {MASK} and {PAD}.")
+            require_special_tokens(self.special_ids, ("mask", "pad"), "data.objective=mlm (BERT masking)",
+                                   f"use a tokenizer trained by lit-llm (tokenizer.kind=bpe|char) or one that has "
+                                   f"{MASK} and {PAD}")
             self.mlm_collator = MLMCollator(
                 mask_id=self.special_ids["mask"], vocab_size=tokenizer.get_vocab_size(),
                 special_ids=list(self.special_ids.values()), mlm_probability=self.mlm_probability,
@@ -565,7 +350,7 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
 
     def _open_split(self, split: str, path: Path) -> None:
         log.info("data: %s blocks loaded from %s", split, path)
-        self.blocks[split] = _dataset_to_blocks(datasets.load_from_disk(str(path)))
+        self.opened[split] = _dataset_to_blocks(datasets.load_from_disk(str(path)))
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, int]:
         """Tokenize `split`, pack it into blocks, save them in `out_dir`; return its statistics."""
@@ -597,46 +382,38 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         return head.format(f"evaluation corpus {name!r}") + f" or drop data.eval_files.{name}."
 
     # -- 5. loaders --------------------------------------------------------------------------
-    def _blocks(self, split: str) -> np.ndarray:
-        if split not in self.blocks:
-            self.setup()
-        return self.blocks[split]
-
     def _collate_fn(self):
-        if self.objective == "mlm":
-            return _MLMBlocks(self._mlm())
-        if self.objective == "denoise":
-            return _DenoiseBlocks(self._mlm())
-        return collate_blocks
+        return collate_blocks if self.objective == "clm" else _FirstTokens(self._corrupt())
 
-    def _mlm(self) -> MLMCollator | InfillingCollator:
+    def _corrupt(self):
+        """What corrupts a batch of ids [B, T]: BERT masking (mlm) or text infilling (denoise)."""
         if self.mlm_collator is None:
             raise RuntimeError("CorpusDataModule: call set_tokenizer(...) before building loaders")
-        return self.mlm_collator
+        return self.mlm_collator.mask_tokens if self.objective == "mlm" else self.mlm_collator
 
     def _loader(self, blocks: np.ndarray, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
         return loader_cls(BlockDataset(blocks), batch_size=batch_size, collate_fn=self._collate_fn(),
                           **self.loader_kwargs(), **kwargs)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        blocks = self._blocks(split)
+        blocks = self.opened_split(split)
         if self.objective == "clm":
             return self._loader(blocks, self.eval_batch_size, shuffle=False, sampler=self.eval_sampler(len(blocks), split))
         # MLM: mask once, batch by batch, with a fixed seed: every evaluation sees the same masks
         # and the global RNG (training masks, dropout) is not consumed by validation.
         gen = torch.Generator().manual_seed(self.shuffle_seed)
         inputs = torch.from_numpy(np.ascontiguousarray(blocks[:, :-1], dtype=np.int64))
-        corrupt = self._mlm().mask_tokens if self.objective == "mlm" else self._mlm()
+        corrupt = self._corrupt()
         batches = [corrupt(inputs[i : i + self.eval_batch_size], generator=gen)
                    for i in range(0, len(inputs), self.eval_batch_size)]
         return DataLoader(batches, batch_size=None, shuffle=False, sampler=self.eval_sampler(len(batches), split),
                           **self.loader_kwargs())
 
     def _train_size(self) -> int:
-        return len(self._blocks("train"))
+        return len(self.opened_split("train"))
 
     def train_dataloader(self) -> DataLoader:
-        blocks = self._blocks("train")
+        blocks = self.opened_split("train")
         if len(blocks) < self.batch_size:
             raise ConfigError(
                 f"data.batch_size={self.batch_size} is larger than the train split ({len(blocks)} blocks of "
@@ -652,10 +429,8 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         return [self._eval_loader(self.split_of(name)) for name in self.test_names]
 
     def split_of(self, test_name: str) -> str:
-        """The cached split behind a test name: "heldout" is the validation split, an evaluation corpus
-        `<name>` is "eval_<name>"; "train" and "validation" name themselves (pipelines/evaluate.py split=)."""
-        if test_name == "heldout":
-            return "validation"
+        """The cached split behind a test name: an evaluation corpus `<name>` is "eval_<name>";
+        "train" and "validation" (the held-out split) name themselves (pipelines/evaluate.py split=)."""
         if test_name in ("train", "validation"):
             return test_name
         return f"eval_{test_name}"
@@ -669,26 +444,16 @@ class CorpusDataModule(TokenizedSplitsMixin, ResumableTrainMixin, pl.LightningDa
         return state
 
 
-class _DenoiseBlocks:
-    """Collate packed blocks [B, T+1] into a text-infilling batch of their first T tokens."""
+class _FirstTokens:
+    """Collate packed blocks [B, T+1] by handing their first T tokens (int64 [B, T]) to `corrupt`:
+    BERT masking (`MLMCollator.mask_tokens`) or text infilling (an `InfillingCollator`)."""
 
-    def __init__(self, collator: InfillingCollator):
-        self.collator = collator
-
-    def __call__(self, batch: np.ndarray | list[np.ndarray]) -> dict[str, torch.Tensor]:
-        arr = batch if isinstance(batch, np.ndarray) else np.stack(batch)
-        return self.collator(arr[:, :-1])
-
-
-class _MLMBlocks:
-    """Collate packed blocks [B, T+1] into a masked batch of their first T tokens."""
-
-    def __init__(self, collator: MLMCollator):
-        self.collator = collator
+    def __init__(self, corrupt):
+        self.corrupt = corrupt
 
     def __call__(self, batch: np.ndarray | list[np.ndarray]) -> dict[str, torch.Tensor]:
         arr = batch if isinstance(batch, np.ndarray) else np.stack(batch)
-        return self.collator.mask_tokens(torch.from_numpy(arr[:, :-1].astype(np.int64)))
+        return self.corrupt(torch.from_numpy(arr[:, :-1].astype(np.int64)))
 
 
 def _cut_tail(batch: dict[str, list], keep: float) -> dict[str, list]:
@@ -701,8 +466,6 @@ def _cut_tail(batch: dict[str, list], keep: float) -> dict[str, list]:
 
 
 __all__ = [
-    "CorpusDataModule", "ResumableRandomSampler", "ResumableDataLoader", "ResumableTrainMixin", "ExampleLoadersMixin",
-    "BlockDataset",
-    "collate_blocks", "pack_blocks", "tokenize_split", "resolve_special_ids", "OBJECTIVES", "PACKING_VERSION",
+    "CorpusDataModule", "BlockDataset", "collate_blocks", "pack_blocks", "tokenize_split", "HOLDOUTS", "OBJECTIVES",
+    "PACKING_VERSION",
 ]
-

@@ -44,11 +44,22 @@ import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
 
-from lit_llm.data.base import TokenizedSplitsMixin, arrow_table, flat_lists
-from lit_llm.data.corpus import ExampleLoadersMixin, ResumableTrainMixin, resolve_special_ids
+from lit_llm.data.base import (
+    DataModuleProtocol,
+    TokenizedSplitsMixin,
+    arrow_table,
+    flat_lists,
+    hold_out_rows,
+    require_choice,
+    require_fraction,
+    require_int,
+    require_one_source,
+    require_special_tokens,
+    resolve_special_ids,
+)
+from lit_llm.data.loading import ExampleLoadersMixin, ResumableTrainMixin
 from lit_llm.data.sources import file_extension, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
-from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
 from lit_llm.utils_io import sha256_file, sha256_json
 
 log = logging.getLogger("lit_llm")
@@ -320,7 +331,8 @@ class QACollator:
 
 # ----------------------------------------------------------------------------- data module
 
-def _split_specs(spec: Any, default_name: str) -> dict[str, Any]:
+def _named_test_sets(spec: Any, default_name: str) -> dict[str, Any]:
+    """{test set name: file spec} of data.test_files: a mapping as given, else one set `default_name`."""
     if spec is None:
         return {}
     if isinstance(spec, Mapping):
@@ -328,7 +340,8 @@ def _split_specs(spec: Any, default_name: str) -> dict[str, Any]:
     return {default_name: spec}
 
 
-class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin, pl.LightningDataModule):
+class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin,
+                   pl.LightningDataModule):
     """SQuAD-format question answering: train/validation files and any number of named test sets.
 
     `test_files`: a path/glob (test set "test") or `{name: path}` (each reported as `test/<name>/*`).
@@ -338,6 +351,7 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
     """
 
     CACHE_SUBDIR = "qa"
+    SPLIT_DATASET = QAFeatures
     UNIT = "features"
 
     def __init__(
@@ -362,13 +376,13 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
         shuffle_seed: int = 1234,
     ):
         super().__init__()
-        if (train_files is None) == (hub_name is None):
-            raise ConfigError("data.train_files and data.hub_name: set exactly one of them "
-                              f"(got train_files={train_files!r}, hub_name={hub_name!r}).")
-        for key, value in (("data.max_length", max_length), ("data.doc_stride", doc_stride),
-                           ("data.max_query_length", max_query_length), ("data.batch_size", batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "data.doc_stride" else 1):
-                raise ConfigError(f"{key}={value!r} must be a positive integer.")
+        require_one_source(train_files, hub_name, "data.train_files")
+        for key, value in (("data.max_length", max_length), ("data.max_query_length", max_query_length),
+                           ("data.batch_size", batch_size)):
+            require_int(key, value)
+        require_int("data.doc_stride", doc_stride, 0)
+        if eval_batch_size is not None:
+            require_int("data.eval_batch_size", eval_batch_size, why=" or null")
         if doc_stride >= max_length:
             raise ConfigError(f"data.doc_stride={doc_stride} must be smaller than data.max_length={max_length}: "
                               "it is the overlap of consecutive windows (e.g. 128 with max_length 384).")
@@ -379,12 +393,10 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
                 f"data.max_length - data.max_query_length - 3 = {room} context tokens; lower data.doc_stride "
                 f"or data.max_query_length, or raise data.max_length.")
         for key, value in (("data.unanswerable", unanswerable), ("data.bad_answer", bad_answer)):
-            if value not in POLICIES:
-                raise ConfigError(f"{key}={value!r} is not one of {list(POLICIES)}.")
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-            raise ConfigError(f"data.val_fraction={val_fraction!r} must be a number in (0, 1).")
+            require_choice(key, value, POLICIES)
+        require_fraction("data.val_fraction", val_fraction)
         self.train_files, self.validation_files = train_files, validation_files
-        self.test_specs = _split_specs(test_files, "test")
+        self.test_specs = _named_test_sets(test_files, "test")
         for name in self.test_specs:
             if name in ("train", "validation") or not name.replace("_", "").isalnum():
                 raise ConfigError(f"data.test_files: test set name {name!r} must be letters, digits or '_' and not "
@@ -399,16 +411,17 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
         self.cache_dir = os.fspath(cache_dir)
         self.shuffle_seed = shuffle_seed
 
-        self.raw: datasets.DatasetDict | None = None
-        self.data_fingerprint: str | None = None
-        self.tokenizer: Tokenizer | None = None
-        self.tokenizer_fingerprint: str | None = None
-        self.special_ids: dict[str, int] = {}
-        self.features: dict[str, QAFeatures] = {}
-        self.stats: dict[str, dict[str, Any]] = {}
         self.load_stats: dict[str, dict[str, Any]] = {}
         self.test_names: list[str] = list(self.test_specs) or ["validation"]
-        self._restored_state: dict[str, Any] = {}
+
+    @property
+    def features(self) -> dict[str, QAFeatures]:
+        """The opened splits: {split: QAFeatures}."""
+        return self.opened
+
+    # -- the data-module protocol (base.DataModuleProtocol) -----------------------------------
+    def max_sequence_length(self) -> tuple[str, int]:
+        return "data.max_length", self.max_length
 
     # -- 1. examples -------------------------------------------------------------------------
     def _read(self, spec: Any, key: str) -> tuple[list[dict], list[str]]:
@@ -447,14 +460,8 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
 
         holdout = None
         if "validation" not in sources:
-            train = sources["train"]
-            perm = np.random.default_rng(self.split_seed).permutation(len(train))
-            n_val = max(1, round(len(train) * self.val_fraction))
-            if n_val >= len(train):
-                raise ConfigError(f"data.val_fraction={self.val_fraction} of {len(train)} questions leaves no "
-                                  "training questions; lower it or set data.validation_files.")
-            sources["validation"] = [train[i] for i in np.sort(perm[:n_val])]
-            sources["train"] = [train[i] for i in np.sort(perm[n_val:])]
+            sources["validation"], sources["train"] = hold_out_rows(sources["train"], self.val_fraction,
+                                                                    self.split_seed, "questions")
             holdout = {"val_fraction": self.val_fraction, "seed": self.split_seed}
 
         raw = {}
@@ -521,16 +528,10 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
     def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
                       special_ids: Mapping[str, int] | None = None) -> None:
         ids = resolve_special_ids(tokenizer, special_ids)
-        missing = [name for name in ("cls", "sep", "pad") if name not in ids]
-        if missing:
-            raise ConfigError(
-                f"the tokenizer has no {', '.join(f'<{m}>' for m in missing)} token: QA inputs are "
-                "[cls] question [sep] context [sep]; use a tokenizer trained by lit-llm (tokenizer.kind=bpe) or a "
-                "BERT tokenizer (model.init_from=hf:<dir>).")
-        self.tokenizer = tokenizer
-        self.tokenizer_fingerprint = tokenizer_fingerprint or _fingerprint_of(tokenizer)
-        self.special_ids = ids
-        self.features, self.stats = {}, {}
+        require_special_tokens(ids, ("cls", "sep", "pad"), "QA inputs ([cls] question [sep] context [sep], padded)",
+                               "use a tokenizer trained by lit-llm (tokenizer.kind=bpe) or a BERT tokenizer "
+                               "(model.init_from=hf:<dir>)")
+        self._use_tokenizer(tokenizer, tokenizer_fingerprint, ids)
 
     # -- 4. features, cached ---------------------------------------------------------------------
     def _cache_key(self) -> dict[str, Any]:
@@ -538,9 +539,6 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
                 "max_length": self.max_length, "doc_stride": self.doc_stride,
                 "max_query_length": self.max_query_length, "cls": self.special_ids["cls"],
                 "sep": self.special_ids["sep"], "version": QA_VERSION}
-
-    def _open_split(self, split: str, path: Path) -> None:
-        self.features[split] = QAFeatures(datasets.load_from_disk(str(path)))
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -572,20 +570,8 @@ class QADataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixi
         return stats
 
     # -- 5. loaders --------------------------------------------------------------------------------
-    def _features(self, split: str) -> QAFeatures:
-        if split not in self.features:
-            self.setup()
-        return self.features[split]
-
-    def _dataset(self, split: str) -> QAFeatures:
-        return self._features(split)
-
     def collator(self) -> QACollator:
         return QACollator(self.special_ids["pad"])
-
-    def eval_split(self, stage: str, dataloader_idx: int = 0) -> str:
-        """The split a validation/test dataloader reads."""
-        return "validation" if stage == "val" else self.test_names[dataloader_idx]
 
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,

@@ -33,17 +33,28 @@ import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
 
-from lit_llm.data.base import TokenizedSplitsMixin, arrow_table, flat_lists
-from lit_llm.data.corpus import ExampleLoadersMixin, ResumableTrainMixin, resolve_special_ids
-from lit_llm.data.sources import _load_files, file_extension, load_hub_dataset, resolve_files
+from lit_llm.data.base import (
+    DataModuleProtocol,
+    TokenizedSplitsMixin,
+    arrow_table,
+    flat_lists,
+    hold_out_rows,
+    require_fraction,
+    require_int,
+    require_one_source,
+    require_special_tokens,
+    resolve_special_ids,
+    text_batches,
+)
+from lit_llm.data.collate import pad_pairs
+from lit_llm.data.loading import ExampleLoadersMixin, ResumableTrainMixin
+from lit_llm.data.sources import file_extension, load_files, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
-from lit_llm.tokenization import tokenizer_fingerprint as _fingerprint_of
 from lit_llm.utils_io import sha256_file, sha256_json
 
 log = logging.getLogger("lit_llm")
 
 SEQ2SEQ_VERSION = 1
-IGNORE_INDEX = -100
 SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files", "test": "data.test_files"}
 EXAMPLES = datasets.Features({"source": datasets.Value("string"), "target": datasets.Value("string"),
                               "references": datasets.Sequence(datasets.Value("string"))})
@@ -118,30 +129,20 @@ class Seq2SeqCollator:
         self.pad_id, self.start_id = int(pad_id), int(start_id)
 
     def __call__(self, items) -> dict[str, torch.Tensor]:
-        B = len(items)
-        S = max(len(it["source_ids"]) for it in items)
-        T = max(len(it["target_ids"]) for it in items)
-        src = np.full((B, S), self.pad_id, np.int64)
-        mask = np.zeros((B, S), np.int64)
-        dec = np.full((B, T), self.pad_id, np.int64)
-        labels = np.full((B, T), IGNORE_INDEX, np.int64)
-        for b, it in enumerate(items):  # one copy per example, not per token
-            s, t = it["source_ids"], it["target_ids"]
-            src[b, : len(s)], mask[b, : len(s)] = s, 1
-            labels[b, : len(t)] = t
-            dec[b, 0] = self.start_id
-            dec[b, 1 : len(t)] = t[:-1]
-        return {"input_ids": torch.from_numpy(src), "attention_mask": torch.from_numpy(mask),
-                "decoder_input_ids": torch.from_numpy(dec), "labels": torch.from_numpy(labels),
-                "example_index": torch.tensor([it["example_index"] for it in items], dtype=torch.long)}
+        batch = pad_pairs([it["source_ids"] for it in items], [it["target_ids"] for it in items],
+                          self.pad_id, self.start_id)
+        batch["example_index"] = torch.tensor([it["example_index"] for it in items], dtype=torch.long)
+        return batch
 
 
 # ----------------------------------------------------------------------------- data module
 
-class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin, pl.LightningDataModule):
+class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin,
+                        pl.LightningDataModule):
     """Source/target pairs for translation and summarization (see the module docstring)."""
 
     CACHE_SUBDIR = "seq2seq"
+    SPLIT_DATASET = PairFeatures
     UNIT = "pairs"
 
     def __init__(
@@ -170,15 +171,13 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrai
         shuffle_seed: int = 1234,
     ):
         super().__init__()
-        if (train_files is None) == (hub_name is None):
-            raise ConfigError("data.train_files and data.hub_name: set exactly one of them "
-                              f"(got train_files={train_files!r}, hub_name={hub_name!r}).")
-        for key, value in (("data.max_source_length", max_source_length), ("data.max_target_length", max_target_length),
-                           ("data.batch_size", batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-                raise ConfigError(f"{key}={value!r} must be an integer >= 2.")
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-            raise ConfigError(f"data.val_fraction={val_fraction!r} must be a number in (0, 1).")
+        require_one_source(train_files, hub_name, "data.train_files")
+        for key, value in (("data.max_source_length", max_source_length), ("data.max_target_length", max_target_length)):
+            require_int(key, value, 2, why=" (a token and <eos>)")
+        require_int("data.batch_size", batch_size)
+        if eval_batch_size is not None:
+            require_int("data.eval_batch_size", eval_batch_size, why=" or null")
+        require_fraction("data.val_fraction", val_fraction)
         self.files = {"train": train_files, "validation": validation_files, "test": test_files}
         self.hub_name, self.hub_config = hub_name, hub_config
         self.source_lang, self.target_lang = source_lang, target_lang
@@ -195,16 +194,20 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrai
         self.cache_dir = os.fspath(cache_dir)
         self.shuffle_seed = shuffle_seed
 
-        self.raw: datasets.DatasetDict | None = None
-        self.data_fingerprint: str | None = None
-        self.tokenizer: Tokenizer | None = None
-        self.tokenizer_fingerprint: str | None = None
-        self.special_ids: dict[str, int] = {}
-        self.features: dict[str, PairFeatures] = {}
-        self.stats: dict[str, dict[str, Any]] = {}
         self.load_stats: dict[str, dict[str, Any]] = {}
         self.test_names: list[str] = ["test"]
-        self._restored_state: dict[str, Any] = {}
+
+    @property
+    def features(self) -> dict[str, PairFeatures]:
+        """The opened splits: {split: PairFeatures}."""
+        return self.opened
+
+    # -- the data-module protocol (base.DataModuleProtocol) -----------------------------------
+    def max_sequence_length(self) -> tuple[str, int]:
+        """The longer of data.max_source_length and data.max_target_length (the source on a tie)."""
+        if self.max_target_length > self.max_source_length:
+            return "data.max_target_length", self.max_target_length
+        return "data.max_source_length", self.max_source_length
 
     # -- 1. examples ---------------------------------------------------------------------------
     def _read_split(self, spec: Any, key: str) -> tuple[list[dict], list]:
@@ -221,14 +224,14 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrai
                 continue
             for path in resolve_files(stem, key):
                 extra = {"column_names": self.column_names} if self.column_names else None
-                ds, loader = _load_files([path], "rows", "line", os.path.join(self.cache_dir, "hf_datasets"), key,
+                ds, loader = load_files([path], "rows", "line", os.path.join(self.cache_dir, "hf_datasets"), key,
                                          builder_kwargs=extra)
                 rows += self._rows_of(ds, f"{key} ({path})")
                 layout.append({"file": sha256_file(path), "loader": loader})
         return rows, layout
 
     def _rows_of(self, ds: datasets.Dataset, where: str) -> list[dict]:
-        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        table = arrow_table(ds)
         src = _column(table, self.source_column, where, "data.source_column")
         tgt = _column(table, self.target_column, where, "data.target_column")
         extra = [_column(table, c, where, "data.reference_columns") for c in self.reference_columns]
@@ -257,11 +260,8 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrai
             raise ConfigError("no training pairs: set data.train_files (or a hub dataset with a train split).")
         holdout = None
         if "validation" not in sources:
-            train = sources["train"]
-            perm = np.random.default_rng(self.split_seed).permutation(len(train))
-            n_val = max(1, round(len(train) * self.val_fraction))
-            sources["validation"] = [train[i] for i in np.sort(perm[:n_val])]
-            sources["train"] = [train[i] for i in np.sort(perm[n_val:])]
+            sources["validation"], sources["train"] = hold_out_rows(sources["train"], self.val_fraction,
+                                                                    self.split_seed, "pairs")
             holdout = {"val_fraction": self.val_fraction, "seed": self.split_seed}
         self.test_names = ["test"] if "test" in sources else ["validation"]
         raw = {}
@@ -307,22 +307,14 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrai
     # -- 2./3. tokenizer --------------------------------------------------------------------------
     def train_texts(self, batch_size: int = 1000) -> Iterator[list[str]]:
         """Sources and targets of the train split (one tokenizer for both sides)."""
-        train = self.load_raw()["train"]
-        for column in ("source", "target"):
-            for start in range(0, len(train), batch_size):
-                yield train[start : start + batch_size][column]
+        return text_batches(self.load_raw()["train"], ("source", "target"), batch_size)
 
     def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
                       special_ids: Mapping[str, int] | None = None) -> None:
         ids = resolve_special_ids(tokenizer, special_ids)
-        missing = [name for name in ("bos", "eos", "pad") if name not in ids]
-        if missing:
-            raise ConfigError(f"the tokenizer has no {', '.join(f'<{m}>' for m in missing)} token, needed for "
-                              "<bos> target <eos> sequences; use a tokenizer trained by lit-llm (tokenizer.kind=bpe).")
-        self.tokenizer = tokenizer
-        self.tokenizer_fingerprint = tokenizer_fingerprint or _fingerprint_of(tokenizer)
-        self.special_ids = ids
-        self.features, self.stats = {}, {}
+        require_special_tokens(ids, ("bos", "eos", "pad"), "seq2seq sequences (<bos> target <eos>, padded)",
+                               "use a tokenizer trained by lit-llm (tokenizer.kind=bpe)")
+        self._use_tokenizer(tokenizer, tokenizer_fingerprint, ids)
 
     # -- 4. features, cached --------------------------------------------------------------------
     def _cache_key(self) -> dict[str, Any]:
@@ -330,9 +322,6 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrai
                 "prefix": self.source_prefix, "max_source_length": self.max_source_length,
                 "max_target_length": self.max_target_length, "eos": self.special_ids["eos"],
                 "version": SEQ2SEQ_VERSION}
-
-    def _open_split(self, split: str, path: Path) -> None:
-        self.features[split] = PairFeatures(datasets.load_from_disk(str(path)))
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -361,14 +350,6 @@ class Seq2SeqDataModule(TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrai
         return stats
 
     # -- 5. loaders ---------------------------------------------------------------------------------
-    def _features(self, split: str) -> PairFeatures:
-        if split not in self.features:
-            self.setup()
-        return self.features[split]
-
-    def _dataset(self, split: str) -> PairFeatures:
-        return self._features(split)
-
     def collator(self) -> Seq2SeqCollator:
         return Seq2SeqCollator(self.special_ids["pad"], self.special_ids["bos"])
 

@@ -7,6 +7,10 @@ caches keyed on it survive renames and notice edits.
 Extra evaluation corpora (`eval_files={"wikitext2_test": ".../wiki.test.raw"}`) come back as
 extra splits named `eval_<name>` in the same DatasetDict.
 
+The task data modules (classification, seq2seq, QA) read their tables with the same pieces:
+`resolve_files` (paths, globs, directories), `load_files` (one split from files of one format, all
+columns) and `load_hub_dataset`.
+
 Offline machines: a hub name triggers a ~1.5 s TCP probe of the hub; when it is unreachable,
 `datasets`/`huggingface_hub` are switched to offline mode for the call (their module-level
 `HF_HUB_OFFLINE` constants are patched, since the environment variable is read only at import),
@@ -28,6 +32,7 @@ from urllib.parse import urlparse
 
 import datasets
 
+from lit_llm.data.base import require_choice, require_one_source
 from lit_llm.errors import ConfigError
 from lit_llm.utils_io import sha256_file, sha256_json
 
@@ -169,7 +174,7 @@ def _clean(ds: datasets.Dataset, text_column: str, where: str, key: str = "data.
     return ds
 
 
-def _load_files(
+def load_files(
     files: list[str], split: str, sample_by: str, hf_cache: str | None, key: str,
     builder_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[datasets.Dataset, str]:
@@ -236,13 +241,8 @@ def load_text_dataset(
       files always give `text`, so a .raw evaluation corpus can go with a .jsonl training set).
     - `cache_dir`: datasets' own cache goes to `<cache_dir>/hf_datasets`.
     """
-    if sample_by not in SAMPLE_BY:
-        raise ConfigError(f"data.sample_by={sample_by!r} is not one of {list(SAMPLE_BY)}; pick one of them.")
-    if (files is None) == (hub_name is None):
-        raise ConfigError(
-            "data.files and data.hub_name: set exactly one of them "
-            f"(got files={files!r}, hub_name={hub_name!r})."
-        )
+    require_choice("data.sample_by", sample_by, SAMPLE_BY)
+    require_one_source(files, hub_name)
     hf_cache = os.path.join(os.fspath(cache_dir), "hf_datasets") if cache_dir is not None else None
     splits: dict[str, datasets.Dataset] = {}
     layout: dict[str, Any] = {}
@@ -259,7 +259,7 @@ def load_text_dataset(
     for split, (spec, key) in specs.items():
         parts, part_layout = [], []
         for paths in _format_groups(resolve_files(spec, key), key):
-            ds, loader = _load_files(paths, split, sample_by, hf_cache, key)
+            ds, loader = load_files(paths, split, sample_by, hf_cache, key)
             column = "text" if loader.startswith("text") else text_column  # plain text has only `text`
             where = f"{key} ({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''})"
             parts.append(_clean(ds, column, where))
@@ -377,6 +377,7 @@ def load_hub_dataset(name: str, config: str | None, hf_cache: str | None) -> dat
 
 
 __all__ = [
-    "SUPPORTED_EXTENSIONS", "SAMPLE_BY", "load_text_dataset", "nonempty_rows", "resolve_files", "file_extension",
+    "SUPPORTED_EXTENSIONS", "SAMPLE_BY", "load_text_dataset", "load_files", "nonempty_rows", "resolve_files",
+    "file_extension",
     "hub_reachable", "hub_offline_mode", "load_hub_dataset",
 ]

@@ -97,6 +97,17 @@ def mean_statistic(values: Sequence[float], definition: str) -> Statistic:
     return Statistic(np.stack([values, np.ones_like(values)], axis=1), _ratio, definition)
 
 
+def _safe_ratio(sums: np.ndarray) -> float:
+    return float(sums[0] / sums[1]) if sums[1] else float("nan")
+
+
+def ratio_statistic(numerators: Sequence[float], denominators: Sequence[float], definition: str) -> Statistic:
+    """sum(numerators) / sum(denominators) over examples (e.g. correct / masked tokens per block); NaN on 0."""
+    num = np.asarray(numerators, dtype=np.float64).reshape(-1)
+    den = np.asarray(denominators, dtype=np.float64).reshape(-1)
+    return Statistic(np.stack([num, den], axis=1), _safe_ratio, definition)
+
+
 def accuracy_statistic(preds: Sequence[int], labels: Sequence[int]) -> Statistic:
     """Accuracy 0-1: fraction of predictions equal to the label (torchmetrics MulticlassAccuracy, micro)."""
     preds, labels = _class_arrays(preds, labels)
@@ -189,14 +200,14 @@ def squad_statistics(predictions: Sequence[str], references: Sequence[Sequence[s
 # --- BLEU / chrF ------------------------------------------------------------------------------------------------
 
 def _check_text(preds: Sequence[str], references: Sequence[Sequence[str]]) -> None:
-    from lit_llm.metrics.generation import _check  # the same rules (and messages) as the logged metrics
+    from lit_llm.metrics.text_overlap import _check  # the same rules (and messages) as the logged metrics
 
     _check(preds, references)
 
 
 def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str]]:
     """sacrebleu's layout: one stream per reference slot; short lists padded with their first reference
-    (as `generation.translation_scores` does, so the corpus scores agree)."""
+    (as `text_overlap.translation_scores` does, so the corpus scores agree)."""
     n_refs = max((len(r) for r in references), default=1)
     return [[refs[k] if k < len(refs) else refs[0] for refs in references] for k in range(n_refs)]
 
@@ -227,7 +238,7 @@ def chrf_statistic(preds: Sequence[str], references: Sequence[Sequence[str]]) ->
     averaging); features per sentence: [hyp, ref, match] n-gram counts per order, of the best-matching reference.
 
     Equal to `sacrebleu.corpus_chrf`. Not always equal to torchmetrics CHRFScore (what
-    `generation.translation_scores` logs today): that one averages per-order F-scores instead of precisions and
+    `text_overlap.translation_scores` logs today): that one averages per-order F-scores instead of precisions and
     recalls, and drops the reference n-grams of any sentence whose chrF is 0 (e.g. an empty hypothesis)."""
     from sacrebleu.metrics import CHRF
 
@@ -243,10 +254,10 @@ def _rouge_per_example(preds: Sequence[str], references: Sequence[Sequence[str]]
                        keys: Sequence[str] = (*_ROUGE_KEYS, "rougeLsum")) -> dict[str, list[float]]:
     """Per-example F-measures 0-100, best reference per key (rouge-score's `score_multi`, Porter stemming:
     the per-example values torchmetrics ROUGEScore(use_stemmer=True, accumulate="best") averages). rougeLsum
-    is scored on sentences split and newline-joined exactly as `generation.summarization_scores` does."""
+    is scored on sentences split and newline-joined exactly as `text_overlap.summarization_scores` does."""
     from rouge_score import rouge_scorer
 
-    from lit_llm.metrics.generation import split_sentences
+    from lit_llm.metrics.text_overlap import split_sentences
 
     _check_text(preds, references)
     plain = [key for key in keys if key != "rougeLsum"]
@@ -266,8 +277,8 @@ def _rouge_per_example(preds: Sequence[str], references: Sequence[Sequence[str]]
 
 def rouge_statistics(preds: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, Statistic]:
     """{"rouge1", "rouge2", "rougeL", "rougeLsum"}: means of per-example F-measures (0-100), as
-    `generation.summarization_scores` reports them."""
-    from lit_llm.metrics.generation import ROUGE_SETTINGS
+    `text_overlap.summarization_scores` reports them."""
+    from lit_llm.metrics.text_overlap import ROUGE_SETTINGS
 
     per_example = _rouge_per_example(preds, references)
     return {key: mean_statistic(values, f"{key} (0-100), mean over examples of the {ROUGE_SETTINGS}")
@@ -312,6 +323,6 @@ def sentence_scores(kind: str, preds: Sequence[str], references: Sequence[Sequen
     raise ValueError(f"unknown kind {kind!r}: expected 'bleu', 'chrf', 'rouge' or 'squad_f1'")
 
 
-__all__ = ["Statistic", "bootstrap_interval", "mean_statistic", "accuracy_statistic", "macro_f1_statistic",
+__all__ = ["Statistic", "bootstrap_interval", "mean_statistic", "ratio_statistic", "accuracy_statistic", "macro_f1_statistic",
            "squad_statistics", "bleu_statistic", "chrf_statistic", "rouge_statistics", "perplexity_statistic",
            "sentence_scores", "METHOD"]

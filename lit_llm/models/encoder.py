@@ -31,17 +31,29 @@ the task modules.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import ACTIVATIONS, Block, init_weights, padding_bias, rope_cache, run_block
+from lit_llm.models.layers import (
+    ACTIVATIONS,
+    BackboneConfig,
+    Block,
+    init_weights,
+    padding_bias,
+    rope_cache,
+    run_block,
+)
+
+POS_EMBEDDINGS = ("learned", "rope")
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(BackboneConfig):
+    KIND = "an encoder"
+    RENAMED_KEYS = {"pad_token_id": "pad_id"}  # old config key -> new; the old one is read until the next release
     vocab_size: int = 8192
     block_size: int = 512  # max positions (BERT's max_position_embeddings)
     n_layer: int = 4
@@ -52,7 +64,7 @@ class EncoderConfig:
     type_vocab_size: int = 2  # segment (token type) embeddings; 0 = none
     ln_eps: float = 1e-12
     activation: str = "gelu"  # "gelu" (exact, BERT) | "gelu_tanh"
-    pad_token_id: int | None = 0  # its embedding row starts at zero and gets no gradient
+    pad_id: int | None = 0  # its embedding row starts at zero and gets no gradient
     norm_first: bool = False  # False: post-LN (BERT, exports to HF); True: pre-LN + a final LayerNorm
     pos_embedding: str = "learned"  # "learned" (BERT, exports to HF) | "rope" (rotary, as ModernBERT)
     rope_base: float = 10000.0
@@ -81,14 +93,14 @@ class EncoderConfig:
             raise ConfigError(f"model.ln_eps={self.ln_eps!r} must be positive")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"model.activation={self.activation!r} is not one of {list(ACTIVATIONS)}")
-        p = self.pad_token_id
+        p = self.pad_id
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < self.vocab_size):
             raise ConfigError(
-                f"model.pad_token_id={p!r} must be null or an id in [0, model.vocab_size={self.vocab_size})"
+                f"model.pad_id={p!r} must be null or an id in [0, model.vocab_size={self.vocab_size})"
             )
         if not isinstance(self.norm_first, bool):
             raise ConfigError(f"model.norm_first={self.norm_first!r} must be true (pre-LN) or false (post-LN, BERT)")
-        if self.pos_embedding not in ("learned", "rope"):
+        if self.pos_embedding not in POS_EMBEDDINGS:
             raise ConfigError(f"model.pos_embedding={self.pos_embedding!r} must be 'learned' or 'rope'")
         if self.pos_embedding == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError(f"model.pos_embedding='rope' needs an even head size, but model.n_embd / "
@@ -99,18 +111,6 @@ class EncoderConfig:
             raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
         if self.arch != "encoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder' for EncoderConfig")
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> EncoderConfig:
-        """Build from a plain dict or DictConfig; unknown keys are errors, not silently dropped."""
-        known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"model.{key} is not an encoder option; known: {', '.join(known)}")
-        return cls(**{k: d[k] for k in d})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _positive_int(value) -> bool:
@@ -140,7 +140,7 @@ class Encoder(nn.Module):
         self.config = config
         C = config.n_embd
 
-        self.wte = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_token_id)
+        self.wte = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_id)
         self.wpe = nn.Embedding(config.block_size, C) if config.pos_embedding == "learned" else None
         if config.pos_embedding == "rope":  # relative positions inside attention: nothing to learn
             cos, sin = rope_cache(config.block_size, C // config.n_head, config.rope_base)

@@ -17,20 +17,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import MLP, Block, KVCache, SelfAttention, init_weights, padding_bias, run_block
+from lit_llm.models.layers import (
+    MLP,
+    BackboneConfig,
+    Block,
+    KVCache,
+    SelfAttention,
+    init_weights,
+    padding_bias,
+    run_block,
+)
 
-POSITIONS = ("sinusoidal", "learned")
+POS_EMBEDDINGS = ("sinusoidal", "learned")
 
 
 @dataclass
-class EncoderDecoderConfig:
+class EncoderDecoderConfig(BackboneConfig):
+    KIND = "an encoder-decoder"
+    RENAMED_KEYS = {"pad_token_id": "pad_id"}  # old config key -> new; the old one is read until the next release
     vocab_size: int = 8192
     block_size: int = 256          # maximum source and target length
     n_layer: int = 3               # encoder layers
@@ -43,7 +54,7 @@ class EncoderDecoderConfig:
     pos_embedding: str = "sinusoidal"
     activation: str = "gelu"
     ln_eps: float = 1e-5
-    pad_token_id: int = 0
+    pad_id: int = 0                # its embedding rows start at zero
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     arch: str = "encoder_decoder"
 
@@ -56,8 +67,8 @@ class EncoderDecoderConfig:
                 raise ConfigError(f"model.{key}={value!r} must be a positive integer")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_head={self.n_head} must divide model.n_embd={self.n_embd}")
-        if self.pos_embedding not in POSITIONS:
-            raise ConfigError(f"model.pos_embedding={self.pos_embedding!r} is not one of {list(POSITIONS)}")
+        if self.pos_embedding not in POS_EMBEDDINGS:
+            raise ConfigError(f"model.pos_embedding={self.pos_embedding!r} is not one of {list(POS_EMBEDDINGS)}")
         if self.pos_embedding == "sinusoidal" and self.n_embd % 2:
             raise ConfigError(f"model.pos_embedding=sinusoidal needs an even model.n_embd, got {self.n_embd}")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -66,17 +77,6 @@ class EncoderDecoderConfig:
             raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
         if self.arch != "encoder_decoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder_decoder' for EncoderDecoderConfig")
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> EncoderDecoderConfig:
-        known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"model.{key} is not an encoder-decoder option; known: {', '.join(known)}")
-        return cls(**{k: d[k] for k in d})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
@@ -159,8 +159,8 @@ class EncoderDecoder(nn.Module):
             config = EncoderDecoderConfig.from_dict(config)
         self.config = cfg = config
         C = cfg.n_embd
-        self.wte = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_token_id)  # target (+ source if tied)
-        self.wte_src = None if cfg.tie_embeddings else nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_token_id)
+        self.wte = nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)  # target (+ source if tied)
+        self.wte_src = None if cfg.tie_embeddings else nn.Embedding(cfg.vocab_size, C, padding_idx=cfg.pad_id)
         if cfg.pos_embedding == "learned":
             self.wpe = nn.Embedding(cfg.block_size, C)
         else:
@@ -186,7 +186,7 @@ class EncoderDecoder(nn.Module):
             if table is not None:
                 nn.init.normal_(table.weight, mean=0.0, std=C ** -0.5)
                 with torch.no_grad():
-                    table.weight[cfg.pad_token_id].zero_()
+                    table.weight[cfg.pad_id].zero_()
         self.lm_head.weight = self.wte.weight  # the output layer is the target embedding (tied)
         depth = cfg.n_layer + cfg.n_decoder_layer
         for name, p in self.named_parameters():  # residual projections, as GPT-2

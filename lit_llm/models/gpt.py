@@ -13,20 +13,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import KVCache, apply_rope, rope_cache  # noqa: F401  (re-exported)
-from lit_llm.models.layers import Block, init_weights, run_block
+from lit_llm.models.layers import (
+    BackboneConfig,  # KVCache and apply_rope are re-exported
+    Block,
+    KVCache,  # noqa: F401
+    apply_rope,  # noqa: F401
+    init_weights,
+    rope_cache,
+    run_block,
+)
 
 POS_EMBEDDINGS = ("learned", "rope")
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(BackboneConfig):
+    KIND = "a GPT"
+    RENAMED_KEYS = {"tie_weights": "tie_embeddings"}  # old config key -> new; the old one is read until the next release
     vocab_size: int = 8192
     block_size: int = 256  # max context length
     n_layer: int = 4
@@ -36,7 +45,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm; False is slightly faster and as good
     pos_embedding: str = "learned"  # "learned" | "rope"
     rope_base: float = 10000.0
-    tie_weights: bool = True  # lm_head shares its weight with the token embedding
+    tie_embeddings: bool = True  # lm_head shares its weight with the token embedding
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     arch: str = "gpt"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
@@ -71,19 +80,6 @@ class GPTConfig:
             raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
         if self.arch != "gpt":
             raise ConfigError(f"model.arch={self.arch!r} must be 'gpt' for GPTConfig")
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> GPTConfig:
-        """Build from a plain dict or DictConfig; unknown keys are errors, not silently dropped
-        (a typo like `n_heads` would otherwise train the default model without a word)."""
-        known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"model.{key} is not a GPT option; known: {', '.join(known)}")
-        return cls(**{k: d[k] for k in d})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _largest_divisor_at_most(n: int, k: int) -> int:
@@ -120,7 +116,7 @@ class GPT(nn.Module):
         )
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_weights:
+        if config.tie_embeddings:
             # Input and output embeddings share one matrix: fewer parameters and, for small
             # models, better perplexity (Press & Wolf, 2017).
             self.lm_head.weight = self.wte.weight
@@ -210,7 +206,7 @@ class GPT(nn.Module):
         cfg = self.config
         T = cfg.block_size if seq_len is None else seq_len
         matmul_params = self.num_params(non_embedding=True)
-        if not cfg.tie_weights:  # the untied input embedding is a lookup, not a matmul
+        if not cfg.tie_embeddings:  # the untied input embedding is a lookup, not a matmul
             matmul_params -= self.wte.weight.numel()
         return 6.0 * matmul_params + 12.0 * cfg.n_layer * cfg.n_embd * T
 

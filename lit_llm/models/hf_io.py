@@ -267,7 +267,7 @@ def bert_config_from_hf(hf: Mapping, path="<config>") -> EncoderConfig:
             type_vocab_size=hf.get("type_vocab_size", 2),
             ln_eps=hf.get("layer_norm_eps", 1e-12),
             activation=_HF_ACTIVATIONS[act],
-            pad_token_id=hf.get("pad_token_id", 0),
+            pad_id=hf.get("pad_token_id", 0),
         )
     except KeyError as e:
         raise _error(path, f"config.json lacks {e.args[0]!r}") from e
@@ -369,7 +369,7 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
         "type_vocab_size": type_vocab_size,
         "initializer_range": 0.02,
         "layer_norm_eps": cfg.ln_eps,
-        "pad_token_id": cfg.pad_token_id,
+        "pad_token_id": cfg.pad_id,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
     }
@@ -407,7 +407,7 @@ def gpt2_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
             dropout=hf.get("resid_pdrop", 0.1),
             bias=True,
             pos_embedding="learned",
-            tie_weights=hf.get("tie_word_embeddings", True),
+            tie_embeddings=hf.get("tie_word_embeddings", True),
         )
     except KeyError as e:
         raise _error(path, f"config.json lacks {e.args[0]!r}") from e
@@ -430,7 +430,7 @@ def gpt2_name_table(config: GPTConfig) -> dict[str, tuple[str, ...]]:
             for w in ("weight", "bias"):
                 table[f"blocks.{i}.{name}.{w}"] = (f"h.{i}.{name}.{w}",)
     table["ln_f.weight"], table["ln_f.bias"] = ("ln_f.weight",), ("ln_f.bias",)
-    if not config.tie_weights:
+    if not config.tie_embeddings:
         table["lm_head.weight"] = ("lm_head.weight",)
     return table
 
@@ -459,7 +459,7 @@ def load_hf_gpt2(path: str | Path) -> tuple[GPT, Tokenizer | None]:
     state = _conv1d_to_linear(state)
     model = GPT(config)
     _load_mapped(model, state, gpt2_name_table(config), set(), path, what="")
-    if config.tie_weights:
+    if config.tie_embeddings:
         model.lm_head.weight = model.wte.weight
     return model.eval(), load_hf_tokenizer(path)
 
@@ -504,7 +504,7 @@ def gpt2_hf_config(gpt: GPT, special_ids: Mapping[str, int] | None = None) -> di
         "layer_norm_epsilon": 1e-5,
         "initializer_range": 0.02,
         "scale_attn_weights": True,
-        "tie_word_embeddings": cfg.tie_weights,
+        "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": ids.get("<bos>"),
         "eos_token_id": ids.get("<eos>"),
         "pad_token_id": ids.get("<pad>"),

@@ -5,6 +5,7 @@
   bidirectional (BERT: a [B, T] padding mask, 1 = keep, 0 = pad).
 - `MLP`: c_fc -> GELU (exact or tanh) -> c_proj, any intermediate size.
 - `Block`: attention + MLP with residuals, pre-LN (GPT-2) or post-LN (BERT).
+- `BackboneConfig`: what every backbone's config dataclass shares (`from_dict`, renamed keys, `to_dict`).
 
 Module names are the GPT-2 ones (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`,
 `mlp.c_proj`) whatever the architecture, so checkpoints and the Hugging Face name tables in
@@ -12,11 +13,38 @@ Module names are the GPT-2 ones (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lit_llm.errors import ConfigError, renamed_keys
+
 ACTIVATIONS = ("gelu", "gelu_tanh")
+
+
+class BackboneConfig:
+    """What every backbone config dataclass shares: `from_dict` (unknown keys are errors, not silently
+    dropped: a typo like `n_heads` would otherwise train the default model without a word; keys in
+    `RENAMED_KEYS`, e.g. in older checkpoints, are read under their new name with a deprecation warning)
+    and `to_dict`."""
+
+    KIND = "a backbone"            # in messages: "model.x is not <KIND> option"
+    RENAMED_KEYS: dict[str, str] = {}  # old config key -> new; the old one is read until the next release
+
+    @classmethod
+    def from_dict(cls, d: Mapping):
+        d = renamed_keys(d, cls.RENAMED_KEYS, "model")
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"model.{key} is not {cls.KIND} option; known: {', '.join(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class KVCache:

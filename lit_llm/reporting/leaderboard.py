@@ -28,7 +28,7 @@ import yaml
 
 from lit_llm.utils_io import atomic_write_bytes, atomic_write_text
 
-# direction of a metric from the last part of its name (val/acc -> acc, test/heldout/ppl -> ppl)
+# direction of a metric from the last part of its name (val/acc -> acc, test/validation/ppl -> ppl)
 MAXIMIZE = ("acc", "accuracy", "masked_acc", "f1", "f1_*", "em", "exact_match", "bleu", "chrf", "rouge*",
             "precision", "recall", "auc")
 MINIMIZE = ("loss", "ppl", "perplexity", "error", "wer", "cer")

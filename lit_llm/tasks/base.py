@@ -1,25 +1,33 @@
-"""What every task shares: AdamW with decay on matrices only, warmup + cosine schedule."""
+"""What every task shares: AdamW with decay on matrices only, warmup + cosine schedule, per-example
+test records, self-contained checkpoints, and the hooks through which a run writes and reports a task's
+results (`BackboneTask`: `report_statistics`, `report_examples`, `report_plots`, `write_outputs`,
+`baselines`, `generate_sample`, and the `metric_info` dict; the defaults do nothing)."""
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from lit_llm.errors import ConfigError
+from lit_llm.models import build_backbone
 
 
 @dataclass
 class OptimConfig:
+    """`task.optim`; the defaults are conf/task/optim/adamw.yaml's (tests/unit/test_configs.py checks they agree)."""
+
     lr: float = 1e-3
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
     warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     # 0 = use the trainer's total number of optimizer steps (max_steps, or epochs x batches).
     decay_steps: int = 0
     # fine-tuning: learning rate of the backbone relative to the head (1.0 = same)
@@ -77,25 +85,6 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int) -> d
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
 
-def build_backbone(model_cfg: dict) -> nn.Module:
-    """The backbone named by `model.arch`: "gpt" (causal), "encoder" (BERT-style) or
-    "encoder_decoder" (the Transformer)."""
-    arch = model_cfg.get("arch", "gpt")
-    if arch == "gpt":
-        from lit_llm.models.gpt import GPT, GPTConfig
-
-        return GPT(GPTConfig.from_dict(model_cfg))
-    if arch == "encoder":
-        from lit_llm.models.encoder import Encoder, EncoderConfig
-
-        return Encoder(EncoderConfig.from_dict(model_cfg))
-    if arch == "encoder_decoder":
-        from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
-
-        return EncoderDecoder(EncoderDecoderConfig.from_dict(model_cfg))
-    raise ConfigError(f"model.arch={arch!r} is not a backbone; use gpt, encoder or encoder_decoder")
-
-
 class BackboneTask(pl.LightningModule):
     """What every task shares: a backbone built from `model` (a config dict), AdamW + warmup/cosine,
     self-contained checkpoints (backbone config + tokenizer) and an exactly resumable RNG stream."""
@@ -113,6 +102,10 @@ class BackboneTask(pl.LightningModule):
         # Kept out of nn.Module registration so the compiled wrapper adds no state_dict keys.
         self.__dict__["_compiled"] = torch.compile(self.backbone) if compile else self.backbone
         self.last_val_step: int | None = None
+        # The run's data/task settings (lit_llm.run sets them), saved in checkpoints for pipelines/evaluate.py.
+        self.run_config: dict[str, Any] | None = None
+        # Exact definitions of logged metrics that only the run knows (e.g. the sacreBLEU signature): run.json, reports.
+        self.metric_info: dict[str, Any] = {}
         # Per-example test records ({split: {column: [values]}}) and a sha256 of every test batch
         # (token ids and labels, in order): what `lit_llm.reporting.report` bootstraps and fingerprints.
         self.records: dict[str, dict[str, list]] = {}
@@ -179,6 +172,33 @@ class BackboneTask(pl.LightningModule):
         """{split: sha256 of the evaluated batches} of the last test run."""
         return {split: h.hexdigest() for split, h in self._test_hashes.items()}
 
+    # -- hooks: what a run writes and reports for this task (lit_llm.run, lit_llm.reporting) --------
+    def report_statistics(self) -> dict[str, Any]:
+        """{logged test metric: lit_llm.metrics.bootstrap.Statistic} from `records`, for the report's
+        bootstrap intervals; {} when the task has no per-example metric."""
+        return {}
+
+    def report_examples(self) -> dict[str, dict[str, Any]]:
+        """Examples to rank for the report's worst/best lists, from `records`: {split: {"score": what
+        ranks them, "scores": [one per example], "rows": [a dict of fields per example]}}."""
+        return {}
+
+    def report_plots(self, out_dir: Path) -> dict[str, str]:
+        """Task plots written under `out_dir/plots/`: {title: path relative to out_dir}."""
+        return {}
+
+    def write_outputs(self, out_dir: Path) -> None:
+        """Files beside metrics.json after a test (predictions, confusion matrix)."""
+
+    def baselines(self, datamodule) -> dict[str, float]:
+        """Reference points computed from the data alone (e.g. a unigram perplexity), logged with the metrics."""
+        return {}
+
+    def generate_sample(self, tokenizer, prompt: str, max_new_tokens: int, temperature: float,
+                        top_k: int | None, seed: int, num_samples: int = 1) -> str | None:
+        """Text the model writes from `prompt` (the GenerateSamples callback); None: this task does not generate."""
+        return None
+
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.last_val_step = self.global_step  # run.train validates again only if training went on
@@ -197,7 +217,7 @@ class BackboneTask(pl.LightningModule):
             "tokenizer_json": self.tokenizer_json,
             "tokenizer_fingerprint": sha256_text(self.tokenizer_json) if self.tokenizer_json else None,
             # the run's data/task settings, so pipelines/evaluate.py needs nothing but the checkpoint
-            "run_config": getattr(self, "run_config", None),
+            "run_config": self.run_config,
         }
         checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

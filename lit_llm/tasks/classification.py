@@ -1,6 +1,8 @@
 """Sequence classification: a pooled backbone representation, dropout and a linear head."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -8,6 +10,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from lit_llm.errors import ConfigError
+from lit_llm.metrics import bootstrap as bs
 from lit_llm.tasks.base import BackboneTask
 
 POOLINGS = ("cls", "last", "mean")
@@ -28,8 +31,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) ->
 
 
 class ClassificationTask(BackboneTask):
-    """Accuracy, macro-F1 and per-class F1 from torchmetrics; the test confusion matrix is kept
-    (`self.confusion`) for run.train to save with the test metrics."""
+    """Accuracy, macro-F1 and per-class F1 from torchmetrics (`test/<split>/acc`, `.../f1_macro`,
+    `.../f1/<label>`); the test confusion matrix is kept (`confusion`) and written by `write_outputs`."""
 
     task_kind = "classification"
 
@@ -55,15 +58,15 @@ class ClassificationTask(BackboneTask):
         self.head = nn.Linear(self.config.n_embd, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        metrics = MetricCollection({
-            "acc": MulticlassAccuracy(num_labels, average="micro"),
-            "f1_macro": MulticlassF1Score(num_labels, average="macro"),
-        })
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.test_f1_per_class = MulticlassF1Score(num_labels, average=None)
-        self.test_confusion = MulticlassConfusionMatrix(num_labels)
-        self.confusion: list[list[int]] | None = None
+        self.num_labels = num_labels
+        self.val_metrics = self._metrics("val/")
+        self.test_metrics = nn.ModuleList()  # per test dataloader, built in on_test_start
+        # the test confusion matrix of every test split, {split: rows true, columns predicted}
+        self.confusion: dict[str, list[list[int]]] = {}
+
+    def _metrics(self, prefix: str) -> MetricCollection:
+        return MetricCollection({"acc": MulticlassAccuracy(self.num_labels, average="micro"),
+                                 "f1_macro": MulticlassF1Score(self.num_labels, average="macro")}, prefix=prefix)
 
     def forward(self, batch: dict) -> torch.Tensor:
         mask = batch.get("attention_mask")
@@ -85,29 +88,74 @@ class ClassificationTask(BackboneTask):
         self.val_metrics.update(logits, batch["labels"])
         self.log_dict(self.val_metrics, prog_bar=True, on_epoch=True)
 
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        self.test_metrics = nn.ModuleList(
+            nn.ModuleDict({"scores": self._metrics(f"test/{name}/"),
+                           "f1_per_class": MulticlassF1Score(self.num_labels, average=None),
+                           "confusion": MulticlassConfusionMatrix(self.num_labels)})
+            for name in self.test_names()).to(self.device)
+        self.confusion = {}
+
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        logits = self(batch)
-        self.log_mean("test/loss", F.cross_entropy(logits, batch["labels"]), len(logits))
-        self.test_metrics.update(logits, batch["labels"])
-        self.log_dict(self.test_metrics, on_epoch=True)
-        self.test_f1_per_class.update(logits, batch["labels"])
-        self.test_confusion.update(logits, batch["labels"])
+        split, metrics = self.test_split(dataloader_idx), self.test_metrics[dataloader_idx]
+        logits, labels = self(batch), batch["labels"]
+        self.log_mean(f"test/{split}/loss", F.cross_entropy(logits, labels), len(logits), add_dataloader_idx=False)
+        metrics["scores"].update(logits, labels)
+        self.log_dict(metrics["scores"], on_epoch=True, add_dataloader_idx=False)
+        metrics["f1_per_class"].update(logits, labels)
+        metrics["confusion"].update(logits, labels)
         probs = logits.softmax(-1)
-        self.record(self.test_split(dataloader_idx), pred=logits.argmax(-1), label=batch["labels"],
-                    p_true=probs.gather(1, batch["labels"][:, None])[:, 0].double())
+        self.record(split, pred=logits.argmax(-1), label=labels, p_true=probs.gather(1, labels[:, None])[:, 0].double())
 
     def on_test_epoch_end(self) -> None:
-        per_class = self.test_f1_per_class.compute()
-        for name, value in zip(self.label_names, per_class):
-            self.log(f"test/f1/{name}", value)
-        self.confusion = self.test_confusion.compute().tolist()
-        dm = getattr(self.trainer, "datamodule", None)
-        for split, rec in self.records.items():  # the texts, for the report's worst/best examples
-            raw = getattr(dm, "raw", None)
-            if raw is not None and split in raw and self.trainer.world_size == 1:
-                rows = raw[split].select(range(len(rec["pred"])))
+        dm = self.trainer.datamodule
+        for split, metrics in zip(self.test_names(), self.test_metrics):
+            for name, value in zip(self.label_names, metrics["f1_per_class"].compute()):
+                self.log(f"test/{split}/f1/{name}", value)
+            self.confusion[split] = metrics["confusion"].compute().tolist()
+            metrics["f1_per_class"].reset()
+            metrics["confusion"].reset()
+            rec = self.records.get(split)
+            if rec and dm is not None and split in dm.raw and self.trainer.world_size == 1:
+                rows = dm.raw[split].select(range(len(rec["pred"])))  # the texts, for worst/best examples
                 rec["text"] = rows["text"]
                 if "text_pair" in rows.column_names:
                     rec["text_pair"] = rows["text_pair"]
-        self.test_f1_per_class.reset()
-        self.test_confusion.reset()
+
+    # -- hooks (BackboneTask) --------------------------------------------------------------------
+    def report_statistics(self) -> dict[str, bs.Statistic]:
+        out = {}
+        for split, rec in self.records.items():
+            if rec.get("pred"):
+                out[f"test/{split}/acc"] = bs.accuracy_statistic(rec["pred"], rec["label"])
+                out[f"test/{split}/f1_macro"] = bs.macro_f1_statistic(rec["pred"], rec["label"], self.num_labels)
+        return out
+
+    def report_examples(self) -> dict[str, dict]:
+        out = {}
+        for split, rec in self.records.items():
+            if not rec.get("text"):
+                continue
+            texts = rec["text"] if "text_pair" not in rec else [f"{t} ||| {p}" for t, p in zip(rec["text"], rec["text_pair"])]
+            out[split] = {"score": "probability of the true class", "scores": rec["p_true"],
+                          "rows": [{"text": t, "label": self.label_names[y], "predicted": self.label_names[p]}
+                                   for t, y, p in zip(texts, rec["label"], rec["pred"])]}
+        return out
+
+    def write_outputs(self, out_dir: Path) -> None:
+        """`test_confusion_matrix.json` (the first test split; further ones `test_confusion_matrix_<split>.json`)."""
+        from lit_llm.utils_io import atomic_write_json
+
+        for i, (split, matrix) in enumerate(self.confusion.items()):
+            name = "test_confusion_matrix.json" if i == 0 else f"test_confusion_matrix_{split}.json"
+            atomic_write_json(Path(out_dir) / name, {"labels": self.label_names, "rows_true_cols_predicted": matrix})
+
+    def report_plots(self, out_dir: Path) -> dict[str, str]:
+        from lit_llm.reporting import plots
+
+        if not self.confusion:
+            return {}
+        plots.confusion_matrix(next(iter(self.confusion.values())), self.label_names,
+                               Path(out_dir) / "plots" / "confusion_matrix.png")
+        return {"confusion matrix": "plots/confusion_matrix.png"}

@@ -1,11 +1,13 @@
 """Causal language modelling: next-token cross-entropy on a GPT backbone."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.text import Perplexity
 
+from lit_llm.metrics import bootstrap as bs
 from lit_llm.tasks.base import BackboneTask
 
 IGNORE_INDEX = -100
@@ -47,7 +49,7 @@ class CausalLMTask(BackboneTask):
         self.log_mean("val/loss", loss, (batch["labels"] != IGNORE_INDEX).sum(), prog_bar=True)
         self.log("val/ppl", self.val_ppl, prog_bar=True, on_epoch=True)
 
-    DEFAULT_TEST_NAME = "heldout"
+    DEFAULT_TEST_NAME = "validation"
 
     def on_test_start(self) -> None:
         super().on_test_start()
@@ -67,3 +69,28 @@ class CausalLMTask(BackboneTask):
         self.record(name, nll=nll.double().sum(1), tokens=tokens)
         self.log_mean(f"test/{name}/loss", loss, tokens.sum(), add_dataloader_idx=False)
         self.log(f"test/{name}/ppl", metric, on_epoch=True, add_dataloader_idx=False)
+
+    # -- hooks (BackboneTask) --------------------------------------------------------------------
+    def report_statistics(self) -> dict[str, bs.Statistic]:
+        return {f"test/{split}/ppl": bs.perplexity_statistic(rec["nll"], rec["tokens"])
+                for split, rec in self.records.items() if rec.get("tokens")}
+
+    def baselines(self, datamodule) -> dict[str, float]:
+        """What a model that ignores context reaches on the same tokens: a unigram model of the training
+        tokens (add-one smoothing) on the validation split and on each extra evaluation corpus."""
+        from lit_llm.metrics.baselines import unigram_perplexity
+
+        def targets(split: str) -> np.ndarray:  # the predicted tokens of a packed split
+            return datamodule.blocks[split][:, 1:]
+
+        train, vocab = targets("train"), datamodule.tokenizer.get_vocab_size()
+        out = {"baseline/unigram_ppl": unigram_perplexity(train, targets("validation"), vocab)}
+        for name in datamodule.test_names[1:]:
+            out[f"baseline/{name}/unigram_ppl"] = unigram_perplexity(train, targets(f"eval_{name}"), vocab)
+        return out
+
+    def generate_sample(self, tokenizer, prompt: str, max_new_tokens: int, temperature: float,
+                        top_k: int | None, seed: int, num_samples: int = 1) -> str:
+        from lit_llm.inference import sample_text
+
+        return sample_text(self.backbone, tokenizer, prompt, max_new_tokens, temperature, top_k, seed, num_samples)

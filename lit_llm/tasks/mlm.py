@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
+from lit_llm.metrics import DEFINITIONS
+from lit_llm.metrics import bootstrap as bs
 from lit_llm.tasks.base import BackboneTask
 
 IGNORE_INDEX = -100
@@ -51,10 +53,10 @@ class MaskedLMTask(BackboneTask):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def _eval(self, batch: dict, stage: str, ppl, acc) -> None:
+    def _eval(self, batch: dict, prefix: str, ppl, acc) -> None:
         logits, targets, loss = self._step(batch)
         predicted = logits.argmax(-1)
-        if stage == "test":  # per block: summed NLL, masked tokens, correct predictions
+        if prefix != "val":  # test: per block summed NLL, masked tokens and correct predictions
             labels = batch["labels"]
             block = (labels != IGNORE_INDEX).nonzero()[:, 0]
             zeros = torch.zeros(len(labels), dtype=torch.float64, device=labels.device)
@@ -64,13 +66,23 @@ class MaskedLMTask(BackboneTask):
                         correct=zeros.index_add(0, block, correct))
         ppl.update(logits[None], targets[None])  # Perplexity wants (batch, seq, vocab)
         acc.update(predicted, targets)
-        self.log_mean(f"{stage}/loss", loss, len(targets), prog_bar=stage == "val")
-        self.log(f"{stage}/ppl", ppl, on_epoch=True)
-        self.log(f"{stage}/masked_acc", acc, prog_bar=stage == "val", on_epoch=True)
+        self.log_mean(f"{prefix}/loss", loss, len(targets), prog_bar=prefix == "val", add_dataloader_idx=False)
+        self.log(f"{prefix}/ppl", ppl, prog_bar=False, on_epoch=True, add_dataloader_idx=False)
+        self.log(f"{prefix}/masked_acc", acc, prog_bar=prefix == "val", on_epoch=True, add_dataloader_idx=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval(batch, "val", self.val_ppl, self.val_acc)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx == 0:  # the held-out split; extra corpora are for causal LMs
-            self._eval(batch, "test", self.test_ppl, self.test_acc)
+            self._eval(batch, f"test/{self.test_split(0)}", self.test_ppl, self.test_acc)
+
+    # -- hooks (BackboneTask) --------------------------------------------------------------------
+    def report_statistics(self) -> dict[str, bs.Statistic]:
+        out = {}
+        for split, rec in self.records.items():
+            if rec.get("tokens"):
+                out[f"test/{split}/ppl"] = bs.perplexity_statistic(rec["nll"], rec["tokens"])
+                out[f"test/{split}/masked_acc"] = bs.ratio_statistic(rec["correct"], rec["tokens"],
+                                                                     DEFINITIONS["masked_acc"])
+        return out

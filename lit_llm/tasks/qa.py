@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics.text import SQuAD
 
 from lit_llm.errors import ConfigError
+from lit_llm.metrics import bootstrap as bs
 from lit_llm.tasks.base import BackboneTask
 
 
@@ -130,7 +131,7 @@ class QuestionAnsweringTask(BackboneTask):
         super().on_validation_epoch_end()
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        split = self.trainer.datamodule.eval_split("test", dataloader_idx)
+        split = self.test_split(dataloader_idx)
         loss = self._collect(batch, split)
         self.log_mean(f"test/{split}/loss", loss, len(batch["input_ids"]), add_dataloader_idx=False)
 
@@ -138,7 +139,19 @@ class QuestionAnsweringTask(BackboneTask):
         for split in list(self._spans):
             self._score(split, f"test/{split}")
 
-    def write_predictions(self, out_dir: Path) -> None:
+    # -- hooks (BackboneTask) --------------------------------------------------------------------
+    def report_statistics(self) -> dict[str, bs.Statistic]:
+        return {f"test/{split}/{name}": stat for split, rec in self.records.items() if rec.get("prediction")
+                for name, stat in bs.squad_statistics(rec["prediction"], rec["references"]).items()}
+
+    def report_examples(self) -> dict[str, dict]:
+        return {split: {"score": "SQuAD F1 of the question",
+                        "scores": bs.sentence_scores("squad_f1", rec["prediction"], rec["references"]),
+                        "rows": [{"id": i, "question": q, "predicted": p, "references": refs} for i, q, p, refs
+                                 in zip(rec["id"], rec["question"], rec["prediction"], rec["references"])]}
+                for split, rec in self.records.items() if rec.get("prediction")}
+
+    def write_outputs(self, out_dir: Path) -> None:
         """{question id: answer} per test set, the official SQuAD evaluation format: the first test
         set in `predictions.json`, each further one in `predictions_<name>.json`."""
         from lit_llm.utils_io import atomic_write_json

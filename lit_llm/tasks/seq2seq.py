@@ -3,7 +3,7 @@
 Training: teacher forcing, cross-entropy on the target tokens (labels -100 on padding), optional
 label smoothing. Validation: the same loss without smoothing (`val/loss`) and, with
 `generate_on_validation`, generated text scored like the test split. Test: generation with
-`generation` options (see `lit_llm.models.generation.GENERATION_OPTIONS`), scored by `metric`:
+`generation` options (see `lit_llm.models.decoding.GENERATION_OPTIONS`), scored by `metric`:
 `bleu` (SacreBLEU + chrF + the BLEU signature) or `rouge` (ROUGE-1/2/L/Lsum); every prediction is
 kept next to its source and references (`predictions`, written as `predictions.jsonl`). `none`: no
 generation, the loss only (denoising pretraining on a corpus, `data.objective=denoise`).
@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from lit_llm.errors import ConfigError
-from lit_llm.metrics.generation import ROUGE_SETTINGS, summarization_scores, translation_scores
-from lit_llm.models.generation import GENERATION_OPTIONS, generate_seq2seq
+from lit_llm.metrics import bootstrap as bs
+from lit_llm.metrics.text_overlap import ROUGE_SETTINGS, summarization_scores, translation_scores
+from lit_llm.models.decoding import GENERATION_OPTIONS, generate_seq2seq
 from lit_llm.tasks.base import BackboneTask
 from lit_llm.tokenization import BOS, EOS, PAD
 
@@ -51,7 +52,6 @@ class Seq2SeqTask(BackboneTask):
         self.generate_on_validation = bool(generate_on_validation) and metric != "none"
         self._generated: dict[str, list[tuple[int, list[int]]]] = {}
         self.predictions: dict[str, list[dict]] = {}
-        self.metric_info: dict[str, str] = {}
         self._tok: Tokenizer | None = None
 
     # -- tokens
@@ -127,21 +127,53 @@ class Seq2SeqTask(BackboneTask):
         super().on_validation_epoch_end()
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        names = self.trainer.datamodule.test_names
-        split = names[dataloader_idx]
-        self._eval_loss(batch, "test" if len(names) == 1 else f"test/{split}")
+        split = self.test_split(dataloader_idx)
+        self._eval_loss(batch, f"test/{split}")
         if self.metric != "none":
             self._generate(batch, split)
 
     def on_test_epoch_end(self) -> None:
         for split in list(self._generated):
-            self._score(split, "test")
+            self._score(split, f"test/{split}")
 
-    def write_predictions(self, out_dir: Path) -> None:
-        """`predictions.jsonl`: one line per test example (source, prediction, references)."""
+    # -- hooks (BackboneTask) --------------------------------------------------------------------
+    def report_statistics(self) -> dict[str, bs.Statistic]:
+        out = {}
+        for split, rec in self.records.items():
+            if not rec.get("prediction"):
+                continue
+            if self.metric == "bleu":
+                out[f"test/{split}/bleu"] = bs.bleu_statistic(rec["prediction"], rec["references"])
+                out[f"test/{split}/chrf"] = bs.chrf_statistic(rec["prediction"], rec["references"])
+            elif self.metric == "rouge":
+                for name, stat in bs.rouge_statistics(rec["prediction"], rec["references"]).items():
+                    out[f"test/{split}/{name}"] = stat
+        return out
+
+    def report_examples(self) -> dict[str, dict]:
+        kind = "bleu" if self.metric == "bleu" else "rouge"
+        return {split: {"score": "sentence BLEU (sacreBLEU, exp smoothing)" if kind == "bleu" else
+                        "ROUGE-L F of the example",
+                        "scores": bs.sentence_scores(kind, rec["prediction"], rec["references"]),
+                        "rows": [{"source": s, "predicted": p, "reference": refs[0]}
+                                 for s, p, refs in zip(rec["source"], rec["prediction"], rec["references"])]}
+                for split, rec in self.records.items() if rec.get("prediction")}
+
+    def report_plots(self, out_dir: Path) -> dict[str, str]:
+        from lit_llm.reporting import plots
+
+        rec = next((r for r in self.records.values() if r.get("gen_tokens")), None)
+        if rec is None:
+            return {}
+        plots.length_histogram({"generated": rec["gen_tokens"], "reference": rec.get("reference_tokens", [])},
+                               Path(out_dir) / "plots" / "generation_lengths.png")
+        return {"generation lengths": "plots/generation_lengths.png"}
+
+    def write_outputs(self, out_dir: Path) -> None:
+        """`predictions.jsonl`: one line per example of the first test set (source, prediction, references)."""
         from lit_llm.utils_io import atomic_write_text
 
-        for split, rows in self.predictions.items():
+        for rows in self.predictions.values():
             atomic_write_text(Path(out_dir) / "predictions.jsonl",
                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             break

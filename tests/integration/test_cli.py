@@ -95,4 +95,4 @@ def test_ddp_sim_encoder_classifier(tmp_path, cache_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "completed" and run["global_step"] == 4
-    assert "test/acc" in json.loads((run_dir / "metrics.json").read_text())
+    assert "test/test/acc" in json.loads((run_dir / "metrics.json").read_text())

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from lit_llm.errors import ConfigError
+from lit_llm.evaluation import evaluate
 from lit_llm.reporting.report import VOLATILE_KEYS
-from lit_llm.run import evaluate, train
+from lit_llm.run import train
 from tests.conftest import ROOT
 from tests.integration.test_qa_run import QA
 from tests.integration.test_seq2seq_run import overrides as seq2seq_overrides
@@ -58,16 +59,16 @@ def test_evaluate_cli_reproduces_the_training_runs_test_metrics(compose_train, t
     assert report["checkpoint"] == train_report["checkpoint"]  # the run dir resolves to the tested checkpoint
     assert report["intervals"] == train_report["intervals"]  # the same per-example records
     assert report["data"] == train_report["data"]
-    acc = report["intervals"]["test/acc"]
-    assert acc["n"] == 54 and acc["low"] <= trained["test/acc"] <= acc["high"]
-    assert abs(acc["estimate"] - trained["test/acc"]) < 1e-6
+    acc = report["intervals"]["test/test/acc"]
+    assert acc["n"] == 54 and acc["low"] <= trained["test/test/acc"] <= acc["high"]
+    assert abs(acc["estimate"] - trained["test/test/acc"]) < 1e-6
     assert report["source"] == "evaluate" and train_report["source"] == "train"
     assert {"learning curves", "confusion matrix"} <= set(report["plots"])
     assert all((first / p).is_file() for p in report["plots"].values())
     worst = report["extremes"]["test"]["worst"]
     assert len(worst) == 3 and worst[0]["score"] <= worst[-1]["score"] <= report["extremes"]["test"]["best"][-1]["score"]
     md = (first / "report.md").read_text()
-    assert "| test/acc |" in md and "![confusion matrix](plots/confusion_matrix.png)" in md
+    assert "| test/test/acc |" in md and "![confusion matrix](plots/confusion_matrix.png)" in md
     assert report["git"]["commit"] and report["versions"]["torch"] and report["config"]["ckpt_path"] == str(run)
 
 
@@ -89,9 +90,9 @@ def test_evaluate_each_task_matches_training(kind, compose_train, compose_eval, 
     for key, value in metrics.items():
         assert abs(value - tested[key]) <= 1e-6 * max(1.0, abs(value)), (key, value, tested[key])
     report = _json(tmp_path / "eval" / "report.json")
-    expected = {"clm": {"test/heldout/ppl"}, "mlm": {"test/ppl", "test/masked_acc"},
+    expected = {"clm": {"test/validation/ppl"}, "mlm": {"test/validation/ppl", "test/validation/masked_acc"},
                 "qa": {"test/tiny/em", "test/tiny/f1", "test/again/em", "test/again/f1"},
-                "seq2seq": {"test/bleu", "test/chrf"}}[kind]
+                "seq2seq": {"test/test/bleu", "test/test/chrf"}}[kind]
     assert set(report["intervals"]) == expected
     for name, ci in report["intervals"].items():  # the bootstrap estimate is the logged metric
         assert abs(ci["estimate"] - metrics[name]) <= 1e-4 * max(1.0, abs(metrics[name])), name
@@ -99,14 +100,14 @@ def test_evaluate_each_task_matches_training(kind, compose_train, compose_eval, 
     assert report["notes"] == []
     if kind == "clm":  # split=: the held-out split under its own name, and the training split
         again = evaluate(compose_eval([f"ckpt_path={run}", "limit_batches=2", "split=validation"], tmp_path / "v"))
-        assert again["test/validation/ppl"] == metrics["test/heldout/ppl"]
+        assert again["test/validation/ppl"] == metrics["test/validation/ppl"]
         on_train = evaluate(compose_eval([f"ckpt_path={run}", "limit_batches=2", "split=train"], tmp_path / "t"))
         assert set(on_train) == {"test/train/loss", "test/train/ppl"}
         assert _json(tmp_path / "t" / "report.json")["data"]["fingerprints"]["train"] != \
-            report["data"]["fingerprints"]["heldout"]
+            report["data"]["fingerprints"]["validation"]
     if kind == "seq2seq":
         assert "generation lengths" in report["plots"]
-        assert report["definitions"]["test/bleu"].count("tok:13a")
+        assert report["definitions"]["test/test/bleu"].count("tok:13a")
 
 
 def test_evaluate_generation_options_and_split(compose_train, compose_eval, tmp_path):
@@ -114,7 +115,7 @@ def test_evaluate_generation_options_and_split(compose_train, compose_eval, tmp_
     train(compose_train(seq2seq_overrides(tmp_path) + ["trainer.max_steps=2", "test=false"], run))
     metrics = evaluate(compose_eval([f"ckpt_path={run}/checkpoints/last.ckpt", "split=validation",
                                      "+generation.num_beams=2", "+generation.max_new_tokens=5"], tmp_path / "e"))
-    assert metrics["test/examples"] == 20 and metrics["test/gen_tokens_mean"] <= 5
+    assert metrics["test/validation/examples"] == 20 and metrics["test/validation/gen_tokens_mean"] <= 5
     with pytest.raises(ConfigError, match="split='dev' is not a split of this data.*test, train, validation"):
         evaluate(compose_eval([f"ckpt_path={run}", "split=dev"], tmp_path / "e2"))
 

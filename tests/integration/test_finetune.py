@@ -18,8 +18,8 @@ CLASSIFY = ["data=tiny_sentiment", "tokenizer=bpe", "tokenizer.vocab_size=512", 
 def test_encoder_classifier_learns_tiny_sentiment(compose_train, tmp_path):
     out = tmp_path / "cls"
     metrics = train(compose_train(CLASSIFY + ["model=bert_tiny", "task.pooling=cls"], out, tiny=False))
-    assert metrics["test/acc"] > 0.8  # chance is 0.5 (balanced classes)
-    assert {"test/f1_macro", "test/f1/negative", "test/f1/positive", "val/acc"} <= set(metrics)
+    assert metrics["test/test/acc"] > 0.8  # chance is 0.5 (balanced classes)
+    assert {"test/test/f1_macro", "test/test/f1/negative", "test/test/f1/positive", "val/acc"} <= set(metrics)
     confusion = json.loads((out / "test_confusion_matrix.json").read_text())
     assert confusion["labels"] == ["negative", "positive"]
     assert sum(map(sum, confusion["rows_true_cols_predicted"])) == 54  # every test sentence counted once
@@ -29,7 +29,7 @@ def test_masked_lm_pretraining_then_classification(compose_train, tmp_path):
     mlm = tmp_path / "mlm"
     metrics = train(compose_train(["experiment=quickstart", "model=bert_tiny", "model.block_size=32",
                                    "task=mlm", "data.objective=mlm", "callbacks.generate_samples=null"], mlm))
-    assert {"val/loss", "val/masked_acc", "test/masked_acc", "test/ppl"} <= set(metrics)
+    assert {"val/loss", "val/masked_acc", "test/validation/masked_acc", "test/validation/ppl"} <= set(metrics)
     assert not (mlm / "samples").exists()  # encoders do not generate
 
     out = tmp_path / "cls"
@@ -45,8 +45,8 @@ def test_init_from_copies_the_pretrained_backbone(compose_train, tmp_path):
     train(compose_train(["experiment=quickstart", "test=false"], clm))
     pretrained = load_pretrained(str(clm))
 
-    from lit_llm.tasks.classification import ClassificationTask
     from lit_llm.checkpointing import load_backbone_weights
+    from lit_llm.tasks.classification import ClassificationTask
 
     task = ClassificationTask(model=pretrained.backbone_config, optim={}, num_labels=2, pooling="last")
     line = load_backbone_weights(task.backbone, pretrained)
@@ -58,7 +58,7 @@ def test_init_from_copies_the_pretrained_backbone(compose_train, tmp_path):
     out = tmp_path / "gpt_cls"
     metrics = train(compose_train(CLASSIFY + ["model=gpt_tiny", "model.block_size=64", "task.pooling=last",
                                               "trainer.max_steps=4", f"model.init_from={clm}"], out, tiny=False))
-    assert "test/acc" in metrics
+    assert "test/test/acc" in metrics
 
 
 def test_init_from_with_a_different_tokenizer_file_is_refused(compose_train, tmp_path):

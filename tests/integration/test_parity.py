@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_llm.data.corpus import EvalShardSampler
+from lit_llm.data.loading import EvalShardSampler
 from lit_llm.errors import ConfigError
 from tests.conftest import ROOT, TINY
 

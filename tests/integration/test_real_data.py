@@ -22,7 +22,7 @@ def test_shakespeare_char_and_bpe(compose_train, tmp_path, experiment):
         assert run["data"]["vocab_size"] == 7 + 65  # special tokens + Tiny Shakespeare's 65 characters
     else:
         assert run["data"]["vocab_size"] == 2048
-    assert metrics["test/heldout/ppl"] > 1.0
+    assert metrics["test/validation/ppl"] > 1.0
 
 
 @pytest.mark.slow
@@ -31,6 +31,6 @@ def test_gutenberg_reports_heldout_and_wikitext2(compose_train, tmp_path):
     out = tmp_path / "gutenberg"
     metrics = train(compose_train(["experiment=gutenberg_gpt", "trainer.max_steps=4",
                                    "trainer.limit_test_batches=4"], out))
-    assert {"test/heldout/ppl", "test/wikitext2_test/ppl"} <= set(metrics)
+    assert {"test/validation/ppl", "test/wikitext2_test/ppl"} <= set(metrics)
     run = json.loads((out / "run.json").read_text())
     assert run["data"]["vocab_size"] == 8192

@@ -33,8 +33,8 @@ def overrides(tmp_path):
 def test_seq2seq_run_generates_scores_and_writes_predictions(compose_train, tmp_path):
     out = tmp_path / "run"
     metrics = train(compose_train(overrides(tmp_path) + ["task.generation.num_beams=2"], out))
-    assert {"val/loss", "val/bleu", "val/chrf", "test/loss", "test/bleu", "test/chrf", "test/examples"} <= set(metrics)
-    assert metrics["test/examples"] == 20 and 0 <= metrics["test/bleu"] <= 100
+    assert {"val/loss", "val/bleu", "val/chrf", "test/test/loss", "test/test/bleu", "test/test/chrf", "test/test/examples"} <= set(metrics)
+    assert metrics["test/test/examples"] == 20 and 0 <= metrics["test/test/bleu"] <= 100
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == 20 and set(lines[0]) == {"index", "source", "prediction", "references"}
     assert lines[0]["references"][0] == " ".join(EN[w] for w in lines[0]["source"].split())
@@ -55,12 +55,12 @@ def test_denoising_pretraining_then_translation_from_it(compose_train, tmp_path)
     metrics = train(compose_train(["experiment=quickstart", "model=t5_tiny", "model.block_size=40", "data.block_size=32", "task=seq2seq",
                                    "task.metric=none", "data.objective=denoise", "data.mlm_probability=0.3",
                                    "callbacks.generate_samples=null"], pre))
-    assert {"val/loss", "test/loss", "train/loss"} <= set(metrics)
+    assert {"val/loss", "test/validation/loss", "train/loss"} <= set(metrics)
     out = tmp_path / "mt"
     metrics = train(compose_train(overrides(tmp_path) + [f"model.init_from={pre}", "trainer.max_steps=2",
                                                          "data.max_source_length=40", "data.max_target_length=40",
                                                          "task.generation.max_new_tokens=10"], out))
-    assert "test/bleu" in metrics
+    assert "test/test/bleu" in metrics
     assert json.loads((out / "run.json").read_text())["init_from"] == str(pre)
 
 
@@ -82,7 +82,7 @@ def test_a_tiny_copy_task_is_learned(compose_train, tmp_path):
             "trainer.val_check_interval=800", "trainer.limit_val_batches=1", "trainer.limit_test_batches=null",
             "trainer.enable_progress_bar=false", "callbacks.generate_samples=null"]
     metrics = train(compose_train(args, tmp_path / "copy", tiny=False))
-    assert metrics["test/bleu"] > 90, metrics
+    assert metrics["test/test/bleu"] > 90, metrics
 
 
 def test_generate_pipeline_from_seq2seq_and_gpt_checkpoints(compose_train, tmp_path):

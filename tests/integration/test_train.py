@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from lit_llm.run import train
@@ -19,7 +20,7 @@ def test_run_directory_contract(compose_train, tmp_path):
     out = tmp_path / "run"
     metrics = train(compose_train(["experiment=quickstart"], out))
 
-    for key in ("val/loss", "val/ppl", "train/loss", "test/heldout/ppl", "baseline/unigram_ppl"):
+    for key in ("val/loss", "val/ppl", "train/loss", "test/validation/ppl", "baseline/unigram_ppl"):
         assert key in metrics
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
     assert metrics["val/ppl"] == pytest.approx(torch.exp(torch.tensor(metrics["val/loss"])).item(), rel=1e-3)
@@ -83,9 +84,41 @@ def test_same_seed_deterministic_runs_give_identical_metrics(compose_train, tmp_
     assert (tmp_path / "a" / "metrics.json").read_text() != (tmp_path / "c" / "metrics.json").read_text()
 
 
+class AutocastProbe(pl.Callback):
+    """Records, from inside the backbone's forward in every training step, whether CPU autocast is on, its
+    dtype, the dtype of the backbone's output and of its weights, as JSON lines in `path`. A callback like any
+    other: the test adds it with `+callbacks.autocast_probe._target_=...`."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer, pl_module):
+        def record(module, args, output):
+            if module.training:
+                row = {"autocast": torch.is_autocast_enabled("cpu"), "dtype": str(torch.get_autocast_dtype("cpu")),
+                       "output": str(output.dtype), "weights": str(next(module.parameters()).dtype)}
+                with self.path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+        self._handle = pl_module.backbone.register_forward_hook(record)
+
+    def on_fit_end(self, trainer, pl_module):
+        self._handle.remove()
+
+
 def test_bf16_mixed_on_cpu(compose_train, tmp_path):
-    metrics = train(compose_train(["experiment=quickstart", "trainer.precision=bf16-mixed", "test=false"]))
+    """precision=bf16-mixed really computes in bfloat16: every training step's forward runs under CPU autocast
+    to bfloat16 (logits in bfloat16) while the weights stay float32, and run.json says so."""
+    out, probe = tmp_path / "run", tmp_path / "autocast.jsonl"
+    metrics = train(compose_train(["experiment=quickstart", "trainer.precision=bf16-mixed", "test=false",
+                                   f"+callbacks.autocast_probe._target_={__name__}.AutocastProbe",
+                                   f"+callbacks.autocast_probe.path={probe}"], out))
     assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+    steps = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert len(steps) == 8  # TINY: trainer.max_steps=8, one forward each
+    assert all(s == {"autocast": True, "dtype": "torch.bfloat16", "output": "torch.bfloat16",
+                     "weights": "torch.float32"} for s in steps), steps
+    assert json.loads((out / "run.json").read_text())["perf"]["precision"] == "bf16-mixed"
 
 
 def test_rope_and_tensorboard(compose_train, tmp_path):
@@ -103,8 +136,8 @@ def test_fast_dev_run(compose_train, tmp_path):
 
 
 def test_checkpoint_loads_again_without_config(compose_train, tmp_path):
-    from lit_llm.callbacks import sample_text
     from lit_llm.checkpointing import load_backbone
+    from lit_llm.inference import sample_text
 
     out = tmp_path / "run"
     train(compose_train(["experiment=quickstart", "test=false"], out))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_llm.metrics import bootstrap as bs
-from lit_llm.metrics.generation import summarization_scores, translation_scores
+from lit_llm.metrics.text_overlap import summarization_scores, translation_scores
 
 sacrebleu = pytest.importorskip("sacrebleu")
 pytest.importorskip("rouge_score")

@@ -1,4 +1,6 @@
-"""Every experiment, trainer, debug and logger config composes, resolves and instantiates."""
+"""Every experiment, trainer, debug and logger config composes, resolves and instantiates; the shared
+defaults (task/optim, report) compose to the values each task and pipeline had, and the debug modes set
+what they exist for."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +13,40 @@ from tests.conftest import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml"))
 TRAINERS = sorted(p.stem for p in Path(CONF_DIR, "trainer").glob("*.yaml"))
+TASKS = sorted(p.stem for p in Path(CONF_DIR, "task").glob("*.yaml"))
+
+# task.optim of each task config: conf/task/optim/adamw.yaml plus the task's own values
+_ADAMW = {"lr": 1.0e-3, "weight_decay": 0.01, "betas": [0.9, 0.98], "eps": 1.0e-6, "warmup_steps": 100,
+          "min_lr_ratio": 0.0, "decay_steps": 0, "backbone_lr_scale": 1.0}
+TASK_OPTIM = {
+    "clm": {**_ADAMW, "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1.0e-8, "min_lr_ratio": 0.1},
+    "mlm": {**_ADAMW, "min_lr_ratio": 0.1},
+    "classification": {**_ADAMW, "lr": 5.0e-4, "warmup_steps": 50},
+    "qa": {**_ADAMW, "lr": 5.0e-4},
+    "seq2seq": {**_ADAMW, "warmup_steps": 200},
+}
+TASK_OF_TARGET = {"CausalLMTask": "clm", "MaskedLMTask": "mlm", "ClassificationTask": "classification",
+                  "QuestionAnsweringTask": "qa", "Seq2SeqTask": "seq2seq"}
+# experiments that change task.optim (the others keep their task's)
+EXPERIMENT_OPTIM = {
+    "quickstart": {"lr": 3.0e-3, "warmup_steps": 50},
+    "shakespeare_gpt": {"lr": 2.0e-3, "warmup_steps": 50},
+    "shakespeare_gpt_bpe": {"lr": 2.0e-3, "warmup_steps": 50},
+    "gutenberg_gpt": {"lr": 1.0e-3, "warmup_steps": 200},
+}
+REPORT = {"enabled": True, "resamples": 1000, "confidence": 0.95, "seed": 0, "examples": 3}
+
+
+def _leaves(cfg) -> dict:
+    """{dotted key: value} of every leaf of a config (lists are leaves), interpolations unresolved."""
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    return dict(walk(OmegaConf.to_container(cfg, resolve=False), ""))
 
 
 def test_required_experiments_exist():
@@ -24,10 +60,9 @@ def test_experiment_composes_and_resolves(compose_train, experiment):
     cfg = compose_train([f"experiment={experiment}"], tiny=False)
     OmegaConf.resolve(cfg)  # every interpolation resolves (paths, seeds, package files)
     assert cfg.task_name == experiment
-    from lit_llm.run import data_length
-
-    assert data_length(cfg.data)[1] <= cfg.model.block_size
-    instantiate(cfg.data, cache_dir=cfg.paths.cache_dir, _convert_="all")
+    dm = instantiate(cfg.data, cache_dir=cfg.paths.cache_dir, _convert_="all")
+    key, length = dm.max_sequence_length()
+    assert key.startswith("data.") and length <= cfg.model.block_size
 
 
 def test_data_dir_follows_environment(compose_train, monkeypatch, tmp_path):
@@ -46,10 +81,77 @@ def test_cpu_trainers_instantiate(compose_train, trainer):
     assert t.num_devices == (2 if trainer == "ddp_sim" else 1)
 
 
-@pytest.mark.parametrize("debug", ["fast_dev_run", "overfit", "limit"])
-def test_debug_configs_compose(compose_train, debug):
-    cfg = compose_train(["experiment=quickstart", f"debug={debug}"], tiny=False)
+# what each debug mode exists for: every key it sets, and nothing else
+DEBUG_SETTINGS = {
+    # one training and one validation batch, no test: does the code run at all?
+    "fast_dev_run": {"trainer.fast_dev_run": True, "test": False},
+    # one batch again and again, no weight decay nor warmup: can the model learn at all?
+    "overfit": {"trainer.overfit_batches": 1, "trainer.max_steps": 100, "trainer.val_check_interval": 50,
+                "trainer.limit_val_batches": 1, "task.optim.warmup_steps": 0, "task.optim.weight_decay": 0.0,
+                "test": False},
+    # a short complete run, test included
+    "limit": {"trainer.max_steps": 20, "trainer.val_check_interval": 10, "trainer.limit_val_batches": 2,
+              "trainer.limit_test_batches": 2, "task.optim.warmup_steps": 2},
+}
+
+
+@pytest.mark.parametrize("experiment", ["quickstart", "sst2_bert"])
+@pytest.mark.parametrize("debug", sorted(DEBUG_SETTINGS))
+def test_debug_configs_set_what_they_exist_for(compose_train, debug, experiment):
+    """A debug mode applies over any experiment (it comes after it in train.yaml's defaults): its keys win over
+    the recipe's, and it changes nothing else (task_name aside, so that its runs go under outputs/debug/)."""
+    assert set(DEBUG_SETTINGS) == {p.stem for p in Path(CONF_DIR, "debug").glob("*.yaml")}
+    plain = _leaves(compose_train([f"experiment={experiment}"], tiny=False))
+    cfg = compose_train([f"experiment={experiment}", f"debug={debug}"], tiny=False)
     assert cfg.task_name == "debug"
+    debugged = _leaves(cfg)
+    changed = {k: v for k, v in debugged.items() if plain.get(k, "<absent>") != v}
+    expected = DEBUG_SETTINGS[debug]
+    assert {k: v for k, v in changed.items() if k != "task_name"} == {k: v for k, v in expected.items()
+                                                                       if plain.get(k, "<absent>") != v}
+    for key, value in expected.items():
+        assert OmegaConf.select(cfg, key) == value, key
+    assert set(debugged) - set(plain) <= set(expected)  # only keys of its own are new
+
+
+@pytest.mark.parametrize("task", sorted(TASK_OPTIM))
+def test_task_optim_is_the_shared_adamw_plus_the_tasks_own(compose_train, task):
+    assert TASKS == sorted(TASK_OPTIM)
+    cfg = compose_train([f"task={task}"], tiny=False)
+    assert OmegaConf.to_container(cfg.task.optim) == TASK_OPTIM[task]
+    assert list(cfg.task.optim) == list(_ADAMW)  # one key order for every task (conf/task/optim/adamw.yaml)
+    from lit_llm.tasks.base import OptimConfig
+
+    OptimConfig(**cfg.task.optim)  # every key is an OptimConfig field
+
+
+def test_optim_defaults_in_code_are_the_shared_config_file():
+    from dataclasses import asdict
+
+    from lit_llm.tasks.base import OptimConfig
+
+    shared = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "task" / "optim" / "adamw.yaml"))
+    assert asdict(OptimConfig()) == {**shared, "betas": tuple(shared["betas"])}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_optim(compose_train, experiment):
+    cfg = compose_train([f"experiment={experiment}"], tiny=False)
+    task = TASK_OF_TARGET[cfg.task._target_.rsplit(".", 1)[-1]]
+    assert OmegaConf.to_container(cfg.task.optim) == {**TASK_OPTIM[task], **EXPERIMENT_OPTIM.get(experiment, {})}
+
+
+def test_optim_overrides_from_the_command_line(compose_train):
+    cfg = compose_train(["experiment=sst2_bert", "task.optim.lr=2e-3", "task.optim.betas=[0.8,0.9]"], tiny=False)
+    assert cfg.task.optim == {**TASK_OPTIM["classification"], "lr": 2e-3, "betas": [0.8, 0.9]}
+
+
+def test_report_settings_are_shared_by_train_and_eval(compose_train, compose_eval, tmp_path):
+    assert OmegaConf.to_container(compose_train([], tiny=False).report) == REPORT
+    assert OmegaConf.to_container(compose_eval([], tmp_path).report) == REPORT
+    overrides = ["report.resamples=50", "report.enabled=false"]
+    assert compose_train(overrides, tiny=False).report == {**REPORT, "resamples": 50, "enabled": False}
+    assert compose_eval(overrides, tmp_path).report == {**REPORT, "resamples": 50, "enabled": False}
 
 
 def test_quickstart_corpus_ships_with_the_package(compose_train):

@@ -18,10 +18,10 @@ from lit_llm.data import corpus as corpus_mod
 from lit_llm.data import sources
 from lit_llm.data.corpus import (
     CorpusDataModule,
-    ResumableRandomSampler,
     collate_blocks,
     pack_blocks,
 )
+from lit_llm.data.loading import ResumableRandomSampler
 from lit_llm.data.sources import hub_offline_mode, load_text_dataset
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import token_id, train_char
@@ -321,7 +321,7 @@ def test_rows_split_is_seeded_and_complete(tmp_path):
 def test_tail_split_matches_nanogpt(tmp_path):
     text = "".join(chr(ord("a") + i % 26) for i in range(1000)) + "\n"
     path = write(tmp_path / "doc.txt", text)
-    raw = make_dm(tmp_path, path, sample_by="document", split="tail", val_fraction=0.1).load_raw()
+    raw = make_dm(tmp_path, path, sample_by="document", holdout="tail", val_fraction=0.1).load_raw()
     n = len(text)
     assert texts(raw["train"]) == [text[: int(n * 0.9)]]
     assert texts(raw["validation"]) == [text[int(n * 0.9):]]
@@ -335,7 +335,7 @@ def test_data_fingerprint_covers_the_split(tmp_path):
         dm.load_raw()
         return dm.data_fingerprint
 
-    fps = {fingerprint(), fingerprint(val_fraction=0.2), fingerprint(split_seed=1), fingerprint(split="tail")}
+    fps = {fingerprint(), fingerprint(val_fraction=0.2), fingerprint(split_seed=1), fingerprint(holdout="tail")}
     assert len(fps) == 4 and fingerprint() == fingerprint()
 
 
@@ -344,10 +344,10 @@ def test_split_config_errors(tmp_path):
     for bad in (0, 1, 1.5, -0.1):
         with pytest.raises(ConfigError, match=r"data\.val_fraction"):
             make_dm(tmp_path, path, val_fraction=bad).load_raw()
-    with pytest.raises(ConfigError, match=r"data\.split=tail"):
+    with pytest.raises(ConfigError, match=r"data\.holdout=tail"):
         make_dm(tmp_path, write(tmp_path / "d.txt", "one document"), sample_by="document").load_raw()
-    with pytest.raises(ConfigError, match=r"data\.split='random'"):
-        make_dm(tmp_path, path, split="random")
+    with pytest.raises(ConfigError, match=r"data\.holdout='random'"):
+        make_dm(tmp_path, path, holdout="random")
     with pytest.raises(ConfigError, match=r"no 'train' split"):
         make_dm(tmp_path, {"validation": path}).load_raw()
 
@@ -360,7 +360,7 @@ def test_existing_validation_and_test_splits_are_used(tmp_path):
     raw = dm.load_raw()
     assert list(raw) == ["train", "validation", "eval_test", "eval_extra"]
     assert texts(raw["train"]) == DOCS and texts(raw["validation"]) == ["held out text"]
-    assert dm.test_names == ["heldout", "test", "extra"]
+    assert dm.test_names == ["validation", "test", "extra"]
 
 
 def test_tokenize_pack_and_loaders(tmp_path):
@@ -389,7 +389,7 @@ def test_tokenize_pack_and_loaders(tmp_path):
     val = list(dm.val_dataloader())
     assert sum(len(b["input_ids"]) for b in val) == len(dm.blocks["validation"])
     tests = dm.test_dataloader()
-    assert dm.test_names == ["heldout", "extra"] and len(tests) == 2
+    assert dm.test_names == ["validation", "extra"] and len(tests) == 2
 
 
 def test_block_size_larger_than_a_split_is_a_config_error(tmp_path):
@@ -441,7 +441,7 @@ def test_real_corpus_shakespeare_tail_split(tmp_path):
     path = data / "tinyshakespeare" / "input.txt" if data else None
     if path is None or not path.is_file():
         pytest.skip("tinyshakespeare not found (set LIT_LLM_DATA_DIR or provide ../shared/data)")
-    dm = make_dm(tmp_path, str(path), sample_by="document", split="tail", val_fraction=0.1, block_size=256)
+    dm = make_dm(tmp_path, str(path), sample_by="document", holdout="tail", val_fraction=0.1, block_size=256)
     dm = with_char_tokenizer(dm)
     dm.setup()
     # nanoGPT shakespeare_char: 1,003,854 train and 111,540 val characters (+1 <eos> each here)

@@ -109,8 +109,8 @@ def test_config_errors():
         EncoderConfig(**{**TINY, "n_head": 3})
     with pytest.raises(ConfigError, match="model.activation"):
         EncoderConfig(**{**TINY, "activation": "relu"})
-    with pytest.raises(ConfigError, match="model.pad_token_id"):
-        EncoderConfig(**{**TINY, "pad_token_id": 50})
+    with pytest.raises(ConfigError, match="model.pad_id"):
+        EncoderConfig(**{**TINY, "pad_id": 50})
     with pytest.raises(ConfigError, match="model.type_vocab_size"):
         EncoderConfig(**{**TINY, "type_vocab_size": -1})
     with pytest.raises(ConfigError, match="model.intermediate_size"):
@@ -196,3 +196,42 @@ def test_gpt_hidden_states_feed_lm_head():
         torch.testing.assert_close(gpt.hidden_states(x[:1, :5])[0], hidden[0, :5], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="attention_mask shape"):
         gpt.hidden_states(x, attention_mask=mask[:, :3])
+
+
+# model.pad_token_id was renamed model.pad_id: old configs and checkpoints still load.
+
+
+def test_old_pad_token_id_key_builds_the_same_model(caplog):
+    with pytest.warns(DeprecationWarning, match=r"model\.pad_token_id .*model\.pad_id"), \
+            caplog.at_level("WARNING", logger="lit_llm"):
+        config = EncoderConfig.from_dict({**TINY, "pad_token_id": 3})
+    assert config == EncoderConfig.from_dict({**TINY, "pad_id": 3}) and "pad_token_id" not in config.to_dict()
+    assert caplog.text.count("will be removed in the next release") == 1
+    torch.manual_seed(0)
+    from_old = Encoder(config)
+    torch.manual_seed(0)
+    from_new = Encoder({**TINY, "pad_id": 3})
+    assert from_old.wte.padding_idx == 3 and from_old.num_params() == from_new.num_params()
+    assert from_old.state_dict().keys() == from_new.state_dict().keys()
+    for name, value in from_new.state_dict().items():
+        torch.testing.assert_close(from_old.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"model\.pad_token_id=3 and model\.pad_id=0"):
+        EncoderConfig.from_dict({**TINY, "pad_token_id": 3, "pad_id": 0})
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_safetensors_with_old_keys_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_model
+
+    from lit_llm.checkpointing import load_backbone
+
+    model = tiny()
+    old = model.config.to_dict()
+    old["pad_token_id"] = old.pop("pad_id")
+    save_model(model, str(tmp_path / "model.safetensors"), metadata={"lit_llm_backbone_config": json.dumps(old)})
+    loaded, _ = load_backbone(str(tmp_path / "model.safetensors"))
+    assert loaded.config == model.config
+    ids = tokens()
+    torch.testing.assert_close(loaded(ids, torch.ones_like(ids)), model(ids, torch.ones_like(ids)), rtol=0, atol=0)

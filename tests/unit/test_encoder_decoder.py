@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from lit_llm.errors import ConfigError
+from lit_llm.models.decoding import ban_repeated_ngrams, beam_search, decode_tokens, filter_logits, generate_seq2seq
 from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
-from lit_llm.models.generation import (ban_repeated_ngrams, beam_search, decode_tokens, filter_logits,
-                                       generate_seq2seq)
 
 PAD, START, EOS = 0, 2, 3
 
@@ -170,3 +169,33 @@ def test_the_decoder_cannot_see_the_future():
         a, b = model(src, tgt, mask), model(src, changed, mask)
     torch.testing.assert_close(a[:, :4], b[:, :4], atol=1e-6, rtol=0)  # positions before the change
     assert (a[:, 4:] - b[:, 4:]).abs().max() > 1e-4
+
+
+def test_old_pad_token_id_key_builds_the_same_model(caplog):
+    with pytest.warns(DeprecationWarning, match=r"model\.pad_token_id .*model\.pad_id"), \
+            caplog.at_level("WARNING", logger="lit_llm"):
+        old = tiny(pad_token_id=1)
+    assert caplog.text.count("will be removed in the next release") == 1
+    new = tiny(pad_id=1)
+    assert old.config == new.config and old.num_params() == new.num_params()
+    assert old.state_dict().keys() == new.state_dict().keys()
+    for name, value in new.state_dict().items():
+        torch.testing.assert_close(old.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"model\.pad_token_id=1 and model\.pad_id=0"):
+        EncoderDecoderConfig.from_dict({"pad_token_id": 1, "pad_id": 0})
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_checkpoint_with_old_keys_loads(tmp_path):
+    from lit_llm.checkpointing import load_backbone
+
+    model = tiny(tie_embeddings=False)
+    old = model.config.to_dict()
+    old["pad_token_id"] = old.pop("pad_id")
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "lit_llm": {"backbone_config": old}}, tmp_path / "old.ckpt")
+    loaded, _ = load_backbone(str(tmp_path / "old.ckpt"))
+    assert loaded.config == model.config
+    src, mask = sources()
+    tgt = torch.randint(7, 50, (3, 5))
+    torch.testing.assert_close(loaded(src, tgt, mask), model(src, tgt, mask), rtol=0, atol=0)

@@ -41,7 +41,7 @@ def test_param_count_by_hand():
     assert model.num_params() == expected
     assert model.num_params(non_embedding=True) == expected - P * C
     # Untied: lm_head is a separate V x C matrix.
-    assert tiny(tie_weights=False).num_params() == expected + V * C
+    assert tiny(tie_embeddings=False).num_params() == expected + V * C
     # Rope has no position embedding at all.
     assert tiny(pos_embedding="rope").num_params() == expected - P * C
 
@@ -50,7 +50,7 @@ def test_weight_tying():
     model = tiny()
     assert model.lm_head.weight is model.wte.weight
     assert model.lm_head.bias is None
-    assert tiny(tie_weights=False).lm_head.weight is not tiny(tie_weights=False).wte.weight
+    assert tiny(tie_embeddings=False).lm_head.weight is not tiny(tie_embeddings=False).wte.weight
 
 
 def test_gpt_small_size_and_flops():
@@ -194,3 +194,71 @@ def test_dropout_only_in_training():
         torch.testing.assert_close(model(x), model(x))
         model.train()
         assert not torch.allclose(model(x), model(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# model.tie_weights was renamed model.tie_embeddings: old configs and checkpoints still load.
+
+
+def test_old_tie_weights_key_builds_the_same_model(caplog):
+    new = {**TINY, "tie_embeddings": False}
+    old = {**TINY, "tie_weights": False}
+    with pytest.warns(DeprecationWarning, match=r"model\.tie_weights .*model\.tie_embeddings"), \
+            caplog.at_level("WARNING", logger="lit_llm"):
+        config = GPTConfig.from_dict(old)
+    assert config == GPTConfig.from_dict(new) and "tie_weights" not in config.to_dict()
+    assert caplog.text.count("will be removed in the next release") == 1
+    assert "model.tie_weights" in caplog.text and "model.tie_embeddings" in caplog.text
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning):
+        from_old = GPT(old)  # a plain mapping goes through from_dict too
+    torch.manual_seed(0)
+    from_new = GPT(new)
+    assert from_old.config == from_new.config and from_old.num_params() == from_new.num_params()
+    assert from_old.state_dict().keys() == from_new.state_dict().keys()
+    for name, value in from_new.state_dict().items():
+        torch.testing.assert_close(from_old.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_old_and_new_tie_key_together():
+    with pytest.warns(DeprecationWarning):  # the same value twice: accepted
+        assert GPTConfig.from_dict({**TINY, "tie_weights": False, "tie_embeddings": False}).tie_embeddings is False
+    with pytest.raises(ConfigError, match=r"model\.tie_weights=False and model\.tie_embeddings=True"):
+        GPTConfig.from_dict({**TINY, "tie_weights": False, "tie_embeddings": True})
+
+
+def _old_gpt_config(model: GPT) -> dict:
+    """The config dict as checkpoints stored it before the rename."""
+    config = model.config.to_dict()
+    config["tie_weights"] = config.pop("tie_embeddings")
+    return config
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_checkpoint_with_old_keys_loads(tmp_path):
+    from lit_llm.checkpointing import load_backbone
+
+    model = tiny(tie_embeddings=False)
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "lit_llm": {"backbone_config": _old_gpt_config(model)}}, tmp_path / "old.ckpt")
+    loaded, _ = load_backbone(str(tmp_path / "old.ckpt"))
+    assert loaded.config == model.config
+    ids = tokens()
+    torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_safetensors_with_old_keys_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_model
+
+    from lit_llm.checkpointing import load_backbone
+
+    model = tiny()
+    save_model(model, str(tmp_path / "model.safetensors"),
+               metadata={"lit_llm_backbone_config": json.dumps(_old_gpt_config(model))})
+    loaded, _ = load_backbone(str(tmp_path / "model.safetensors"))
+    assert loaded.config == model.config and loaded.lm_head.weight is loaded.wte.weight
+    ids = tokens()
+    torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)

@@ -168,7 +168,7 @@ def test_encoder_exports_to_transformers(tmp_path, type_vocab_size):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("overrides", [{}, {"tie_weights": False, "bias": False}])
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "bias": False}])
 def test_gpt_exports_to_transformers(tmp_path, overrides):
     torch.manual_seed(0)
     tokenizer = train_char(["a small corpus for a tiny tokenizer"])

@@ -17,7 +17,7 @@ import yaml
 from lit_llm.reporting import leaderboard
 from tests.conftest import ROOT
 
-RUNS = {  # name: (seed, lr, status, val/acc, test/acc)
+RUNS = {  # name: (seed, lr, status, val/acc, test/test/acc)
     "0_seed=1,task.optim.lr=0.001": (1, "0.001", "completed", 0.80, 0.78),
     "1_seed=1,task.optim.lr=0.01": (1, "0.01", "completed", 0.70, 0.69),
     "2_seed=2,task.optim.lr=0.001": (2, "0.001", "completed", 0.84, 0.80),
@@ -39,12 +39,12 @@ def write_run(d: Path, seed, lr, status, val_acc, test_acc, *, intervals: bool =
         run["error"] = "RuntimeError: boom\nsecond line"
     (d / "run.json").write_text(json.dumps(run))
     if status == "completed":
-        metrics = {"val/acc": val_acc, "test/acc": test_acc, "val/loss": 1 - val_acc, "test/f1/positive": 0.5}
+        metrics = {"val/acc": val_acc, "test/test/acc": test_acc, "val/loss": 1 - val_acc, "test/test/f1/positive": 0.5}
         (d / "metrics.json").write_text(json.dumps(metrics))
         if intervals:
             (d / "report.json").write_text(json.dumps({
                 "metrics": metrics, "optimized_metric": "val/acc",
-                "intervals": {"test/acc": {"estimate": test_acc, "low": test_acc - 0.03, "high": test_acc + 0.03,
+                "intervals": {"test/test/acc": {"estimate": test_acc, "low": test_acc - 0.03, "high": test_acc + 0.03,
                                            "n": 872, "confidence": 0.95}}}))
 
 
@@ -75,14 +75,14 @@ def test_leaderboard_rows_order_and_seed_statistics(sweep, capsys):
     assert [r["status"] for r in rows][-1] == "failed" and rows[-1]["error"] == "RuntimeError: boom"
     assert [r["task.optim.lr"] for r in rows[:2]] == ["0.001", "0.001"] and rows[0]["seed"] == "2"
     assert "experiment" not in rows[0]  # equal in every run: a header line, not a column
-    assert float(rows[1]["test/acc_low"]) == pytest.approx(0.75) and rows[0]["test/acc_low"] == ""
-    assert rows[0]["test/f1/positive"] == "0.5"  # the csv has every metric
+    assert float(rows[1]["test/test/acc_low"]) == pytest.approx(0.75) and rows[0]["test/test/acc_low"] == ""
+    assert rows[0]["test/test/f1/positive"] == "0.5"  # the csv has every metric
 
     md = (sweep / "leaderboard.md").read_text()
     assert "6 runs: 5 completed, 1 failed." in md
     assert "Sorted by **val/acc** (higher is better" in md and "Common overrides: `experiment=sst2_bert`" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert table[0] == "| # | run | status | task.optim.lr | seed | val/acc | test/acc | val/loss |"
+    assert table[0] == "| # | run | status | task.optim.lr | seed | val/acc | test/test/acc | val/loss |"
     assert table[1] == "| 1 | 2_seed=2,task.optim.lr=0.001 | completed | 0.001 | 2 | 0.8400 | 0.8000 | 0.1600 |"
     assert table[2] == "| 2 | 0_seed=1,task.optim.lr=0.001 | completed | 0.001 | 1 | 0.8000 | 0.7800 [0.7500, 0.8100] | 0.2000 |"
     assert table[6] == "|  | 3_seed=2,task.optim.lr=0.01 | failed | 0.01 | 2 |  |  |  |"
@@ -102,9 +102,9 @@ def test_mean_std_is_the_sample_std():
     assert leaderboard.mean_std([1.0]) == (1.0, 0.0)
 
 
-@pytest.mark.parametrize("metric, direction", [("val/acc", "max"), ("test/heldout/ppl", "min"), ("val/loss", "min"),
-                                               ("test/tydi/em", "max"), ("test/rougeLsum", "max"),
-                                               ("val/masked_acc", "max"), ("test/f1_macro", "max"),
+@pytest.mark.parametrize("metric, direction", [("val/acc", "max"), ("test/validation/ppl", "min"), ("val/loss", "min"),
+                                               ("test/tydi/em", "max"), ("test/test/rougeLsum", "max"),
+                                               ("val/masked_acc", "max"), ("test/test/f1_macro", "max"),
                                                ("val/bleu", "max"), ("val/score", None)])
 def test_metric_direction_from_its_name(metric, direction):
     assert leaderboard.metric_direction(metric) == direction
@@ -135,7 +135,7 @@ def test_several_run_dirs_and_out(sweep, tmp_path):
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert [r["run"] for r in rows] == ["0_seed=1,task.optim.lr=0.001", "1_seed=1,task.optim.lr=0.01"]
     header = next(line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("| #"))
-    assert header == "| # | run | status | task.optim.lr | seed | val/acc | test/acc | test/f1/positive |"
+    assert header == "| # | run | status | task.optim.lr | seed | val/acc | test/test/acc | test/test/f1/positive |"
 
 
 def test_no_finished_runs_exits_2(tmp_path, capsys):

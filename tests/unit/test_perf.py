@@ -28,7 +28,7 @@ def _counted(fn) -> int:
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_gpt_train_flops_match_the_flop_counter(tie):
-    model = GPT({**SMALL, "tie_weights": tie})
+    model = GPT({**SMALL, "tie_embeddings": tie})
     ids = torch.randint(0, 512, (3, 48))
     counted = _counted(lambda: model(ids))
     # the analytic count includes biases and LayerNorms (6 FLOPs per parameter and token), which the counter skips

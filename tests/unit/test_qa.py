@@ -10,8 +10,15 @@ import pytest
 import torch
 from torchmetrics.text import SQuAD
 
-from lit_llm.data.qa import (QACollator, QADataModule, answer_token_span, encode_features, read_qa_file,
-                             unique_ids, window_starts)
+from lit_llm.data.qa import (
+    QACollator,
+    QADataModule,
+    answer_token_span,
+    encode_features,
+    read_qa_file,
+    unique_ids,
+    window_starts,
+)
 from lit_llm.errors import ConfigError
 from lit_llm.tasks.qa import answers_from_features, best_spans
 from lit_llm.tokenization import train_bpe, train_char

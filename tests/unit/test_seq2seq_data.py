@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from lit_llm.data.seq2seq import IGNORE_INDEX, Seq2SeqDataModule
+from lit_llm.data.collate import IGNORE_INDEX
+from lit_llm.data.seq2seq import Seq2SeqDataModule
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import train_char
 

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from lit_llm.errors import ConfigError
+from lit_llm.metrics.baselines import unigram_perplexity
 from lit_llm.models.gpt import GPT, GPTConfig
 from lit_llm.tasks.base import OptimConfig, build_optimizer, param_groups, warmup_cosine
-from lit_llm.metrics.baselines import unigram_perplexity
 
 
 def test_weight_decay_only_on_matrices():
@@ -138,3 +139,28 @@ def test_classification_logits_do_not_depend_on_padding(arch, pooling):
         if pooling != "cls":  # without the mask the padding would change the answer
             unmasked = {"input_ids": both["input_ids"][1:], "attention_mask": torch.ones(1, 9, dtype=torch.long)}
             assert (task(unmasked)[0] - task(alone)[0]).abs().max() > 1e-4
+
+
+def test_task_registry_names_every_task_config_and_class():
+    from omegaconf import OmegaConf
+
+    from lit_llm.tasks import TASKS, task_spec
+    from tests.conftest import CONF_DIR
+
+    for kind, spec in TASKS.items():
+        assert spec.task_class().task_kind == kind
+    targets = {OmegaConf.load(p)._target_ for p in Path(CONF_DIR, "task").glob("*.yaml")}
+    assert targets == {spec.task for spec in TASKS.values()}  # every task config is registered, and only those
+    with pytest.raises(ConfigError, match="task kind 'nope' is not one of"):
+        task_spec("nope", "ckpt_path=x.ckpt")
+
+
+def test_task_spec_checks_the_data_it_reads():
+    from lit_llm.tasks import TASKS
+
+    corpus = "lit_llm.data.corpus.CorpusDataModule"
+    TASKS["clm"].check_data({"_target_": corpus}, "x")
+    TASKS["seq2seq"].check_data({"_target_": corpus, "objective": "denoise"}, "x")
+    with pytest.raises(ConfigError, match="x is a mlm checkpoint but the data config is 'CorpusDataModule with "
+                                          "data.objective=clm'.*e.g. data=gutenberg"):
+        TASKS["mlm"].check_data({"_target_": corpus}, "x")

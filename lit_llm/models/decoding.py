@@ -26,7 +26,7 @@ def generate(
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
-    eos_token_id: int | None = None,
+    eos_id: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     top_p: float | None = None,
@@ -37,7 +37,7 @@ def generate(
     and, with top_k / top_p, restricted to the k most likely tokens / the nucleus of probability
     top_p before sampling (`filter_logits`). Sampling draws from
     `generator` when given, so a seeded generator reproduces the output without touching the
-    global RNG. Once a row emits `eos_token_id` it keeps emitting it (padding), and generation
+    global RNG. Once a row emits `eos_id` it keeps emitting it (padding), and generation
     stops early, returning fewer than max_new_tokens new tokens, when every row has finished.
     """
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
@@ -71,11 +71,11 @@ def generate(
             else:
                 logits = model(idx[:, -block_size:])[:, -1, :]
             next_token = _pick(logits.float(), temperature, top_k, generator, top_p)
-            if eos_token_id is not None:
-                next_token = torch.where(done, torch.full_like(next_token, eos_token_id), next_token)
-                done |= next_token == eos_token_id
+            if eos_id is not None:
+                next_token = torch.where(done, torch.full_like(next_token, eos_id), next_token)
+                done |= next_token == eos_id
             idx = torch.cat((idx, next_token[:, None]), dim=1)
-            if eos_token_id is not None and bool(done.all()):
+            if eos_id is not None and bool(done.all()):
                 break
     finally:
         model.train(was_training)
@@ -119,7 +119,7 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 
 def ban_repeated_ngrams(tokens: torch.Tensor, logits: torch.Tensor, n: int) -> torch.Tensor:
     """-inf for every token that would repeat an n-gram already in its row of `tokens` (N, t)."""
-    N, t = tokens.shape
+    t = tokens.shape[1]
     if n <= 0 or t < n:
         return logits
     if n == 1:

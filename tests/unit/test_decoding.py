@@ -86,7 +86,7 @@ def test_eos_pads_and_stops_early():
     model, x = tiny(), prompt(2, 5)
     free = generate(model, x, 10, temperature=0)
     eos = int(free[0, 7])  # row 0 emits this token at its 3rd new step
-    out = generate(model, x, 10, temperature=0, eos_token_id=eos)
+    out = generate(model, x, 10, temperature=0, eos_id=eos)
     row0 = out[0, 5:].tolist()
     first = row0.index(eos)
     assert all(t == eos for t in row0[first:])  # once finished, a row keeps emitting eos
@@ -94,7 +94,7 @@ def test_eos_pads_and_stops_early():
 
     # When every row has finished, generation stops before max_new_tokens.
     always = int(generate(model, x[:1], 1, temperature=0)[0, -1])
-    short = generate(model, x[:1], 10, temperature=0, eos_token_id=always)
+    short = generate(model, x[:1], 10, temperature=0, eos_id=always)
     assert short.shape == (1, 6)
 
 
@@ -119,7 +119,7 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_gpt_beam_search_cache_equals_recompute_and_one_beam_is_greedy(num_beams):
-    from lit_llm.models.generation import beam_search_gpt
+    from lit_llm.models.decoding import beam_search_gpt
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
@@ -128,7 +128,7 @@ def test_gpt_beam_search_cache_equals_recompute_and_one_beam_is_greedy(num_beams
     cached = beam_search_gpt(model, prompt, use_cache=True, **kw)
     assert torch.equal(cached, beam_search_gpt(model, prompt, use_cache=False, **kw))
     if num_beams == 1:
-        greedy = generate(model, prompt, 10, temperature=0.0, eos_token_id=3)[:, 5:]
+        greedy = generate(model, prompt, 10, temperature=0.0, eos_id=3)[:, 5:]
         assert torch.equal(cached, greedy[:, : cached.size(1)])
     with pytest.raises(ValueError, match="fit in block_size=32"):
         beam_search_gpt(model, prompt, num_beams=2, max_new_tokens=30, eos_id=3, pad_id=0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_llm.corpora import generate as gen
+from lit_llm.corpora import make_quickstart as gen
 
 CORPUS = Path(gen.__file__).resolve().parent / "quickstart.txt"
 TARGET = gen.DEFAULT_SIZE_KB * gen.BYTES_PER_KB

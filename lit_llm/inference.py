@@ -1,11 +1,12 @@
-"""Generation from any GPT or encoder-decoder checkpoint (`pipelines/generate.py`)."""
+"""Text from trained models: `Generator` for any GPT or encoder-decoder checkpoint (`pipelines/generate.py`)
+and `sample_text`, the continuations a causal LM writes during training (`GenerateSamples` callback)."""
 from __future__ import annotations
 
 import torch
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.generation import GENERATION_OPTIONS, beam_search_gpt, generate, generate_seq2seq
-from lit_llm.tokenization import BOS, EOS, PAD
+from lit_llm.models.decoding import GENERATION_OPTIONS, beam_search_gpt, generate, generate_seq2seq
+from lit_llm.tokenization import BOS, EOS, PAD, token_id
 
 
 class Generator:
@@ -60,7 +61,31 @@ class Generator:
         else:
             opts = {k: v for k, v in self.options.items() if k in ("max_new_tokens", "temperature", "top_k", "top_p",
                                                                      "use_cache")}
-            out = generate(self.model, prompt, eos_token_id=self.ids["eos"], generator=self.generator, **opts)
+            out = generate(self.model, prompt, eos_id=self.ids["eos"], generator=self.generator, **opts)
             new = out[0, len(ids):].tolist()
         new = new[: new.index(self.ids["eos"])] if self.ids["eos"] in new else new
         return self.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def sample_text(backbone, tokenizer, prompt: str, max_new_tokens: int, temperature: float,
+                top_k: int | None, seed: int, num_samples: int = 1) -> str:
+    """Decode `num_samples` continuations of `prompt`; documents start after an <eos> token."""
+    eos = token_id(tokenizer, "<eos>")
+    ids = [eos] + tokenizer.encode(prompt, add_special_tokens=False).ids
+    device = next(backbone.parameters()).device
+    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    # past block_size, generate() slides its window (recomputing the last block_size tokens)
+    out = generate(backbone, x, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen)
+    texts = []
+    for row in out.tolist():
+        docs, cur = [], []
+        for t in row[1:]:  # drop the leading <eos>
+            if t == eos:
+                docs.append(cur)
+                cur = []
+            else:
+                cur.append(t)
+        docs.append(cur)
+        texts.append("\n".join(tokenizer.decode(d, skip_special_tokens=True) for d in docs))
+    return "\n---\n".join(texts)

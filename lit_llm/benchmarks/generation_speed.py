@@ -12,8 +12,8 @@ import torch
 
 from lit_llm.benchmarks import hf
 from lit_llm.benchmarks.common import best_of, check, ratio, resolve_device
+from lit_llm.models.decoding import beam_search_gpt, generate, generate_seq2seq
 from lit_llm.models.encoder_decoder import EncoderDecoder
-from lit_llm.models.generation import beam_search_gpt, generate, generate_seq2seq
 from lit_llm.models.gpt import GPT
 
 EOS, START, PAD = 3, 2, 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lit_llm.metrics.generation import split_sentences, summarization_scores, translation_scores
+from lit_llm.metrics.text_overlap import split_sentences, summarization_scores, translation_scores
 
 sacrebleu = pytest.importorskip("sacrebleu")
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")

@@ -3,7 +3,7 @@
 The corpus shipped as ``lit_llm/corpora/quickstart.txt`` is this module's output; it is written for
 the project (no third-party text) and regenerated with::
 
-    python -m lit_llm.corpora.generate --out lit_llm/corpora/quickstart.txt --seed 0 --size-kb 300 --stats
+    python -m lit_llm.corpora.make_quickstart --out lit_llm/corpora/quickstart.txt --seed 0 --size-kb 300 --stats
 
 Standard library only. All randomness comes from one ``random.Random(seed)`` and every collection is
 iterated in a fixed order, so the output is byte-for-byte reproducible for a given (seed, size).
@@ -75,14 +75,12 @@ HOMES = [
 ]
 # Family members: (word, gender). As a speaker the word is capitalized ("said Mom").
 PARENTS = [("mom", "f"), ("dad", "m"), ("grandma", "f"), ("grandpa", "m")]
-AUNTS = [("aunt", "f"), ("uncle", "m")]
 
 NUMBER_WORDS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
     "nineteen", "twenty",
 ]
-ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 # Countable things: (singular, plural, what happens to some of them (past tense, k = count word)).
@@ -162,7 +160,6 @@ WEATHER = {
         ],
     },
 }
-WEATHER_ORDER = ["rain", "cold", "sun", "wind", "snow"]
 
 # Places: where, which weather fits, what one does there (base form, past form), what one can find.
 PLACES = [

@@ -1,0 +1,111 @@
+"""Objects of a run built from configuration, shared by training (`lit_llm.run`) and checkpoint
+evaluation (`lit_llm.evaluation`): instantiation with our errors, the model config checked against
+the tokenizer and the data, a data module with its tokenizer attached, and the Lightning trainer."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as _hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lit_llm.checkpointing import AtomicCheckpointIO
+from lit_llm.errors import ConfigError
+
+log = logging.getLogger("lit_llm")
+
+# Lightning warnings that are expected here and would only alarm: the run directory already holds
+# run.json/tokenizer.json when the CSV logger starts (it deletes nothing but an old metrics.csv).
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+VOCAB_MULTIPLE = 64  # embedding rows rounded up for faster matmuls (nanoGPT's 50257 -> 50304)
+
+
+def instantiate(node, *args, **kwargs):
+    """`hydra.utils.instantiate`, re-raising our ConfigError (which names the key and the fix)
+    instead of Hydra's wrapper around it."""
+    try:
+        return _hydra_instantiate(node, *args, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise
+
+
+def container(node) -> dict:
+    """A config node as a plain, resolved dict."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+# -- the model config ----------------------------------------------------------------------------
+def check_context(data_length: int, model_block_size: int, key: str = "data.block_size") -> None:
+    if data_length > model_block_size:
+        raise ConfigError(
+            f"{key}={data_length} is longer than the model's context "
+            f"model.block_size={model_block_size}; lower {key} or raise model.block_size")
+
+
+def resolve_model_config(model_cfg: dict, vocab_size: int, source: str | None = None) -> dict:
+    """Fills `model.vocab_size: null` from the tokenizer (rounded up to a multiple of 64) and checks
+    that the embeddings cover the tokenizer."""
+    model_cfg = dict(model_cfg)
+    if model_cfg.get("vocab_size") is None:
+        model_cfg["vocab_size"] = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    elif model_cfg["vocab_size"] < vocab_size:
+        if source:
+            raise ConfigError(
+                f"model.init_from={source} has {model_cfg['vocab_size']} embeddings but its tokenizer "
+                f"{vocab_size} tokens; the checkpoint and its tokenizer do not belong together")
+        raise ConfigError(
+            f"the tokenizer has {vocab_size} tokens but model.vocab_size={model_cfg['vocab_size']} "
+            f"embeddings; set model.vocab_size=null (sized from the tokenizer) or >= {vocab_size}, "
+            "or lower tokenizer.vocab_size")
+    return model_cfg
+
+
+# -- data ----------------------------------------------------------------------------------------
+def build_datamodule(data_cfg, cache_dir: str, model_block_size: int | None = None) -> pl.LightningDataModule:
+    """The data module of `data_cfg` (nothing read yet); with `model_block_size`, the data's longest
+    sequence is checked against it first, so a wrong length costs no tokenization pass."""
+    dm = instantiate(data_cfg, cache_dir=cache_dir, _convert_="all")
+    if model_block_size is not None:
+        key, length = dm.max_sequence_length()
+        check_context(length, model_block_size, key)
+    return dm
+
+
+def attach_tokenizer(dm, tokenizer, tokenizer_fingerprint: str, special_ids: Mapping[str, int] | None) -> None:
+    """Give the (loaded) data module its tokenizer; `special_ids` name a foreign tokenizer's special tokens."""
+    if special_ids:
+        dm.set_tokenizer(tokenizer, tokenizer_fingerprint, special_ids=special_ids)
+    else:
+        dm.set_tokenizer(tokenizer, tokenizer_fingerprint)
+
+
+# -- the trainer ---------------------------------------------------------------------------------
+def build_trainer(trainer_cfg, out_dir: Path, callbacks_cfg=None, logger_cfg=None) -> pl.Trainer:
+    """`trainer_cfg` (a `pytorch_lightning.Trainer` config) with the configured callbacks and loggers
+    (none: no logger) and atomic checkpoint writes."""
+    def build(group) -> list[Any]:
+        return [instantiate(c, _convert_="all") for c in (group or {}).values() if c is not None and "_target_" in c]
+
+    loggers = build(logger_cfg)
+    return instantiate(trainer_cfg, callbacks=build(callbacks_cfg), logger=loggers or False,
+                       plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir), _convert_="all")
+
+
+def callback_of(trainer: pl.Trainer, cls: type):
+    """The trainer's first callback of type `cls`, or None."""
+    return next((c for c in trainer.callbacks if isinstance(c, cls)), None)
+
+
+__all__ = ["instantiate", "container", "check_context", "resolve_model_config", "build_datamodule",
+           "attach_tokenizer", "build_trainer", "callback_of", "VOCAB_MULTIPLE"]
