@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lit_llm.errors import cli_errors
 from lit_llm.reporting import leaderboard
 
 
@@ -29,12 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sort order of the optimised metric (default: the Optuna sweeper's direction, "
                              "else from the name: acc/f1/em/bleu/rouge* max, loss/ppl min)")
     args = parser.parse_args(argv)
-    try:
+    with cli_errors():  # nothing to compare (leaderboard.NoRuns): one line, exit status 2
         board = leaderboard.build(args.paths, metrics=args.metrics.split(",") if args.metrics else None,
                                   direction=args.direction)
-    except leaderboard.NoRuns as e:  # not a ConfigError (so not lit_llm.errors.cli_errors): its message
-        print(e, file=sys.stderr)     # already reads "error: ..."; main returns the status to in-process callers
-        return 2
     out = args.out or (args.paths[0] if len(args.paths) == 1 else board.root)
     files = leaderboard.write(board, out)
     done = sum(r.completed for r in board.runs)

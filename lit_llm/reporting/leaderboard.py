@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from lit_llm.errors import ConfigError
 from lit_llm.utils_io import atomic_write_bytes, atomic_write_text
 
 # direction of a metric from the last part of its name (val/acc -> acc, test/validation/ppl -> ppl)
@@ -36,7 +37,7 @@ DEFAULT_METRICS = ("val/*", "test/*")  # markdown columns unless --metrics; per-
 SEED_KEY = "seed"
 
 
-class NoRuns(Exception):
+class NoRuns(ConfigError):
     """Nothing to compare (no directory, or no completed run)."""
 
 
@@ -131,7 +132,7 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], Path]:
     """Every run directory at or under `paths`, named relative to their common root (returned too)."""
     missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
-        raise NoRuns(f"error: {', '.join(missing)}: no such directory")
+        raise NoRuns(f"{', '.join(missing)}: no such directory")
     dirs: list[Path] = []
     for p in paths:
         p = p.resolve()
@@ -233,7 +234,7 @@ def build(paths: list[Path], metrics: list[str] | None = None, direction: str | 
         where = ", ".join(str(p) for p in paths)
         counts = Counter(r.status for r in runs)
         found = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no run directories"
-        raise NoRuns(f"error: {where}: no finished runs (no run.json with status completed under it); "
+        raise NoRuns(f"{where}: no finished runs (no run.json with status completed under it); "
                      f"found {found}")
     metric = _most_common([r.optimized_metric for r in done])
     direction = direction or _most_common([r.direction for r in runs]) or metric_direction(metric)

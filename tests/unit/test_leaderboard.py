@@ -138,8 +138,18 @@ def test_several_run_dirs_and_out(sweep, tmp_path):
     assert header == "| # | run | status | task.optim.lr | seed | val/acc | test/test/acc | test/test/f1/positive |"
 
 
+def _exit_status(main):
+    """main(argv) -> its return value, or the status it exits with (user errors: lit_llm.errors.cli_errors)."""
+    def run(argv):
+        try:
+            return main(argv)
+        except SystemExit as e:
+            return e.code
+    return run
+
+
 def test_no_finished_runs_exits_2(tmp_path, capsys):
-    main = _report_main()
+    main = _exit_status(_report_main())
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty)]) == 2
