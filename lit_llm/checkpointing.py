@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,19 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lit_llm.errors import ConfigError
+from lit_llm.tokenization import tokenizer_from_file, tokenizer_from_str
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes `<name>.tmp-*` in the target directory, fsyncs, then renames over the target.
 
     A run killed mid-save leaves only a temp file that nothing loads; the previous checkpoint
-    under the final name stays intact.
+    under the final name stays intact. Loading (resume, test of the best checkpoint) goes through
+    `read_checkpoint`: weights only, never code from the file.
     """
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path, map_location)  # None: tensors where they were saved (Lightning's default)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
@@ -51,9 +57,20 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
     return str(p)
 
 
-def read_checkpoint(path: str) -> dict:
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """A checkpoint's content, loaded without running code: `torch.load(weights_only=True)` unpickles only
+    tensors and plain types (ours hold nothing else). A file that needs more, e.g. one crafted to run a command
+    when unpickled, is refused with a ConfigError before any of it runs; so is a truncated or foreign file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((line for line in str(e).splitlines() if "GLOBAL" in line), "")
+        if not detail:  # not a pickle of ours at all (junk, a truncated file): the generic message
+            raise ConfigError(f"ckpt_path={path} is not a readable checkpoint (not a PyTorch checkpoint, or a "
+                              "truncated one); use another checkpoint") from None
+        raise ConfigError(f"ckpt_path={path} is refused: it holds Python objects other than tensors and plain types, "
+                          f"and loading them could run code from the file ({detail.strip()}); "
+                          "lit-llm loads only checkpoints that need no code (those pipelines/train.py writes)") from None
     except Exception as e:  # truncated/foreign file: say which file and what to do
         raise ConfigError(f"ckpt_path={path} is not a readable checkpoint ({type(e).__name__}: {e}); "
                           "use another checkpoint") from e
@@ -98,7 +115,6 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
     `path`: a .ckpt, a run directory (its checkpoints/last.ckpt), or a model.safetensors
     (the tokenizer then comes from the tokenizer.json beside it).
     """
-    from tokenizers import Tokenizer
 
     from lit_llm.models import build_backbone
 
@@ -113,7 +129,7 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
         model = build_backbone(config)
         load_model(model, str(path))
         tok_file = Path(path).with_name("tokenizer.json")
-        tokenizer = Tokenizer.from_file(str(tok_file)) if tok_file.is_file() else None
+        tokenizer = tokenizer_from_file(tok_file) if tok_file.is_file() else None
         return model.to(device).eval(), tokenizer
 
     ckpt = read_checkpoint(resolve_ckpt_path(path))
@@ -124,15 +140,17 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state)
-    tokenizer = Tokenizer.from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
+    tokenizer = tokenizer_from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
     return model.to(device).eval(), tokenizer
 
 
 class Pretrained:
     """What `model.init_from` brings: backbone config and weights, and the tokenizer they need."""
 
-    def __init__(self, source: str, backbone_config: dict, state_dict: dict, tokenizer, special_ids=None):
+    def __init__(self, source: str, backbone_config: dict, state_dict: dict, tokenizer, special_ids=None,
+                 chat_template: str | None = None):
         self.source = source
+        self.chat_template = chat_template  # the tokenizer's Jinja chat template, kept in the run's checkpoints
         self.backbone_config = backbone_config
         self.state_dict = state_dict
         self.tokenizer = tokenizer
@@ -160,10 +178,11 @@ def load_pretrained(spec: str) -> Pretrained:
         model, tokenizer = loaders[model_type](directory)
         if tokenizer is None:
             raise ConfigError(f"model.init_from={spec}: no tokenizer.json or vocab.txt in {directory}")
-        special = hf_io.hf_special_ids(tokenizer) if model_type == "bert" else None
-        return Pretrained(spec, model.config.to_dict(), model.state_dict(), tokenizer, special)
+        # the special tokens named in tokenizer_config.json / special_tokens_map.json, else the usual strings
+        special = hf_io.hf_special_ids(directory) if model_type == "bert" else None
+        return Pretrained(spec, model.config.to_dict(), model.state_dict(), tokenizer, special,
+                          hf_io.hf_chat_template(directory))
 
-    from tokenizers import Tokenizer
 
     path = resolve_ckpt_path(spec)
     ckpt = read_checkpoint(path)
@@ -175,7 +194,7 @@ def load_pretrained(spec: str) -> Pretrained:
     from lit_llm.models import canonical_backbone_config
 
     return Pretrained(path, canonical_backbone_config(meta["backbone_config"]), state,
-                      Tokenizer.from_str(meta["tokenizer_json"]))
+                      tokenizer_from_str(meta["tokenizer_json"]), chat_template=(meta.get("run_config") or {}).get("chat_template"))
 
 
 # settings a fine-tuning config may change on a pretrained backbone; the rest are its architecture

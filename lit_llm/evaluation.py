@@ -23,7 +23,7 @@ from lit_llm.errors import ConfigError
 from lit_llm.reporting.metadata import run_metadata
 from lit_llm.reporting.run_report import print_summary, report_settings, write_results, write_run_report
 from lit_llm.tasks import TASKS, TaskSpec, task_spec
-from lit_llm.tokenization import tokenizer_fingerprint
+from lit_llm.tokenization import tokenizer_fingerprint, tokenizer_from_str
 from lit_llm.utils_io import atomic_write_json
 
 
@@ -128,11 +128,9 @@ def eval_data_config(cfg: DictConfig, stored: dict, backbone_config: dict, seed:
 
 def eval_data(cfg: DictConfig, ckpt: Checkpoint, data_cfg: dict):
     """(data module set up for test with the checkpoint's tokenizer, tokenizer fingerprint)."""
-    from tokenizers import Tokenizer
-
     dm = build_datamodule(data_cfg, cfg.paths.cache_dir)
     dm.load_raw()
-    tokenizer = Tokenizer.from_str(ckpt.meta["tokenizer_json"])
+    tokenizer = tokenizer_from_str(ckpt.meta["tokenizer_json"])
     tok_fp = tokenizer_fingerprint(tokenizer)
     attach_tokenizer(dm, tokenizer, tok_fp, ckpt.stored.get("special_ids"))
     if cfg.get("split"):
@@ -154,7 +152,7 @@ def load_task(cfg: DictConfig, ckpt: Checkpoint, dm):
             raise ConfigError(f"generation.* options are for tasks that generate text (seq2seq); "
                               f"ckpt_path={ckpt.path} is {ckpt.spec.kind}")
         overrides["generation"] = {**hparams.get("generation", {}), **container(cfg.generation)}
-    task = ckpt.spec.task_class().load_from_checkpoint(ckpt.path, map_location="cpu", weights_only=False, **overrides)
+    task = ckpt.spec.task_class().load_from_checkpoint(ckpt.path, map_location="cpu", weights_only=True, **overrides)
     for key, value in dm.task_arguments().items():  # the constructor arguments the data gives, as trained
         trained = task.hparams[key]
         if (list(trained) if isinstance(trained, (list, tuple)) else trained) != value:

@@ -148,6 +148,8 @@ def build_task(cfg: DictConfig, settings: ModelSettings, dm, tokenizer, tok_fp: 
         "data": OmegaConf.to_container(cfg.data, resolve=False),
         "data_resolved": container(cfg.data),
         "special_ids": settings.pretrained.special_ids if settings.pretrained is not None else None,
+        # the pretrained tokenizer's Jinja chat template, kept for chat and instruction tuning
+        "chat_template": settings.pretrained.chat_template if settings.pretrained is not None else None,
         "trainer": {"precision": str(cfg.trainer.get("precision")), "accelerator": cfg.trainer.get("accelerator")},
     }
     return task

@@ -46,6 +46,28 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
     return {tok: token_id(tokenizer, tok) for tok in SPECIAL_TOKENS}
 
 
+def without_length_settings(tokenizer: Tokenizer) -> Tokenizer:
+    """`tokenizer` with the padding and truncation a saved tokenizer.json may carry switched off (in place).
+
+    Hugging Face files often enable them (sentence-transformers models pad every text to a fixed 128 and
+    truncate): a `tokenizers.Tokenizer` loaded from such a file pads and cuts every encoding, so pad ids would
+    be fed as content and end tokens dropped. `transformers` resets them on every call; we never use them:
+    the data config decides lengths (`data.max_length`, ...)."""
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def tokenizer_from_file(path: str | os.PathLike) -> Tokenizer:
+    """A tokenizer.json, without its padding/truncation settings (`without_length_settings`)."""
+    return without_length_settings(Tokenizer.from_file(str(path)))
+
+
+def tokenizer_from_str(text: str) -> Tokenizer:
+    """A tokenizer's JSON (as stored in checkpoints), without its padding/truncation settings."""
+    return without_length_settings(Tokenizer.from_str(text))
+
+
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """SHA-256 of the tokenizer's JSON: equal for a trained tokenizer and its saved/loaded copy."""
     return sha256_text(tokenizer.to_str())
@@ -135,7 +157,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             f"(e.g. one saved in a run directory) or use tokenizer.kind=bpe|char to train one."
         )
     try:
-        tok = Tokenizer.from_file(str(p))
+        tok = tokenizer_from_file(p)
     except Exception as e:  # the Rust side raises a bare Exception on malformed JSON
         raise ConfigError(
             f"tokenizer.path={str(path)!r} is not a valid tokenizer.json ({e}); "
@@ -228,13 +250,14 @@ def get_tokenizer(
 
 
 def _cached_tokenizer(kind: str, cache_file: Path) -> tuple[Tokenizer, str]:
-    tok = Tokenizer.from_file(str(cache_file))
+    tok = tokenizer_from_file(cache_file)
     log.info("tokenizer %s loaded from cache %s (vocab %d)", kind, cache_file, tok.get_vocab_size())
     return tok, tokenizer_fingerprint(tok)
 
 
 __all__ = [
     "SPECIAL_TOKENS", "PAD", "UNK", "BOS", "EOS", "MASK", "CLS", "SEP", "KINDS", "TOKENIZER_VERSION",
-    "token_id", "special_ids", "tokenizer_fingerprint", "train_bpe", "train_char", "load_tokenizer",
+    "token_id", "special_ids", "tokenizer_fingerprint", "without_length_settings", "tokenizer_from_file",
+    "tokenizer_from_str", "train_bpe", "train_char", "load_tokenizer",
     "tokenizer_cache_path", "get_tokenizer",
 ]

@@ -12,6 +12,7 @@ particular to their data.
 - `TokenizedSplitsMixin`: the per-split cache of tokenized data (below).
 - Arrow access to saved splits: `arrow_table(ds)`, `flat_lists(table, column)`; `text_batches` (tokenizer
   training text).
+- `check_truncation`: a warning when more than 5% of a split is cut to the length limit, an error when all is.
 - Checks of data.* settings: `require_int`, `require_fraction`, `require_choice`, `require_one_source`;
   `renamed_setting`: a renamed setting, read under its old name for one release.
 
@@ -32,6 +33,7 @@ opens as; or it overrides `_open_split`) and implements `load_raw()`, `_cache_ke
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Iterator
@@ -148,6 +150,30 @@ def require_special_tokens(ids: Mapping[str, int], names: Iterable[str], what: s
     if missing:
         raise ConfigError(f"{what}: the tokenizer has no {', '.join(missing)} token{'s' if len(missing) > 1 else ''}; "
                           f"{hint}.")
+
+
+# ----------------------------------------------------------------------------- truncation
+
+TRUNCATION_WARNING_SHARE = 0.05  # a split with more examples cut than this is worth a warning
+
+
+def check_truncation(split: str, needed: Sequence[int], limit: int, key: str, unit: str = "examples") -> int:
+    """How many of a split's examples are cut to `limit` tokens, given the tokens each would need. More than
+    5% cut: a warning naming `key` and the percentiles of the needed lengths; every one cut: a ConfigError
+    (the data cannot fit: a wrong setting or a tokenizer that pads to a fixed length)."""
+    needed = np.asarray(needed, dtype=np.int64)
+    n, cut = len(needed), int(np.sum(needed > limit))
+    if n == 0 or cut <= TRUNCATION_WARNING_SHARE * n:
+        return cut
+    p50, p90, p95, p99 = (int(v) for v in np.percentile(needed, [50, 90, 95, 99], method="higher"))
+    lengths = f"lengths in tokens: median {p50}, p90 {p90}, p95 {p95}, p99 {p99}, max {int(needed.max())}"
+    if cut == n:
+        raise ConfigError(f"{key}={limit}: every one of the {n} {unit} of the {split} split is longer ({lengths}); "
+                          f"raise {key} (e.g. to {p95}) or check the tokenizer")
+    logging.getLogger("lit_llm").warning(
+        "data: %s: %d of %d %s (%.1f%%) are truncated to %s=%d (%s); raise %s (e.g. to %d) to keep them whole",
+        split, cut, n, unit, 100 * cut / n, key, limit, lengths, key, p95)
+    return cut
 
 
 # ----------------------------------------------------------------------------- checks of data.* settings

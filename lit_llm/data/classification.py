@@ -42,6 +42,7 @@ from lit_llm.data.base import (
     DataModuleProtocol,
     TokenizedSplitsMixin,
     arrow_table,
+    check_truncation,
     flat_lists,
     hold_out_indices,
     require_fraction,
@@ -128,19 +129,20 @@ def read_label_names(spec: Any) -> tuple[list[str], dict[int | str, int] | None]
 
 def _encode_examples(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, sep_id: int,
                      max_length: int) -> dict[str, list]:
-    """`[cls] a [sep]` or `[cls] a [sep] b [sep]` (token types 0/1), at most `max_length` tokens.
+    """`[cls] a [sep]` or `[cls] a [sep] b [sep]` (token types 0/1), at most `max_length` tokens; `needed`: the
+    tokens the example has before truncation.
 
     Pairs are truncated longest first: the shorter text keeps min(its length, budget // 2)
     tokens, the longer one the rest of the budget.
     """
     first = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
-    out: dict[str, list] = {"input_ids": [], "label": batch["label"], "length": [], "truncated": []}
+    out: dict[str, list] = {"input_ids": [], "label": batch["label"], "length": [], "needed": []}
     if "text_pair" not in batch:
         budget = max_length - 2
         for enc in first:
             ids = enc.ids
             out["input_ids"].append([cls_id] + ids[:budget] + [sep_id])
-            out["truncated"].append(len(ids) > budget)
+            out["needed"].append(len(ids) + 2)
     else:
         out["token_type_ids"] = []
         budget = max_length - 3
@@ -156,7 +158,7 @@ def _encode_examples(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, 
                     keep_a = budget - keep_b
             out["input_ids"].append([cls_id] + a[:keep_a] + [sep_id] + b[:keep_b] + [sep_id])
             out["token_type_ids"].append([0] * (keep_a + 2) + [1] * (keep_b + 1))
-            out["truncated"].append(keep_a < len(a) or keep_b < len(b))
+            out["needed"].append(len(a) + len(b) + 3)
     out["length"] = [len(ids) for ids in out["input_ids"]]
     return out
 
@@ -490,10 +492,10 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         ds = self.raw[split]
         pair = "text_pair" in ds.column_names
         features = {"input_ids": datasets.List(datasets.Value("int32")), "label": datasets.Value("int64"),
-                    "length": datasets.Value("int32"), "truncated": datasets.Value("bool")}
+                    "length": datasets.Value("int32"), "needed": datasets.Value("int32")}
         if pair:
             features["token_type_ids"] = datasets.List(datasets.Value("int8"))
-        fp = sha256_json([self.tokenized_dir.name, split])[:32]
+        fp = sha256_json([self.tokenized_dir.name, split, "needed"])[:32]
         mapped = ds.map(
             _encode_examples, batched=True, batch_size=1000,
             num_proc=self.num_proc if self.num_proc > 1 and len(ds) > 1 else None,
@@ -504,16 +506,14 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
             desc=f"tokenizing {split}",
         )
         lengths = np.asarray(mapped["length"])
-        truncated = int(np.sum(mapped["truncated"]))
+        truncated = check_truncation(split, mapped["needed"], self.max_length, "data.max_length")
         stats = {"examples": len(mapped), "truncated": truncated, "mean_tokens": round(float(lengths.mean()), 2),
                  "max_tokens": int(lengths.max()),
                  "per_class": np.bincount(np.asarray(mapped["label"]), minlength=len(self._names)).tolist()}
-        mapped.remove_columns(["truncated"]).save_to_disk(str(out_dir))
-        share = truncated / max(len(mapped), 1)
-        (log.warning if share > 0.01 else log.info)(
-            "data: tokenized %s: %d examples, %d tokens on average, %d (%.1f%%) truncated to data.max_length=%d "
-            "in %.1fs", split, len(mapped), stats["mean_tokens"], truncated, 100 * share, self.max_length,
-            time.perf_counter() - t0)
+        mapped.remove_columns(["needed"]).save_to_disk(str(out_dir))
+        log.info("data: tokenized %s: %d examples, %d tokens on average, %d (%.1f%%) truncated to data.max_length=%d "
+                 "in %.1fs", split, len(mapped), stats["mean_tokens"], truncated, 100 * truncated / max(len(mapped), 1),
+                 self.max_length, time.perf_counter() - t0)
         return stats
 
     # -- 5. loaders --------------------------------------------------------------------------

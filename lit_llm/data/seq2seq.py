@@ -37,6 +37,7 @@ from lit_llm.data.base import (
     DataModuleProtocol,
     TokenizedSplitsMixin,
     arrow_table,
+    check_truncation,
     flat_lists,
     hold_out_rows,
     require_fraction,
@@ -96,12 +97,12 @@ def encode_pairs(batch: Mapping[str, list], tokenizer: Tokenizer, eos_id: int, p
                  max_target_length: int) -> dict[str, list]:
     sources = tokenizer.encode_batch([prefix + s for s in batch["source"]], add_special_tokens=False)
     targets = tokenizer.encode_batch(batch["target"], add_special_tokens=False)
-    out: dict[str, list] = {"source_ids": [], "target_ids": [], "source_truncated": [], "target_truncated": []}
-    for s, t in zip(sources, targets):
+    out: dict[str, list] = {"source_ids": [], "target_ids": [], "source_needed": [], "target_needed": []}
+    for s, t in zip(sources, targets):  # each side ends with <eos>; `*_needed`: its length before truncation
         out["source_ids"].append(s.ids[: max_source_length - 1] + [eos_id])
         out["target_ids"].append(t.ids[: max_target_length - 1] + [eos_id])
-        out["source_truncated"].append(len(s.ids) > max_source_length - 1)
-        out["target_truncated"].append(len(t.ids) > max_target_length - 1)
+        out["source_needed"].append(len(s.ids) + 1)
+        out["target_needed"].append(len(t.ids) + 1)
     return out
 
 
@@ -330,22 +331,19 @@ class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoaders
             encode_pairs, batched=True, batch_size=1000, remove_columns=ds.column_names,
             features=datasets.Features({"source_ids": datasets.List(datasets.Value("int32")),
                                         "target_ids": datasets.List(datasets.Value("int32")),
-                                        "source_truncated": datasets.Value("bool"),
-                                        "target_truncated": datasets.Value("bool")}),
+                                        "source_needed": datasets.Value("int32"),
+                                        "target_needed": datasets.Value("int32")}),
             fn_kwargs={"tokenizer": self.tokenizer, "eos_id": self.special_ids["eos"], "prefix": self.source_prefix,
                        "max_source_length": self.max_source_length, "max_target_length": self.max_target_length},
-            new_fingerprint=sha256_json([self.tokenized_dir.name, split])[:32], desc=f"tokenizing {split}",
+            new_fingerprint=sha256_json([self.tokenized_dir.name, split, "needed"])[:32], desc=f"tokenizing {split}",
         )
         src_len = np.asarray([len(x) for x in mapped["source_ids"]])
         tgt_len = np.asarray([len(x) for x in mapped["target_ids"]])
-        stats = {**self.load_stats.get(split, {}), "source_truncated": int(np.sum(mapped["source_truncated"])),
-                 "target_truncated": int(np.sum(mapped["target_truncated"])),
+        cut = {side: check_truncation(split, mapped[f"{side}_needed"], limit, f"data.max_{side}_length", "pairs")
+               for side, limit in (("source", self.max_source_length), ("target", self.max_target_length))}
+        stats = {**self.load_stats.get(split, {}), "source_truncated": cut["source"], "target_truncated": cut["target"],
                  "source_tokens_mean": round(float(src_len.mean()), 2), "target_tokens_mean": round(float(tgt_len.mean()), 2)}
-        mapped.remove_columns(["source_truncated", "target_truncated"]).save_to_disk(str(out_dir))
-        for side, limit in (("source", self.max_source_length), ("target", self.max_target_length)):
-            if stats[f"{side}_truncated"]:
-                log.warning("data: %s: %d %ss truncated to data.max_%s_length=%d tokens", split,
-                            stats[f"{side}_truncated"], side, side, limit)
+        mapped.remove_columns(["source_needed", "target_needed"]).save_to_disk(str(out_dir))
         log.info("data: tokenized %s: %s in %.1fs", split, stats, time.perf_counter() - t0)
         return stats
 

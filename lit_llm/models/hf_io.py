@@ -42,6 +42,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from lit_llm.errors import ConfigError
 from lit_llm.models.encoder import Encoder, EncoderConfig
 from lit_llm.models.gpt import GPT, GPTConfig
+from lit_llm.tokenization import tokenizer_from_file
 from lit_llm.utils_io import atomic_write_text
 
 log = logging.getLogger("lit_llm")
@@ -139,7 +140,7 @@ def load_hf_tokenizer(path: str | Path) -> Tokenizer | None:
     path = Path(path)
     if (path / "tokenizer.json").is_file():
         try:
-            return Tokenizer.from_file(str(path / "tokenizer.json"))
+            return tokenizer_from_file(path / "tokenizer.json")
         except Exception as e:
             raise _error(path, f"cannot read {path / 'tokenizer.json'}: {e}") from e
     if (path / "vocab.txt").is_file():
@@ -216,6 +217,21 @@ def hf_special_ids(tokenizer_or_dir: Tokenizer | str | Path) -> dict[str, int]:
                 ids[ours] = idx
                 break
     return ids
+
+
+def hf_chat_template(path: str | Path) -> str | None:
+    """The Jinja chat template of a Hugging Face tokenizer directory (tokenizer_config.json `chat_template`, or
+    the newer chat_template.jinja / chat_template.json files), None when it has none. A list of named
+    templates gives the one named "default"."""
+    path = Path(path)
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    template = _read_json(path / "chat_template.json").get("chat_template") or \
+        _read_json(path / "tokenizer_config.json").get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, Mapping)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
 
 
 def _token_str(value) -> str | None:

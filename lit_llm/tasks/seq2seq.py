@@ -22,7 +22,7 @@ from lit_llm.metrics import bootstrap as bs
 from lit_llm.metrics.text_overlap import ROUGE_SETTINGS, summarization_scores, translation_scores
 from lit_llm.models.decoding import GENERATION_OPTIONS, generate_seq2seq
 from lit_llm.tasks.base import BackboneTask
-from lit_llm.tokenization import BOS, EOS, PAD
+from lit_llm.tokenization import BOS, EOS, PAD, tokenizer_from_str
 
 IGNORE_INDEX = -100
 METRICS = ("bleu", "rouge", "none")
@@ -60,7 +60,7 @@ class Seq2SeqTask(BackboneTask):
         if self._tok is None:
             if not self.tokenizer_json:
                 raise RuntimeError("Seq2SeqTask needs its tokenizer (tokenizer_json) to decode generations")
-            self._tok = Tokenizer.from_str(self.tokenizer_json)
+            self._tok = tokenizer_from_str(self.tokenizer_json)
         return self._tok
 
     def _ids(self) -> tuple[int, int, int]:

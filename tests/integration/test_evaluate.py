@@ -156,3 +156,37 @@ def test_cli_error_is_one_line(tmp_path, cache_dir):
     assert "error: ckpt_path=" in proc.stderr and "Traceback" not in proc.stderr
 
 
+
+
+class _RunsACommand:
+    """Unpickling this calls os.system: what a crafted checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_everywhere(compose_train, compose_eval, tmp_path):
+    from lit_llm.checkpointing import AtomicCheckpointIO, load_pretrained
+
+    run = tmp_path / "cls"
+    train(compose_train(CLASSIFY + ["trainer.max_steps=2", "test=false"], run, tiny=False))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # ours need no code
+    marker = tmp_path / "ran"
+    state["lit_llm"]["run_config"]["payload"] = _RunsACommand(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save(state, evil)
+    refused = r"evil.ckpt is refused: it holds Python objects other than tensors and plain types.*posix.system"
+    with pytest.raises(ConfigError, match=refused):  # pipelines/evaluate.py
+        evaluate(compose_eval([f"ckpt_path={evil}"], tmp_path / "e"))
+    with pytest.raises(ConfigError, match=refused):  # model.init_from=
+        load_pretrained(str(evil))
+    with pytest.raises(ConfigError, match=refused):  # resume: ckpt_path= (checked before fit)
+        train(compose_train(CLASSIFY + ["trainer.max_steps=4", f"ckpt_path={evil}"], tmp_path / "r", tiny=False))
+    with pytest.raises(ConfigError, match=refused):  # Lightning's own loads (resume, testing the best checkpoint)
+        AtomicCheckpointIO().load_checkpoint(evil)
+    assert not marker.exists()  # nothing ran
+    torch.load(evil, weights_only=False)  # the payload is real: unpickled without the guard, it runs
+    assert marker.exists()

@@ -123,3 +123,40 @@ def test_init_from_a_checkpoint_with_fewer_embeddings_than_its_tokenizer_is_refu
         train(compose_train(CLASSIFY + ["model=bert_tiny", f"model.init_from=hf:{hf_dir}"], tmp_path / "x",
                             tiny=False))
     assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_init_from_a_bert_whose_tokenizer_file_pads_and_truncates(compose_train, tmp_path):
+    """The reported break: a sentence-transformers-style tokenizer.json pads every text to 128 and truncates;
+    with model.init_from=hf:<dir> nothing is truncated to data.max_length=32 and no pad id is content. The
+    tokenizer's chat template (tokenizer_config.json) is kept in the run's checkpoints."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    from lit_llm import package_file
+
+    lines = open(package_file("corpora/tiny_sentiment.tsv"), encoding="utf-8").read().splitlines()[1:]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator([line.split("\t")[0] for line in lines], trainers.WordPieceTrainer(
+        vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
+                                                                                                 ("[SEP]", 3)])
+    tok.enable_padding(length=128, pad_id=0, pad_token="[PAD]")
+    tok.enable_truncation(128)
+    hf_dir = tmp_path / "bert"
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    transformers.BertTokenizerFast(tokenizer_object=tok, chat_template=template).save_pretrained(hf_dir)
+    transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64)).save_pretrained(hf_dir)
+    assert json.loads((hf_dir / "tokenizer.json").read_text())["padding"] is not None
+
+    out = tmp_path / "cls"
+    train(compose_train(CLASSIFY + ["model=bert_tiny", f"model.init_from=hf:{hf_dir}", "trainer.max_steps=4",
+                                    "data.max_length=32"], out, tiny=False))
+    stats = json.loads((out / "run.json").read_text())["data"]
+    assert all(stats[split]["truncated"] == 0 and stats[split]["max_tokens"] < 32 for split in ("train", "test"))
+    assert json.loads((out / "tokenizer.json").read_text())["padding"] is None
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["lit_llm"]["run_config"]["chat_template"] == template
+    assert load_pretrained(str(out)).chat_template == template  # and a run started from this one keeps it

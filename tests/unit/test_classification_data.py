@@ -76,7 +76,7 @@ def _encode(texts, pairs=None, max_length=8):
 def test_single_template_and_truncation():
     out = _encode(["10 11 12", "10 11 12 13 14 15 16 17"], max_length=6)
     assert out["input_ids"] == [[CLS, 10, 11, 12, SEP], [CLS, 10, 11, 12, 13, SEP]]
-    assert out["truncated"] == [False, True] and out["length"] == [5, 6]
+    assert out["needed"] == [5, 10] and out["length"] == [5, 6]
     assert "token_type_ids" not in out
 
 
@@ -88,7 +88,7 @@ def test_pair_template_token_types_and_longest_first_truncation():
     assert out["input_ids"][1] == [CLS, 10, 11, 12, 13, 14, SEP, 20, SEP]  # the longer (first) text loses tokens
     assert out["input_ids"][2] == [CLS, 10, 11, 12, SEP, 20, 21, 22, SEP]  # both long: budget 6 split 3/3
     assert out["input_ids"][3] == [CLS, 10, SEP, 20, 21, 22, 23, 24, SEP]  # the short one is kept whole
-    assert out["truncated"] == [False, True, True, True]
+    assert out["needed"] == [8, 10, 16, 12]  # before truncation: both texts and 3 special tokens
     assert all(len(ids) <= 9 and len(ids) == len(types) for ids, types in zip(out["input_ids"], out["token_type_ids"]))
 
 
@@ -108,13 +108,25 @@ def test_module_builds_pair_inputs_with_special_ids(tmp_path):
     assert sum(len(b) for b in dm.train_texts()) == 2 * len(dm.raw["train"])  # texts and pairs for the tokenizer
 
 
-def test_max_length_truncates_and_is_reported(tmp_path):
+def test_max_length_truncates_and_is_reported(tmp_path, caplog):
     rows = [("x" * 30, 0), ("y" * 5, 1)] * 10
-    dm = ready(make_dm(tmp_path, tsv(tmp_path / "t.tsv", rows), max_length=12, val_fraction=0.1,
-                       label_names=["n", "p"]))
+    with caplog.at_level("WARNING", logger="lit_llm"):
+        dm = ready(make_dm(tmp_path, tsv(tmp_path / "t.tsv", rows), max_length=12, val_fraction=0.1,
+                           label_names=["n", "p"]))
     assert max(len(dm.examples["train"][i]["input_ids"]) for i in range(len(dm.examples["train"]))) == 12
     long_rows = sum(t.startswith("x") for t in dm.raw["train"]["text"])
     assert dm.stats["train"]["truncated"] == long_rows > 0 and dm.stats["train"]["max_tokens"] == 12
+    # about half the examples cut: a warning naming the setting and the lengths the data needs
+    warned = [r.getMessage() for r in caplog.records if "truncated to data.max_length=12" in r.getMessage()]
+    assert warned and "median" in warned[0] and "p95" in warned[0] and "raise data.max_length" in warned[0]
+
+
+def test_every_example_truncated_is_an_error(tmp_path):
+    rows = [("x" * 30, 0), ("z" * 40, 1)] * 10
+    with pytest.raises(ConfigError, match=r"data.max_length=12: every one of the \d+ examples of the \w+ split is "
+                                          r"longer \(lengths in tokens: median \d+"):
+        ready(make_dm(tmp_path, tsv(tmp_path / "t.tsv", rows), max_length=12, val_fraction=0.1,
+                      label_names=["n", "p"]))
 
 
 # ============================================================================ labels

@@ -227,3 +227,18 @@ def test_set_eval_batch_size_and_task_arguments(tmp_path):
             dm.set_eval_batch_size(bad)
     assert QADataModule(train_files=SQUAD_TRAIN).task_arguments() == {}
     assert CorpusDataModule(files=tsv).task_arguments() == {}
+
+
+def test_check_truncation_warns_over_five_percent_and_refuses_all(caplog):
+    from lit_llm.data.base import check_truncation
+
+    with caplog.at_level(logging.WARNING, logger="lit_llm"):
+        assert check_truncation("train", [10] * 95 + [20] * 5, 12, "data.max_length") == 5  # 5%: quiet
+        assert not caplog.records
+        assert check_truncation("train", [10] * 91 + [20] * 9, 12, "data.max_length") == 9
+    message = caplog.records[-1].getMessage()
+    assert message.startswith("data: train: 9 of 100 examples (9.0%) are truncated to data.max_length=12")
+    assert "median 10, p90 10, p95 20, p99 20, max 20" in message and "raise data.max_length (e.g. to 20)" in message
+    with pytest.raises(ConfigError, match=r"data.max_target_length=4: every one of the 3 pairs of the test split is "
+                                          r"longer \(lengths in tokens: median 6"):
+        check_truncation("test", [5, 6, 7], 4, "data.max_target_length", "pairs")

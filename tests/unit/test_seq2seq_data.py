@@ -70,6 +70,7 @@ def test_table_columns_empty_pairs_and_merged_references(tmp_path):
 
 def test_translation_schema_and_truncation_counts(tmp_path):
     rows = [{"translation": {"de": "ein " * n + "ende", "en": "one " * n + "end"}} for n in range(1, 9)]
+    rows += [{"translation": {"de": "ja", "en": "yes"}}] * 8  # short pairs: no split is cut entirely (an error)
     path = write(tmp_path / "t.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     dm = ready(Seq2SeqDataModule(train_files=path, source_lang="de", target_lang="en", max_source_length=12,
                                  max_target_length=10, val_fraction=0.25, batch_size=2,
