@@ -171,15 +171,14 @@ def load_pretrained(spec: str) -> Pretrained:
             raise ConfigError(f"model.init_from={spec}: no config.json in {directory}; "
                               "point it at a Hugging Face model directory (config.json + model.safetensors)")
         model_type = json.loads(config_file.read_text()).get("model_type")
-        loaders = {"bert": hf_io.load_hf_bert, "gpt2": hf_io.load_hf_gpt2}
-        if model_type not in loaders:
+        if model_type not in hf_io.HF_LOADERS:
             raise ConfigError(f"model.init_from={spec}: model_type={model_type!r} is not supported "
-                              f"(supported: {sorted(loaders)})")
-        model, tokenizer = loaders[model_type](directory)
+                              f"(supported: {sorted(hf_io.HF_LOADERS)})")
+        model, tokenizer = hf_io.HF_LOADERS[model_type](directory)
         if tokenizer is None:
             raise ConfigError(f"model.init_from={spec}: no tokenizer.json or vocab.txt in {directory}")
         # the special tokens named in tokenizer_config.json / special_tokens_map.json, else the usual strings
-        special = hf_io.hf_special_ids(directory) if model_type == "bert" else None
+        special = hf_io.hf_special_ids(directory)
         return Pretrained(spec, model.config.to_dict(), model.state_dict(), tokenizer, special,
                           hf_io.hf_chat_template(directory))
 

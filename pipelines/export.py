@@ -23,13 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from lit_llm.models import hf_io
 
-    exporters = {"gpt": ("GPT-2", hf_io.export_hf_gpt2), "encoder": ("BERT", hf_io.export_hf_bert)}
     model, tokenizer = load_backbone(args.checkpoint)
-    if model.config.arch not in exporters:
-        raise ConfigError(f"{args.checkpoint}: a model.arch={model.config.arch} backbone has no Hugging Face export "
-                          "(gpt exports as GPT-2, encoder as BERT)")
-    name, export = exporters[model.config.arch]
-    export(model, args.out_dir, tokenizer=tokenizer)
+    try:
+        name, _ = hf_io.export_hf(model, args.out_dir, tokenizer=tokenizer)
+    except ConfigError as e:
+        raise ConfigError(f"{args.checkpoint}: {e}") from None
     print(f"wrote {args.out_dir} ({name} format)")
     return 0
 

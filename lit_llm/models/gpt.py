@@ -1,8 +1,11 @@
-"""A GPT-2 style decoder-only language model, readable top to bottom.
+"""A GPT-2 style decoder-only language model, readable top to bottom, with the Llama options.
 
 Pre-LayerNorm transformer blocks, causal self-attention through PyTorch's fused
 `scaled_dot_product_attention`, learned or rotary (RoPE) positions, GPT-2 initialisation and
-an optional key/value cache for fast generation. The attention, MLP and block live in
+an optional key/value cache for fast generation. The Llama family (Llama, Mistral, Qwen2, SmolLM)
+is the same model with `norm=rmsnorm`, `mlp=swiglu`, `pos_embedding=rope` (+ `rope_scaling`),
+grouped-query attention (`n_kv_head`), `bias=false` (Qwen2: `qkv_bias=true`) and untied or tied
+output embeddings: `conf/model/llama_tiny.yaml`, `smollm_135m.yaml`, `qwen2_0_5b.yaml`. The attention, MLP and block live in
 `layers.py`, shared with the BERT-style `Encoder`. Plain `nn.Module`: no Lightning, no
 transformers; the task modules (`lit_llm.tasks.clm`) add the loss and the optimiser.
 
@@ -20,16 +23,20 @@ import torch.nn as nn
 
 from lit_llm.errors import ConfigError
 from lit_llm.models.layers import (
+    NORMS,
+    ROPE_SCALINGS,
     BackboneConfig,  # KVCache and apply_rope are re-exported
     Block,
     KVCache,  # noqa: F401
     apply_rope,  # noqa: F401
     init_weights,
+    norm_layer,
     rope_cache,
     run_block,
 )
 
 POS_EMBEDDINGS = ("learned", "rope")
+MLPS = ("gelu", "swiglu")  # GPT-2's tanh-GELU MLP, Llama's gated SiLU
 
 
 @dataclass
@@ -46,6 +53,13 @@ class GPTConfig(BackboneConfig):
     pos_embedding: str = "learned"  # "learned" | "rope"
     rope_base: float = 10000.0
     tie_embeddings: bool = True  # lm_head shares its weight with the token embedding
+    norm: str = "layernorm"  # "layernorm" (GPT-2) | "rmsnorm" (Llama)
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # "gelu" (GPT-2's tanh GELU) | "swiglu" (Llama)
+    intermediate_size: int | None = None  # the MLP's width; null: 4 * n_embd
+    n_kv_head: int | None = None  # grouped-query attention: key/value heads (null: n_head)
+    qkv_bias: bool | None = None  # biases of the q/k/v projection (null: as `bias`; Qwen2: true with bias=false)
+    rope_scaling: dict | None = None  # {"type": "linear" | "llama3", "factor": ..., ...} (HF configs' rope_scaling)
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     arch: str = "gpt"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
@@ -78,8 +92,30 @@ class GPTConfig(BackboneConfig):
                 raise ConfigError(f"model.rope_base={self.rope_base!r} must be positive")
         if not isinstance(self.activation_checkpointing, bool):
             raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
+        self._check_llama_options()
         if self.arch != "gpt":
             raise ConfigError(f"model.arch={self.arch!r} must be 'gpt' for GPTConfig")
+
+
+    def _check_llama_options(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"model.norm={self.norm!r} is not one of {list(NORMS)}")
+        if self.mlp not in MLPS:
+            raise ConfigError(f"model.mlp={self.mlp!r} is not one of {list(MLPS)}")
+        if not float(self.norm_eps) > 0:
+            raise ConfigError(f"model.norm_eps={self.norm_eps!r} must be positive")
+        for key in ("intermediate_size", "n_kv_head"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"model.{key}={value!r} must be a positive integer or null")
+        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+            raise ConfigError(f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head} "
+                              "(each key/value head serves n_head / n_kv_head query heads)")
+        if self.rope_scaling:
+            kind = self.rope_scaling.get("type", self.rope_scaling.get("rope_type"))
+            if self.pos_embedding != "rope" or kind not in ROPE_SCALINGS:
+                raise ConfigError(f"model.rope_scaling={self.rope_scaling!r}: needs model.pos_embedding=rope and a "
+                                  f"type of {list(ROPE_SCALINGS)}")
 
 
 def _largest_divisor_at_most(n: int, k: int) -> int:
@@ -104,17 +140,21 @@ class GPT(nn.Module):
             self.wpe = None
             # Non-persistent: derived from the config, so they stay out of checkpoints and
             # state dicts but still follow the model across .to(device).
-            cos, sin = rope_cache(config.block_size, config.n_embd // config.n_head, config.rope_base)
+            cos, sin = rope_cache(config.block_size, config.n_embd // config.n_head, config.rope_base,
+                                  config.rope_scaling)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = nn.Dropout(config.dropout)
-        # Pre-LN causal blocks with GPT-2's tanh GELU, so imported GPT-2 weights behave the same.
+        # Pre-LN causal blocks with GPT-2's tanh GELU (or Llama's SwiGLU and RMSNorm), so imported weights
+        # behave the same.
         self.blocks = nn.ModuleList(
             Block(config.n_embd, config.n_head, dropout=config.dropout, bias=config.bias,
-                  causal=True, norm_first=True, activation="gelu_tanh")
+                  causal=True, norm_first=True, ln_eps=config.norm_eps, norm=config.norm,
+                  activation="swiglu" if config.mlp == "swiglu" else "gelu_tanh",
+                  intermediate_size=config.intermediate_size, n_kv_head=config.n_kv_head, qkv_bias=config.qkv_bias)
             for _ in range(config.n_layer)
         )
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = norm_layer(config.norm, config.n_embd, config.norm_eps, config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # Input and output embeddings share one matrix: fewer parameters and, for small
@@ -136,7 +176,7 @@ class GPT(nn.Module):
         if not 0 < max_len <= cfg.block_size:
             raise ValueError(f"KV cache max_len={max_len} must be in [1, block_size={cfg.block_size}]")
         ref = self.wte.weight
-        return KVCache(cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head,
+        return KVCache(cfg.n_layer, batch_size, cfg.n_kv_head or cfg.n_head, max_len, cfg.n_embd // cfg.n_head,
                        device=ref.device if device is None else device,
                        dtype=ref.dtype if dtype is None else dtype)
 

@@ -47,7 +47,7 @@ from lit_llm.utils_io import atomic_write_text
 
 log = logging.getLogger("lit_llm")
 
-SUPPORTED_MODEL_TYPES = ("bert", "gpt2")
+SUPPORTED_MODEL_TYPES = ("bert", "gpt2", "llama", "mistral", "qwen2")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -537,18 +537,142 @@ def export_hf_gpt2(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = Non
 
 
 # ----------------------------------------------------------------------------------------------
+# The Llama family (Llama, Mistral, Qwen2, SmolLM): our GPT with RMSNorm, SwiGLU, rotary positions, GQA.
+
+LLAMA_TYPES = ("llama", "mistral", "qwen2")
+
+
+def llama_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
+    """GPTConfig for a LlamaConfig / MistralConfig / Qwen2Config dict; ConfigError for what our GPT cannot
+    represent (another activation, head_dim != hidden_size / heads, sliding windows shorter than the context,
+    biases on the output projection or the MLP)."""
+    try:
+        n_embd, n_head, block = hf["hidden_size"], hf["num_attention_heads"], hf.get("max_position_embeddings", 2048)
+        window = hf.get("sliding_window") if hf.get("use_sliding_window", hf.get("model_type") == "mistral") else None
+        checks = [
+            ("hidden_act", hf.get("hidden_act", "silu"), ("silu",)),
+            ("head_dim", hf.get("head_dim") or n_embd // n_head, (n_embd // n_head,)),
+            ("attention_bias", hf.get("attention_bias") or False, (False,)),
+            ("mlp_bias", hf.get("mlp_bias") or False, (False,)),
+            ("sliding_window", window if window is not None and window < block else None, (None,)),
+        ]
+        for key, value, allowed in checks:
+            if value not in allowed:
+                raise _error(path, f"config.json has {key}={value!r}; lit-llm's GPT supports only "
+                                   f"{' or '.join(map(repr, allowed))}")
+        theta, scaling = _hf_rope(hf)
+        return GPTConfig(
+            vocab_size=hf["vocab_size"], block_size=block, n_layer=hf["num_hidden_layers"], n_head=n_head,
+            n_embd=n_embd, dropout=hf.get("attention_dropout", 0.0), bias=False, pos_embedding="rope",
+            rope_base=theta, tie_embeddings=hf.get("tie_word_embeddings", False),
+            norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu",
+            intermediate_size=hf["intermediate_size"], n_kv_head=hf.get("num_key_value_heads") or n_head,
+            qkv_bias=hf.get("model_type") == "qwen2", rope_scaling=scaling)
+    except KeyError as e:
+        raise _error(path, f"config.json lacks {e.args[0]!r}") from e
+    except ConfigError as e:
+        if str(e).startswith("model.init_from="):
+            raise
+        raise _error(path, f"config.json cannot be represented: {e}") from e
+
+
+def _hf_rope(hf: Mapping) -> tuple[float, dict | None]:
+    """(rope base, scaling or None) from a config.json: transformers 4 writes `rope_theta` and `rope_scaling`,
+    transformers 5 one `rope_parameters` ({"rope_type": "default" | "linear" | "llama3", "rope_theta", ...})."""
+    params = dict(hf.get("rope_parameters") or {})
+    theta = float(params.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0)
+    scaling = dict(hf.get("rope_scaling") or params)
+    kind = scaling.pop("rope_type", scaling.pop("type", "default"))
+    return theta, ({"type": kind, **scaling} if kind != "default" else None)
+
+
+def llama_name_table(config: GPTConfig) -> dict[str, tuple[str, ...]]:
+    """Our GPT's state-dict names -> LlamaForCausalLM names: q/k/v concatenated into c_attn, gate/up into c_fc."""
+    table: dict[str, tuple[str, ...]] = {"wte.weight": ("model.embed_tokens.weight",),
+                                         "ln_f.weight": ("model.norm.weight",)}
+    for i in range(config.n_layer):
+        hf = f"model.layers.{i}"
+        table[f"blocks.{i}.ln_1.weight"] = (f"{hf}.input_layernorm.weight",)
+        table[f"blocks.{i}.ln_2.weight"] = (f"{hf}.post_attention_layernorm.weight",)
+        table[f"blocks.{i}.attn.c_attn.weight"] = tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv")
+        if config.qkv_bias:
+            table[f"blocks.{i}.attn.c_attn.bias"] = tuple(f"{hf}.self_attn.{p}_proj.bias" for p in "qkv")
+        table[f"blocks.{i}.attn.c_proj.weight"] = (f"{hf}.self_attn.o_proj.weight",)
+        table[f"blocks.{i}.mlp.c_fc.weight"] = (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight")
+        table[f"blocks.{i}.mlp.c_proj.weight"] = (f"{hf}.mlp.down_proj.weight",)
+    if not config.tie_embeddings:
+        table["lm_head.weight"] = ("lm_head.weight",)
+    return table
+
+
+def load_hf_llama(path: str | Path) -> tuple[GPT, Tokenizer | None]:
+    """A Llama / Mistral / Qwen2 checkpoint directory -> (GPT in eval mode, its tokenizer or None)."""
+    path = Path(path)
+    hf = read_hf_config(path)
+    if hf.get("model_type") not in LLAMA_TYPES:
+        _check_model_type(path, hf, "llama")
+    config = llama_config_from_hf(hf, path)
+    model = GPT(config)
+    _load_mapped(model, read_hf_state_dict(path), llama_name_table(config), set(), path, what="")
+    if config.tie_embeddings:
+        model.lm_head.weight = model.wte.weight
+    return model.eval(), load_hf_tokenizer(path)
+
+
+def is_llama(config: GPTConfig) -> bool:
+    return config.norm == "rmsnorm" and config.mlp == "swiglu" and config.pos_embedding == "rope"
+
+
+def export_hf_llama(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """Write a Llama-style GPT as LlamaForCausalLM (Qwen2ForCausalLM when its q/k/v have biases)."""
+    cfg = gpt.config
+    if not is_llama(cfg) or cfg.bias:
+        raise ConfigError("only a GPT with model.norm=rmsnorm, model.mlp=swiglu, model.pos_embedding=rope and "
+                          "model.bias=false exports as Llama")
+    ours, state = gpt.state_dict(), {}
+    for name, hf_names in llama_name_table(cfg).items():
+        sizes = [ours[name].shape[0] // len(hf_names)] * len(hf_names)
+        if name.endswith("attn.c_attn.weight") or name.endswith("attn.c_attn.bias"):
+            sizes = list(gpt.blocks[0].attn.qkv_sizes)
+        state.update(zip(hf_names, ours[name].split(sizes, dim=0)))
+    qwen2, ids = bool(cfg.qkv_bias), hf_special_ids(tokenizer) if tokenizer is not None else {}
+    hf_config = {
+        "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"], "model_type": "qwen2" if qwen2 else "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd, "intermediate_size": gpt.blocks[0].mlp.c_proj.in_features,
+        "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.n_kv_head or cfg.n_head, "max_position_embeddings": cfg.block_size,
+        "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_base, "rope_scaling": cfg.rope_scaling,
+        "hidden_act": "silu", "tie_word_embeddings": cfg.tie_embeddings, "attention_dropout": cfg.dropout,
+        "bos_token_id": ids.get("<bos>"), "eos_token_id": ids.get("<eos>"), "pad_token_id": ids.get("<pad>"),
+    }
+    return _write_checkpoint(path, hf_config, state, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------
 # Shared plumbing.
+
+HF_LOADERS = {"bert": load_hf_bert, "gpt2": load_hf_gpt2, **{t: load_hf_llama for t in LLAMA_TYPES}}
 
 
 def load_hf(path: str | Path) -> tuple[Encoder | GPT, Tokenizer | None]:
-    """Load a BERT or GPT-2 checkpoint directory, whichever config.json's model_type says."""
+    """Load a Hugging Face checkpoint directory with the loader of config.json's model_type."""
     model_type = read_hf_config(path).get("model_type")
-    if model_type == "bert":
-        return load_hf_bert(path)
-    if model_type == "gpt2":
-        return load_hf_gpt2(path)
-    raise _error(path, f"config.json has model_type={model_type!r}; supported model types: "
-                       f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    if model_type not in HF_LOADERS:
+        raise _error(path, f"config.json has model_type={model_type!r}; supported model types: "
+                           f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    return HF_LOADERS[model_type](path)
+
+
+def export_hf(model: Encoder | GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> tuple[str, Path]:
+    """Write `model` in the Hugging Face format of its family: (the format's name, the directory)."""
+    cfg = model.config
+    if cfg.arch == "gpt":
+        return ("Llama", export_hf_llama(model, path, tokenizer)) if is_llama(cfg) else \
+            ("GPT-2", export_hf_gpt2(model, path, tokenizer))
+    if cfg.arch == "encoder":
+        return "BERT", export_hf_bert(model, path, tokenizer)
+    raise ConfigError(f"a model.arch={cfg.arch} backbone has no Hugging Face export (gpt exports as GPT-2 or Llama, "
+                      "encoder as BERT)")
 
 
 def _load_mapped(model: torch.nn.Module, hf_state: dict[str, torch.Tensor],

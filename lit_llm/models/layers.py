@@ -13,6 +13,7 @@ Module names are the GPT-2 ones (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 
@@ -22,7 +23,9 @@ import torch.nn.functional as F
 
 from lit_llm.errors import ConfigError, renamed_keys
 
-ACTIVATIONS = ("gelu", "gelu_tanh")
+ACTIVATIONS = ("gelu", "gelu_tanh")          # of encoders' and the encoder-decoder's MLP
+MLP_ACTIVATIONS = ACTIVATIONS + ("swiglu",)  # + Llama's gated SiLU (the GPT's model.mlp=swiglu)
+NORMS = ("layernorm", "rmsnorm")
 
 
 class BackboneConfig:
@@ -90,11 +93,38 @@ class KVCache:
 # grows with its position, so q·k depends only on the relative distance between tokens.
 
 
-def rope_cache(block_size: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+def rope_cache(block_size: int, head_dim: int, base: float,
+               scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (block_size, head_dim) of every position; `scaling` ({"type": "linear" | "llama3", "factor": ...},
+    as Hugging Face configs' `rope_scaling`) stretches the frequencies for contexts longer than pretraining's."""
+    inv_freq = rope_scaled(1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)), scaling)
     angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, hd/2)
     angles = torch.cat((angles, angles), dim=-1)  # (T, hd): "rotate half" layout (GPT-NeoX/Llama)
     return angles.cos(), angles.sin()
+
+
+ROPE_SCALINGS = ("linear", "llama3")
+
+
+def rope_scaled(inv_freq: torch.Tensor, scaling: dict | None) -> torch.Tensor:
+    """Rotary frequencies under `scaling`: "linear" divides them all by `factor` (position interpolation);
+    "llama3" divides the low frequencies by `factor`, keeps the high ones and blends in between
+    (`low_freq_factor`, `high_freq_factor`, `original_max_position_embeddings`), as Llama 3.1 does."""
+    if not scaling:
+        return inv_freq
+    kind, factor = scaling.get("type", scaling.get("rope_type")), float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    if kind != "llama3":
+        raise ValueError(f"rope scaling {kind!r} is not one of {list(ROPE_SCALINGS)}")
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_context = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_context / high) & ~(wavelen > old_context / low)
+    return torch.where(medium, blended, scaled)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -133,24 +163,32 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 causal: bool = True):
+                 causal: bool = True, n_kv_head: int | None = None, qkv_bias: bool | None = None):
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_head={n_head} must divide n_embd={n_embd}")
         self.n_head = n_head
+        # grouped-query attention: n_kv_head key/value heads, each shared by n_head / n_kv_head query heads
+        self.n_kv_head = n_head if n_kv_head is None else n_kv_head
+        if n_head % self.n_kv_head != 0:
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={n_head}")
         self.head_dim = n_embd // n_head
         self.dropout = dropout
         self.causal = causal
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v at once
+        kv = self.n_kv_head * self.head_dim
+        self.qkv_sizes = (n_embd, kv, kv)
+        # q, k, v at once (Qwen2: biases on q/k/v only, qkv_bias=True with bias=False)
+        self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv, bias=bias if qkv_bias is None else qkv_bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, rope=None,
                 kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = self.c_attn(x).split(self.qkv_sizes, dim=2)
         # (B, T, C) -> (B, nh, T, hd): heads become a batch dimension for the attention kernel.
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
@@ -173,7 +211,7 @@ class SelfAttention(nn.Module):
                 mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
         return self.resid_dropout(self.c_proj(y))
@@ -197,21 +235,35 @@ class MLP(nn.Module):
     """Position-wise feed-forward: c_fc (n_embd -> intermediate) -> GELU -> c_proj -> dropout.
 
     activation "gelu_tanh" is GPT-2's approximation, "gelu" the exact erf form BERT uses: an
-    imported checkpoint only reproduces its outputs with the GELU it was trained with."""
+    imported checkpoint only reproduces its outputs with the GELU it was trained with. "swiglu"
+    (Llama): c_fc computes gate and up projections at once (2 x intermediate), silu(gate) * up."""
 
     def __init__(self, n_embd: int, bias: bool = True, dropout: float = 0.0,
                  activation: str = "gelu_tanh", intermediate_size: int | None = None):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r} is not one of {list(ACTIVATIONS)}")
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not one of {list(MLP_ACTIVATIONS)}")
         hidden = 4 * n_embd if intermediate_size is None else intermediate_size
-        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
-        self.act = nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
+        self.gated = activation == "swiglu"
+        self.c_fc = nn.Linear(n_embd, 2 * hidden if self.gated else hidden, bias=bias)
+        self.act = nn.SiLU() if self.gated else nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, up = self.c_fc(x).chunk(2, dim=-1)
+            return self.dropout(self.c_proj(self.act(gate) * up))
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+def norm_layer(kind: str, n_embd: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
+    """"layernorm" (GPT-2, BERT) or "rmsnorm" (Llama: no mean subtraction, no bias)."""
+    if kind == "rmsnorm":
+        return nn.RMSNorm(n_embd, eps=eps)
+    if kind != "layernorm":
+        raise ValueError(f"norm={kind!r} is not one of {list(NORMS)}")
+    return nn.LayerNorm(n_embd, eps=eps, bias=bias)
 
 
 class Block(nn.Module):
@@ -225,12 +277,14 @@ class Block(nn.Module):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
                  causal: bool = True, norm_first: bool = True, ln_eps: float = 1e-5,
-                 activation: str = "gelu_tanh", intermediate_size: int | None = None):
+                 activation: str = "gelu_tanh", intermediate_size: int | None = None, norm: str = "layernorm",
+                 n_kv_head: int | None = None, qkv_bias: bool | None = None):
         super().__init__()
         self.norm_first = norm_first
-        self.ln_1 = nn.LayerNorm(n_embd, eps=ln_eps, bias=bias)
-        self.attn = SelfAttention(n_embd, n_head, dropout=dropout, bias=bias, causal=causal)
-        self.ln_2 = nn.LayerNorm(n_embd, eps=ln_eps, bias=bias)
+        self.ln_1 = norm_layer(norm, n_embd, ln_eps, bias)
+        self.attn = SelfAttention(n_embd, n_head, dropout=dropout, bias=bias, causal=causal, n_kv_head=n_kv_head,
+                                  qkv_bias=qkv_bias)
+        self.ln_2 = norm_layer(norm, n_embd, ln_eps, bias)
         self.mlp = MLP(n_embd, bias=bias, dropout=dropout, activation=activation,
                        intermediate_size=intermediate_size)
 
@@ -267,6 +321,8 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         if module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.RMSNorm):
+        nn.init.ones_(module.weight)
     elif isinstance(module, nn.LayerNorm):
         if module.weight is not None:
             nn.init.ones_(module.weight)
