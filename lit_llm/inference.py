@@ -68,9 +68,10 @@ class Generator:
 
 
 def sample_text(backbone, tokenizer, prompt: str, max_new_tokens: int, temperature: float,
-                top_k: int | None, seed: int, num_samples: int = 1) -> str:
-    """Decode `num_samples` continuations of `prompt`; documents start after an <eos> token."""
-    eos = token_id(tokenizer, "<eos>")
+                top_k: int | None, seed: int, num_samples: int = 1, eos_id: int | None = None) -> str:
+    """Decode `num_samples` continuations of `prompt`; documents start after an end-of-document token
+    (`eos_id`, default the tokenizer's <eos>)."""
+    eos = token_id(tokenizer, "<eos>") if eos_id is None else eos_id
     ids = [eos] + tokenizer.encode(prompt, add_special_tokens=False).ids
     device = next(backbone.parameters()).device
     x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
 from lit_llm.errors import ConfigError, renamed_keys
-from lit_llm.tokenization import SPECIAL_TOKENS, tokenizer_fingerprint
+from lit_llm.tokenization import EOS, SPECIAL_TOKENS, tokenizer_fingerprint
 from lit_llm.utils_io import atomic_dir, build_lock, sha256_json
 
 STATS_FILE = "lit_llm_stats.json"
@@ -141,6 +141,17 @@ def resolve_special_ids(tokenizer: Tokenizer, given: Mapping[str, int] | None = 
     for name, idx in (given or {}).items():
         out[str(name).strip("<>").lower()] = int(idx)
     return out
+
+
+def document_end_id(tokenizer: Tokenizer, given: Mapping[str, int] | None = None) -> int:
+    """The token after every document of a packed corpus (and before a sampled one): the tokenizer's end of
+    sequence (<eos>; a Hugging Face tokenizer's own, named in its config files: `given`), else its separator."""
+    ids = resolve_special_ids(tokenizer, given)
+    for name in ("eos", "sep"):
+        if name in ids:
+            return ids[name]
+    raise ConfigError(f"the tokenizer has no end-of-sequence token ({EOS}, or one named eos_token in its "
+                      "tokenizer_config.json) to end documents with; use a tokenizer that has one")
 
 
 def require_special_tokens(ids: Mapping[str, int], names: Iterable[str], what: str, hint: str) -> None:

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from lit_llm.data.base import (
     DataModuleProtocol,
     TokenizedSplitsMixin,
+    document_end_id,
     hold_out_indices,
     holdout_size,
     renamed_setting,
@@ -57,7 +58,7 @@ from lit_llm.data.collate import InfillingCollator, MLMCollator
 from lit_llm.data.loading import ResumableDataLoader, ResumableTrainMixin
 from lit_llm.data.sources import load_text_dataset, nonempty_rows
 from lit_llm.errors import ConfigError
-from lit_llm.tokenization import EOS, MASK, PAD, token_id
+from lit_llm.tokenization import MASK, PAD
 from lit_llm.utils_io import sha256_json
 
 log = logging.getLogger("lit_llm")
@@ -337,11 +338,7 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
                 pad_id=self.special_ids["pad"])
 
     def _document_end_id(self) -> int:
-        """The token after every document: <eos> (the sep token of a tokenizer without one)."""
-        for name in ("eos", "sep"):
-            if name in self.special_ids:
-                return self.special_ids[name]
-        return token_id(self.tokenizer, EOS)  # raises, naming the token
+        return document_end_id(self.tokenizer, self.special_ids)
 
     # -- 4. tokenize, pack, cache -----------------------------------------------------------
     def _cache_key(self) -> dict[str, Any]:

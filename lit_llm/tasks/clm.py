@@ -91,6 +91,9 @@ class CausalLMTask(BackboneTask):
 
     def generate_sample(self, tokenizer, prompt: str, max_new_tokens: int, temperature: float,
                         top_k: int | None, seed: int, num_samples: int = 1) -> str:
+        from lit_llm.data.base import document_end_id
         from lit_llm.inference import sample_text
 
-        return sample_text(self.backbone, tokenizer, prompt, max_new_tokens, temperature, top_k, seed, num_samples)
+        eos = document_end_id(tokenizer, (self.run_config or {}).get("special_ids"))  # as the training data used it
+        return sample_text(self.backbone, tokenizer, prompt, max_new_tokens, temperature, top_k, seed, num_samples,
+                           eos_id=eos)

@@ -160,3 +160,30 @@ def test_init_from_a_bert_whose_tokenizer_file_pads_and_truncates(compose_train,
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["lit_llm"]["run_config"]["chat_template"] == template
     assert load_pretrained(str(out)).chat_template == template  # and a run started from this one keeps it
+
+
+def test_continue_training_a_hugging_face_llama_with_its_own_end_of_text_token(compose_train, tmp_path):
+    """model.init_from=hf:<Llama dir> on a corpus: documents end with the tokenizer's own </s> (named in its
+    config files, not our <eos>), in the packed data and in the generated samples."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from lit_llm import package_file
+
+    text = open(package_file("corpora/quickstart.txt"), encoding="utf-8").read().splitlines()[:2000]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "</s>", "<unk>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_dir = tmp_path / "llama"
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                         unk_token="<unk>").save_pretrained(hf_dir)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64)).save_pretrained(hf_dir)
+    out = tmp_path / "run"
+    metrics = train(compose_train(["experiment=quickstart", f"model.init_from=hf:{hf_dir}", "data.block_size=32"], out))
+    assert metrics["test/validation/ppl"] > 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["norm"] == "rmsnorm" and run["model"]["n_kv_head"] == 2
+    assert list((out / "samples").glob("step_*.txt"))  # sampled after </s>, the tokenizer's own end of text
