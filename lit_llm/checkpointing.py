@@ -158,14 +158,15 @@ class Pretrained:
 
 
 def load_pretrained(spec: str) -> Pretrained:
-    """`model.init_from`: a lit-llm checkpoint (.ckpt or run directory, CLM or MLM) or
-    `hf:<dir>`, a Hugging Face BERT / GPT-2 checkpoint on disk (config.json + weights)."""
+    """`model.init_from`: a lit-llm checkpoint (.ckpt or run directory, CLM or MLM), `hf:<dir>`, a Hugging Face
+    checkpoint on disk (config.json + weights), or `hf:<org>/<name>[@revision]` (the local Hugging Face cache,
+    or the hub when it is reachable: `hf_io.resolve_hf`)."""
     if spec.startswith("hf:"):
         import json
 
         from lit_llm.models import hf_io
 
-        directory = Path(spec[3:])
+        directory = hf_io.resolve_hf(spec[3:])
         config_file = directory / "config.json"
         if not config_file.is_file():
             raise ConfigError(f"model.init_from={spec}: no config.json in {directory}; "

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -646,6 +648,46 @@ def export_hf_llama(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = No
         "bos_token_id": ids.get("<bos>"), "eos_token_id": ids.get("<eos>"), "pad_token_id": ids.get("<pad>"),
     }
     return _write_checkpoint(path, hf_config, state, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a checkpoint comes from: a directory, or a hub id resolved in the local cache (or downloaded).
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja",
+             "chat_template.json", "generation_config.json"]  # what lit-llm reads; no pickled weights
+
+
+def resolve_hf(spec: str, key: str = "model.init_from") -> Path:
+    """`hf:<spec>` -> a local checkpoint directory. A directory is itself; `<org>/<name>[@revision]` is looked up
+    in the Hugging Face cache (`HF_HUB_CACHE` or `HF_HOME`'s layout, e.g. filled by `huggingface-cli download`) and,
+    when the hub is reachable, downloaded into it (safetensors and tokenizer files only). Neither: a ConfigError
+    naming the id and the cache, at once (no network retries)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if not HUB_ID.match(spec):
+        raise ConfigError(f"{key}=hf:{spec}: no such directory; give a Hugging Face model directory "
+                          "(config.json + model.safetensors) or a hub id <org>/<name>[@revision]")
+    from huggingface_hub import constants, snapshot_download
+
+    from lit_llm.data.sources import hub_offline_mode, hub_reachable
+
+    repo, _, revision = spec.partition("@")
+    cache = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    online = not constants.HF_HUB_OFFLINE and hub_reachable()
+    try:
+        if online:
+            return Path(snapshot_download(repo, revision=revision or None, cache_dir=cache, allow_patterns=HUB_FILES))
+        with hub_offline_mode():
+            return Path(snapshot_download(repo, revision=revision or None, cache_dir=cache, allow_patterns=HUB_FILES,
+                                          local_files_only=True))
+    except Exception as e:  # noqa: BLE001 - not cached / no such repo / revision: one line that says which
+        where = "downloading it failed" if online else "the hub is unreachable (offline)"
+        raise ConfigError(f"{key}=hf:{spec}: {repo}{'@' + revision if revision else ''} is not in the Hugging Face "
+                          f"cache {cache} and {where} ({type(e).__name__}); download it where the hub is reachable "
+                          "(huggingface-cli download <id>) and copy the cache, or give hf:<local dir>") from None
 
 
 # ----------------------------------------------------------------------------------------------

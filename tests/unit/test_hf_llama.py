@@ -40,6 +40,14 @@ def make(family: str, out, **save):
     return hf
 
 
+def save_tokenizer(out) -> None:
+    """A word-level tokenizer of the 96 ids, with </s>-style end of text "w1" named in its config."""
+    from tokenizers import Tokenizer, models
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(96)}, unk_token="w0"))
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w1", unk_token="w0").save_pretrained(out)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_hugging_face_llama_family_loads_generates_and_exports_equal(family, tmp_path):
     hf = make(family, tmp_path / "hf")
@@ -66,11 +74,7 @@ def test_sharded_safetensors_and_init_from(tmp_path):
     assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
     assert len(list((tmp_path / "hf").glob("model-*.safetensors"))) > 1
     assert len(read_hf_state_dict(tmp_path / "hf")) == 3 + 2 * 9  # embed, final norm, lm_head + 9 per layer
-    from tokenizers import Tokenizer, models
-
-    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(96)}, unk_token="w0"))
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w1", unk_token="w0").save_pretrained(
-        tmp_path / "hf")
+    save_tokenizer(tmp_path / "hf")
     pretrained = load_pretrained(f"hf:{tmp_path / 'hf'}")
     assert pretrained.special_ids["<eos>"] == 1  # from the tokenizer's own config files
     model = build_backbone(pretrained.backbone_config)
@@ -113,3 +117,36 @@ def test_llama_presets_have_the_published_sizes():
     assert qwen.vocab_size * qwen.n_embd + qwen.n_layer * per_layer + qwen.n_embd == 494_032_768  # Qwen/Qwen2-0.5B
     tiny = build_backbone(config("llama_tiny"))
     assert tiny.config.n_kv_head == 2 and tiny(torch.randint(0, 64, (1, 8))).shape == (1, 8, 8192)
+
+
+def test_hub_ids_resolve_in_the_local_cache_offline_or_fail_in_one_line(tmp_path, monkeypatch):
+    """hf:<org>/<name>[@revision] in the Hugging Face cache layout (models--org--name/refs, snapshots/<commit>),
+    with the hub unreachable: loaded from the cache; an id that is not there fails at once, naming id and cache."""
+    import shutil
+
+    import lit_llm.data.sources as sources
+    from lit_llm.models.hf_io import resolve_hf
+
+    hf = make("qwen2_tied", tmp_path / "saved")
+    save_tokenizer(tmp_path / "saved")
+    cache, commit = tmp_path / "hub", "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--acme--tiny-qwen"
+    shutil.copytree(tmp_path / "saved", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=1.5: False)
+
+    assert resolve_hf("acme/tiny-qwen") == repo / "snapshots" / commit
+    assert resolve_hf(f"acme/tiny-qwen@{commit}") == repo / "snapshots" / commit
+    pretrained = load_pretrained("hf:acme/tiny-qwen")
+    model = build_backbone(pretrained.backbone_config)
+    model.load_state_dict(pretrained.state_dict)
+    ids = torch.randint(0, 96, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match=rf"model.init_from=hf:acme/absent: acme/absent is not in the Hugging Face "
+                                          rf"cache {cache} and the hub is unreachable \(offline\)"):
+        resolve_hf("acme/absent")
+    with pytest.raises(ConfigError, match="model.init_from=hf:/no/such/dir: no such directory"):
+        resolve_hf("/no/such/dir")
