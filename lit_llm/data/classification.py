@@ -127,38 +127,51 @@ def read_label_names(spec: Any) -> tuple[list[str], dict[int | str, int] | None]
 
 # ----------------------------------------------------------------------------- tokenization
 
+def longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """How many tokens of a pair to keep within `budget`, as transformers' `truncation="longest_first"`: the
+    shorter text keeps min(its length, budget // 2), the longer one the rest."""
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    if len_a <= len_b:
+        keep_a = min(len_a, budget // 2)
+        return keep_a, budget - keep_a
+    keep_b = min(len_b, budget // 2)
+    return budget - keep_b, keep_b
+
+
 def _encode_examples(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, sep_id: int,
                      max_length: int) -> dict[str, list]:
-    """`[cls] a [sep]` or `[cls] a [sep] b [sep]` (token types 0/1), at most `max_length` tokens; `needed`: the
-    tokens the example has before truncation.
-
-    Pairs are truncated longest first: the shorter text keeps min(its length, budget // 2)
-    tokens, the longer one the rest of the budget.
-    """
+    """`[cls] a [sep]` or `[cls] a [sep] b [sep]` (token types 0/1), at most `max_length` tokens, texts cut
+    longest first; `needed`: the tokens the example has before truncation. A tokenizer with a post-processor of
+    its own (a Hugging Face file: BERT's template, RoBERTa's `<s> a </s></s> b </s>`) adds its special tokens and
+    token types instead, exactly as `transformers` does; ours have none."""
+    pair = "text_pair" in batch
     first = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
-    out: dict[str, list] = {"input_ids": [], "label": batch["label"], "length": [], "needed": []}
-    if "text_pair" not in batch:
-        budget = max_length - 2
-        for enc in first:
-            ids = enc.ids
-            out["input_ids"].append([cls_id] + ids[:budget] + [sep_id])
-            out["needed"].append(len(ids) + 2)
-    else:
+    second = tokenizer.encode_batch(batch["text_pair"], add_special_tokens=False) if pair else [None] * len(first)
+    # the tokenizer's own template when it adds special tokens (a GPT-2 post-processor adds none: ours then)
+    own = tokenizer.post_processor is not None and tokenizer.num_special_tokens_to_add(pair) > 0
+    specials = tokenizer.num_special_tokens_to_add(pair) if own else 3 if pair else 2
+    out: dict[str, list] = {"input_ids": [], "label": batch["label"], "needed": []}
+    if pair:
         out["token_type_ids"] = []
-        budget = max_length - 3
-        for enc_a, enc_b in zip(first, tokenizer.encode_batch(batch["text_pair"], add_special_tokens=False)):
-            a, b = enc_a.ids, enc_b.ids
-            keep_a, keep_b = len(a), len(b)
-            if keep_a + keep_b > budget:
-                if keep_a <= keep_b:
-                    keep_a = min(keep_a, budget // 2)
-                    keep_b = budget - keep_a
-                else:
-                    keep_b = min(keep_b, budget // 2)
-                    keep_a = budget - keep_b
-            out["input_ids"].append([cls_id] + a[:keep_a] + [sep_id] + b[:keep_b] + [sep_id])
-            out["token_type_ids"].append([0] * (keep_a + 2) + [1] * (keep_b + 1))
-            out["needed"].append(len(a) + len(b) + 3)
+    for enc_a, enc_b in zip(first, second):
+        len_a, len_b = len(enc_a.ids), len(enc_b.ids) if pair else 0
+        keep_a, keep_b = longest_first(len_a, len_b, max_length - specials)
+        if own:
+            enc_a.truncate(keep_a)
+            if pair:
+                enc_b.truncate(keep_b)
+            merged = tokenizer.post_process(enc_a, enc_b, add_special_tokens=True)
+            ids, types = merged.ids, merged.type_ids
+        elif pair:
+            ids = [cls_id] + enc_a.ids[:keep_a] + [sep_id] + enc_b.ids[:keep_b] + [sep_id]
+            types = [0] * (keep_a + 2) + [1] * (keep_b + 1)
+        else:
+            ids, types = [cls_id] + enc_a.ids[:keep_a] + [sep_id], None
+        out["input_ids"].append(ids)
+        out["needed"].append(len_a + len_b + specials)
+        if pair:
+            out["token_type_ids"].append(types)
     out["length"] = [len(ids) for ids in out["input_ids"]]
     return out
 

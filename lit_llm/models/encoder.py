@@ -13,7 +13,7 @@ Module names follow the GPT's so that Hugging Face BERT checkpoints map through 
 (`hf_io.py`):
 
     wte                    embeddings.word_embeddings
-    wpe                    embeddings.position_embeddings
+    wpe                    embeddings.position_embeddings     (RoBERTa: from row position_offset = pad id + 1)
     tte                    embeddings.token_type_embeddings   (absent when type_vocab_size=0)
     ln_emb                 embeddings.LayerNorm
     blocks.{i}.attn.c_attn encoder.layer.{i}.attention.self.{query,key,value}  (concatenated)
@@ -68,6 +68,8 @@ class EncoderConfig(BackboneConfig):
     norm_first: bool = False  # False: post-LN (BERT, exports to HF); True: pre-LN + a final LayerNorm
     pos_embedding: str = "learned"  # "learned" (BERT, exports to HF) | "rope" (rotary, as ModernBERT)
     rope_base: float = 10000.0
+    # learned positions start at this row of the table (RoBERTa: pad id + 1 = 2, its 514 rows = 512 + 2)
+    position_offset: int = 0
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     arch: str = "encoder"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
@@ -93,6 +95,9 @@ class EncoderConfig(BackboneConfig):
             raise ConfigError(f"model.ln_eps={self.ln_eps!r} must be positive")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"model.activation={self.activation!r} is not one of {list(ACTIVATIONS)}")
+        o = self.position_offset
+        if isinstance(o, bool) or not isinstance(o, int) or o < 0 or (o and self.pos_embedding != "learned"):
+            raise ConfigError(f"model.position_offset={o!r} must be an integer >= 0 (and 0 unless pos_embedding=learned)")
         p = self.pad_id
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < self.vocab_size):
             raise ConfigError(
@@ -141,7 +146,8 @@ class Encoder(nn.Module):
         C = config.n_embd
 
         self.wte = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_id)
-        self.wpe = nn.Embedding(config.block_size, C) if config.pos_embedding == "learned" else None
+        self.wpe = nn.Embedding(config.block_size + config.position_offset, C) \
+            if config.pos_embedding == "learned" else None
         if config.pos_embedding == "rope":  # relative positions inside attention: nothing to learn
             cos, sin = rope_cache(config.block_size, C // config.n_head, config.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -180,7 +186,8 @@ class Encoder(nn.Module):
         x = self.wte(input_ids)
         rope = None
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=input_ids.device))
+            offset = self.config.position_offset
+            x = x + self.wpe(torch.arange(offset, offset + T, device=input_ids.device))
         else:
             rope = (self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype))
         if self.tte is not None:

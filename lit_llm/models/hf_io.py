@@ -49,7 +49,7 @@ from lit_llm.utils_io import atomic_write_text
 
 log = logging.getLogger("lit_llm")
 
-SUPPORTED_MODEL_TYPES = ("bert", "gpt2", "llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "gpt2", "llama", "mistral", "qwen2")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -258,7 +258,8 @@ def _read_json(file: Path) -> dict:
 
 
 def bert_config_from_hf(hf: Mapping, path="<config>") -> EncoderConfig:
-    """EncoderConfig for a BertConfig dict; ConfigError for what our Encoder cannot represent."""
+    """EncoderConfig for a BertConfig or RobertaConfig dict (RoBERTa: positions from row pad id + 1, one token
+    type); ConfigError for what our Encoder cannot represent."""
     where = "config.json has"
 
     def need(key, allowed, default):
@@ -273,19 +274,22 @@ def bert_config_from_hf(hf: Mapping, path="<config>") -> EncoderConfig:
     need("add_cross_attention", (False,), False)
     need("tie_word_embeddings", (True,), True)  # the MLM decoder is the word embedding matrix
     act = need("hidden_act", tuple(_HF_ACTIVATIONS), "gelu")
+    roberta = hf.get("model_type") == "roberta"
+    offset = hf.get("pad_token_id", 1) + 1 if roberta else 0
     try:
         return EncoderConfig(
             vocab_size=hf["vocab_size"],
-            block_size=hf.get("max_position_embeddings", 512),
+            block_size=hf.get("max_position_embeddings", 512) - offset,
+            position_offset=offset,
             n_layer=hf.get("num_hidden_layers", 12),
             n_head=hf.get("num_attention_heads", 12),
             n_embd=hf.get("hidden_size", 768),
             intermediate_size=hf.get("intermediate_size", 3072),
             dropout=hf.get("hidden_dropout_prob", 0.1),
-            type_vocab_size=hf.get("type_vocab_size", 2),
+            type_vocab_size=hf.get("type_vocab_size", 1 if roberta else 2),
             ln_eps=hf.get("layer_norm_eps", 1e-12),
             activation=_HF_ACTIVATIONS[act],
-            pad_id=hf.get("pad_token_id", 0),
+            pad_id=hf.get("pad_token_id", 1 if roberta else 0),
         )
     except KeyError as e:
         raise _error(path, f"config.json lacks {e.args[0]!r}") from e
@@ -321,10 +325,18 @@ def bert_name_table(config: EncoderConfig) -> dict[str, tuple[str, ...]]:
     return table
 
 
+# RobertaForMaskedLM names -> BertForMaskedLM's (the same layers, other names)
+_ROBERTA_NAMES = (("lm_head.dense.", "cls.predictions.transform.dense."),
+                  ("lm_head.layer_norm.", "cls.predictions.transform.LayerNorm."),
+                  ("lm_head.decoder.bias", "cls.predictions.decoder.bias"), ("lm_head.bias", "cls.predictions.bias"))
+
+
 def _normalise_bert_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        key = key.removeprefix("bert.")
+        key = key.removeprefix("bert.").removeprefix("roberta.")
+        for roberta, bert in _ROBERTA_NAMES:
+            key = key.replace(roberta, bert) if key.startswith(roberta) else key
         # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         out[key] = value
@@ -339,7 +351,8 @@ def load_hf_bert(path: str | Path) -> tuple[Encoder, Tokenizer | None]:
     See `hf_special_ids` for the tokenizer's [CLS]/[SEP]/[PAD]/[MASK] ids."""
     path = Path(path)
     hf = read_hf_config(path)
-    _check_model_type(path, hf, "bert")
+    if hf.get("model_type") != "roberta":
+        _check_model_type(path, hf, "bert")
     config = bert_config_from_hf(hf, path)
     state = _normalise_bert_names(read_hf_state_dict(path))
     model = Encoder(config)
@@ -360,21 +373,29 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
     if cfg.pos_embedding != "learned":
         raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r} has no Hugging Face BERT equivalent (BERT "
                           "learns absolute positions); only pos_embedding=learned encoders export to the BERT format")
+    roberta = cfg.position_offset > 0  # positions from row pad id + 1: RoBERTa's layout
+    if roberta and cfg.position_offset != (cfg.pad_id or 0) + 1:
+        raise ConfigError(f"model.position_offset={cfg.position_offset} with model.pad_id={cfg.pad_id}: only the "
+                          "RoBERTa layout (offset = pad id + 1) has a Hugging Face equivalent")
     ours = encoder.state_dict()
     state = {}
     for name, hf_names in bert_name_table(cfg).items():
-        prefix = "" if name.startswith("mlm.") else "bert."
+        prefix = "" if name.startswith("mlm.") else "roberta." if roberta else "bert."
         parts = ours[name].chunk(len(hf_names), dim=0)
         for hf_name, part in zip(hf_names, parts):
+            if roberta:
+                for roberta_name, bert_name in _ROBERTA_NAMES:
+                    hf_name = hf_name.replace(bert_name, roberta_name) if hf_name.startswith(bert_name) else hf_name
             state[prefix + hf_name] = part
     type_vocab_size = cfg.type_vocab_size
     if type_vocab_size == 0:
         # HF BERT always adds a token-type embedding; a single zero row adds nothing.
         type_vocab_size = 1
-        state["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.n_embd, dtype=ours["wte.weight"].dtype)
+        state[f"{'roberta' if roberta else 'bert'}.embeddings.token_type_embeddings.weight"] = \
+            torch.zeros(1, cfg.n_embd, dtype=ours["wte.weight"].dtype)
     hf = {
-        "architectures": ["BertForMaskedLM"],
-        "model_type": "bert",
+        "architectures": ["RobertaForMaskedLM" if roberta else "BertForMaskedLM"],
+        "model_type": "roberta" if roberta else "bert",
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.n_embd,
         "num_hidden_layers": cfg.n_layer,
@@ -383,7 +404,7 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
         "hidden_act": _OUR_ACTIVATIONS[cfg.activation],
         "hidden_dropout_prob": cfg.dropout,
         "attention_probs_dropout_prob": cfg.dropout,
-        "max_position_embeddings": cfg.block_size,
+        "max_position_embeddings": cfg.block_size + cfg.position_offset,
         "type_vocab_size": type_vocab_size,
         "initializer_range": 0.02,
         "layer_norm_eps": cfg.ln_eps,
@@ -693,7 +714,8 @@ def resolve_hf(spec: str, key: str = "model.init_from") -> Path:
 # ----------------------------------------------------------------------------------------------
 # Shared plumbing.
 
-HF_LOADERS = {"bert": load_hf_bert, "gpt2": load_hf_gpt2, **{t: load_hf_llama for t in LLAMA_TYPES}}
+HF_LOADERS = {"bert": load_hf_bert, "roberta": load_hf_bert, "gpt2": load_hf_gpt2,
+              **{t: load_hf_llama for t in LLAMA_TYPES}}
 
 
 def load_hf(path: str | Path) -> tuple[Encoder | GPT, Tokenizer | None]:
@@ -712,7 +734,7 @@ def export_hf(model: Encoder | GPT, path: str | Path, tokenizer: Tokenizer | Non
         return ("Llama", export_hf_llama(model, path, tokenizer)) if is_llama(cfg) else \
             ("GPT-2", export_hf_gpt2(model, path, tokenizer))
     if cfg.arch == "encoder":
-        return "BERT", export_hf_bert(model, path, tokenizer)
+        return "RoBERTa" if cfg.position_offset else "BERT", export_hf_bert(model, path, tokenizer)
     raise ConfigError(f"a model.arch={cfg.arch} backbone has no Hugging Face export (gpt exports as GPT-2 or Llama, "
                       "encoder as BERT)")
 

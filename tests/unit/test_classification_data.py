@@ -60,7 +60,9 @@ class _Enc:
 
 
 class _FakeTokenizer:
-    """Each text is a space-separated list of integer ids."""
+    """Each text is a space-separated list of integer ids; no post-processor (lit-llm's own tokenizers)."""
+
+    post_processor = None
 
     def encode_batch(self, texts, add_special_tokens=False):
         return [_Enc([int(t) for t in text.split()]) for text in texts]
