@@ -49,7 +49,7 @@ from lit_llm.utils_io import atomic_write_text
 
 log = logging.getLogger("lit_llm")
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "gpt2", "llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "distilbert", "gpt2", "llama", "mistral", "qwen2")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -331,10 +331,35 @@ _ROBERTA_NAMES = (("lm_head.dense.", "cls.predictions.transform.dense."),
                   ("lm_head.decoder.bias", "cls.predictions.decoder.bias"), ("lm_head.bias", "cls.predictions.bias"))
 
 
+# DistilBertForMaskedLM names -> BertForMaskedLM's
+_DISTILBERT_NAMES = (
+    (re.compile(r"^transformer\.layer\.(\d+)\."), r"encoder.layer.\1."), (".attention.q_lin.", ".attention.self.query."),
+    (".attention.k_lin.", ".attention.self.key."), (".attention.v_lin.", ".attention.self.value."),
+    (".attention.out_lin.", ".attention.output.dense."), (".sa_layer_norm.", ".attention.output.LayerNorm."),
+    (".ffn.lin1.", ".intermediate.dense."), (".ffn.lin2.", ".output.dense."), (".output_layer_norm.", ".output.LayerNorm."),
+    (re.compile(r"^vocab_transform\."), "cls.predictions.transform.dense."),
+    (re.compile(r"^vocab_layer_norm\."), "cls.predictions.transform.LayerNorm."),
+    (re.compile(r"^vocab_projector\.bias$"), "cls.predictions.bias"))
+
+
+def _distilbert_config_as_bert(hf: Mapping, path) -> dict:
+    """A DistilBertConfig dict under BertConfig's keys (no token types; learned positions only)."""
+    if hf.get("sinusoidal_pos_embds"):
+        raise _error(path, "config.json has sinusoidal_pos_embds=true; lit-llm's Encoder supports only learned "
+                           "positions (false)")
+    keys = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+            "hidden_dim": "intermediate_size", "dropout": "hidden_dropout_prob", "activation": "hidden_act"}
+    return {**{keys.get(k, k): v for k, v in hf.items()}, "type_vocab_size": 0, "layer_norm_eps": 1e-12}
+
+
 def _normalise_bert_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
         key = key.removeprefix("bert.").removeprefix("roberta.")
+        if key.startswith("distilbert.") or key.startswith(("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")):
+            key = key.removeprefix("distilbert.")
+            for old, new in _DISTILBERT_NAMES:
+                key = old.sub(new, key) if isinstance(old, re.Pattern) else key.replace(old, new)
         for roberta, bert in _ROBERTA_NAMES:
             key = key.replace(roberta, bert) if key.startswith(roberta) else key
         # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
@@ -351,7 +376,9 @@ def load_hf_bert(path: str | Path) -> tuple[Encoder, Tokenizer | None]:
     See `hf_special_ids` for the tokenizer's [CLS]/[SEP]/[PAD]/[MASK] ids."""
     path = Path(path)
     hf = read_hf_config(path)
-    if hf.get("model_type") != "roberta":
+    if hf.get("model_type") == "distilbert":
+        hf = _distilbert_config_as_bert(hf, path)
+    elif hf.get("model_type") != "roberta":
         _check_model_type(path, hf, "bert")
     config = bert_config_from_hf(hf, path)
     state = _normalise_bert_names(read_hf_state_dict(path))
@@ -714,7 +741,7 @@ def resolve_hf(spec: str, key: str = "model.init_from") -> Path:
 # ----------------------------------------------------------------------------------------------
 # Shared plumbing.
 
-HF_LOADERS = {"bert": load_hf_bert, "roberta": load_hf_bert, "gpt2": load_hf_gpt2,
+HF_LOADERS = {"bert": load_hf_bert, "roberta": load_hf_bert, "distilbert": load_hf_bert, "gpt2": load_hf_gpt2,
               **{t: load_hf_llama for t in LLAMA_TYPES}}
 
 

@@ -76,3 +76,31 @@ def test_roberta_pairs_encode_as_auto_tokenizer(roberta_dir):
         assert all(set(types) == {0} for types in got["token_type_ids"])  # RoBERTa has one token type
         single = _encode_examples({"text": a, "label": [0] * len(a)}, ours, 0, 2, max_length)
         assert single["input_ids"] == ref(a, truncation=True, max_length=max_length)["input_ids"]
+
+
+def test_distilbert_loads_with_equal_outputs_and_exports_as_bert(tmp_path):
+    """DistilBERT: BERT without token types, other names; our export writes it in BERT's format (same outputs)."""
+    torch.manual_seed(0)
+    hf = transformers.DistilBertForMaskedLM(transformers.DistilBertConfig(
+        vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=40)).eval()
+    with torch.no_grad():  # random LayerNorms and biases: a mapping mistake cannot hide behind ones and zeros
+        for name, p in hf.named_parameters():
+            if "layer_norm" in name.lower() or name.endswith("bias"):
+                p.copy_(torch.randn_like(p) * 0.3 + (1 if name.endswith("weight") else 0))
+    hf.save_pretrained(tmp_path / "hf")
+    ours, _ = load_hf(tmp_path / "hf")
+    assert ours.config.type_vocab_size == 0 and ours.tte is None
+    ids = torch.randint(1, 100, (2, 24))
+    mask = torch.ones_like(ids)
+    mask[0, 18:] = 0
+    real = mask.bool()
+    with torch.no_grad():
+        theirs = hf(ids, attention_mask=mask, output_hidden_states=True)
+        hidden = ours(ids, attention_mask=mask)
+        torch.testing.assert_close(hidden[real], theirs.hidden_states[-1][real], atol=1e-4, rtol=0)
+        torch.testing.assert_close(ours.mlm_logits(hidden)[real], theirs.logits[real], atol=1e-4, rtol=0)
+    name, path = export_hf(ours, tmp_path / "export")
+    back = transformers.AutoModelForMaskedLM.from_pretrained(path).eval()
+    assert name == "BERT"
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids, attention_mask=mask).logits[real], theirs.logits[real], atol=1e-4, rtol=0)
