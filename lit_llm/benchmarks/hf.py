@@ -1,4 +1,5 @@
-"""The Hugging Face reference: a `transformers.GPT2LMHeadModel` with our GPT's architecture and weights.
+"""The Hugging Face reference: a `transformers.GPT2LMHeadModel` (or, for a Llama-style GPT, a `LlamaForCausalLM`)
+with our GPT's architecture and weights.
 
 Same weights (not just the same sizes) so that both models do exactly the same arithmetic: a
 speed difference is then the implementation's, never the data's or the init's. transformers is
@@ -12,7 +13,7 @@ import torch
 
 from lit_llm.errors import ConfigError
 from lit_llm.models.gpt import GPT
-from lit_llm.models.hf_io import gpt2_hf_config, gpt2_state_dict
+from lit_llm.models.hf_io import gpt2_hf_config, gpt2_state_dict, llama_hf_config, llama_state_dict
 from lit_llm.tokenization import BOS, EOS, PAD, SPECIAL_TOKENS
 
 SKIPPED = "skipped: transformers not installed"
@@ -44,6 +45,21 @@ def gpt2_from(gpt: GPT):
     # a tied lm_head is the embedding itself: the only name the table may leave out
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise RuntimeError(f"GPT -> GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
+    return hf.to(gpt.wte.weight.device)
+
+
+def llama_from(gpt: GPT):
+    """A LlamaForCausalLM (sdpa attention) holding a Llama-style `gpt`'s weights (hf_io's export mapping)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ids = {tok: SPECIAL_TOKENS.index(tok) for tok in (BOS, EOS, PAD)}
+    config = llama_hf_config(gpt, ids)
+    hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), attn_implementation="sdpa")
+    missing, unexpected = hf.load_state_dict(llama_state_dict(gpt), strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise RuntimeError(f"GPT -> LlamaForCausalLM: missing {missing}, unexpected {unexpected}")
+    if gpt.config.tie_embeddings:
+        hf.tie_weights()
     return hf.to(gpt.wte.weight.device)
 
 

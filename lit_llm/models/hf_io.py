@@ -673,8 +673,8 @@ def is_llama(config: GPTConfig) -> bool:
     return config.norm == "rmsnorm" and config.mlp == "swiglu" and config.pos_embedding == "rope"
 
 
-def export_hf_llama(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
-    """Write a Llama-style GPT as LlamaForCausalLM (Qwen2ForCausalLM when its q/k/v have biases)."""
+def llama_state_dict(gpt: GPT) -> dict[str, torch.Tensor]:
+    """A Llama-style GPT's weights under LlamaForCausalLM's names (q/k/v and gate/up split back apart)."""
     cfg = gpt.config
     if not is_llama(cfg) or cfg.bias:
         raise ConfigError("only a GPT with model.norm=rmsnorm, model.mlp=swiglu, model.pos_embedding=rope and "
@@ -685,8 +685,14 @@ def export_hf_llama(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = No
         if name.endswith("attn.c_attn.weight") or name.endswith("attn.c_attn.bias"):
             sizes = list(gpt.blocks[0].attn.qkv_sizes)
         state.update(zip(hf_names, ours[name].split(sizes, dim=0)))
-    qwen2, ids = bool(cfg.qkv_bias), hf_special_ids(tokenizer) if tokenizer is not None else {}
-    hf_config = {
+    return state
+
+
+def llama_hf_config(gpt: GPT, ids: Mapping[str, int] | None = None) -> dict:
+    """config.json of a LlamaForCausalLM (Qwen2ForCausalLM when q/k/v have biases) of `gpt`'s architecture."""
+    cfg, ids = gpt.config, ids or {}
+    qwen2 = bool(cfg.qkv_bias)
+    return {
         "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"], "model_type": "qwen2" if qwen2 else "llama",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd, "intermediate_size": gpt.blocks[0].mlp.c_proj.in_features,
         "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
@@ -695,7 +701,13 @@ def export_hf_llama(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = No
         "hidden_act": "silu", "tie_word_embeddings": cfg.tie_embeddings, "attention_dropout": cfg.dropout,
         "bos_token_id": ids.get("<bos>"), "eos_token_id": ids.get("<eos>"), "pad_token_id": ids.get("<pad>"),
     }
-    return _write_checkpoint(path, hf_config, state, tokenizer)
+
+
+def export_hf_llama(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """Write a Llama-style GPT as LlamaForCausalLM (Qwen2ForCausalLM when its q/k/v have biases)."""
+    state = llama_state_dict(gpt)
+    ids = hf_special_ids(tokenizer) if tokenizer is not None else {}
+    return _write_checkpoint(path, llama_hf_config(gpt, ids), state, tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------

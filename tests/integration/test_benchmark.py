@@ -68,6 +68,11 @@ def test_every_section_writes_its_table(tmp_path):
                 ("ours bf16-mixed / 32-true", "bf16-mixed")} <= _runs(hf_rows)
         assert next(r for r in hf_rows if r["run"] == "ours / hf" and r["precision"] == "32-true")["target"] \
             == "ratio >= 1.15"
+        assert {("llama ours plain", "32-true"), ("llama hf plain", "32-true"), ("llama ours / hf", "32-true")} \
+            <= _runs(hf_rows)  # the Llama-style GPT against LlamaForCausalLM
+        assert next(r for r in hf_rows if r["run"] == "llama hf plain")["model"] == "LlamaForCausalLM"
+        assert next(r for r in hf_rows if r["run"] == "llama ours / hf" and r["precision"] == "32-true")["target"] \
+            == "ratio >= 1.0"
     else:
         assert hf_rows == [{"run": "hf_training", "note": "skipped: transformers not installed"}]
 
