@@ -30,11 +30,12 @@ pass `add_special_tokens=False` when inserting the ids yourself.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -443,6 +444,31 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
 
 
 # ----------------------------------------------------------------------------------------------
+# Decoder configs: what config.json holds that our GPT cannot represent is a ConfigError naming the key.
+
+
+@contextlib.contextmanager
+def _config_errors(path) -> Iterator[None]:
+    """A missing key or a value our GPTConfig refuses: a ConfigError naming the file."""
+    try:
+        yield
+    except KeyError as e:
+        raise _error(path, f"config.json lacks {e.args[0]!r}") from e
+    except ConfigError as e:
+        if str(e).startswith("model.init_from="):
+            raise
+        raise _error(path, f"config.json cannot be represented: {e}") from e
+
+
+def _require(path, checks: list[tuple[str, object, tuple]]) -> None:
+    """(key, value, allowed values): a value our GPT cannot run is a ConfigError naming key and file."""
+    for key, value, allowed in checks:
+        if value not in allowed:
+            raise _error(path, f"config.json has {key}={value!r}; lit-llm's GPT supports only "
+                               f"{' or '.join(map(repr, allowed))}")
+
+
+# ----------------------------------------------------------------------------------------------
 # GPT-2.
 
 _GPT2_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
@@ -450,7 +476,7 @@ _GPT2_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
 
 def gpt2_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
     """GPTConfig for a GPT2Config dict; ConfigError for what our GPT cannot represent."""
-    try:
+    with _config_errors(path):
         n_embd = hf.get("n_embd", 768)
         checks = [
             ("activation_function", hf.get("activation_function", "gelu_new"), _GPT2_TANH_GELUS),
@@ -460,10 +486,7 @@ def gpt2_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
             ("scale_attn_by_inverse_layer_idx", hf.get("scale_attn_by_inverse_layer_idx", False), (False,)),
             ("add_cross_attention", hf.get("add_cross_attention", False), (False,)),
         ]
-        for key, value, allowed in checks:
-            if value not in allowed:
-                raise _error(path, f"config.json has {key}={value!r}; lit-llm's GPT supports only "
-                                   f"{' or '.join(map(repr, allowed))}")
+        _require(path, checks)
         return GPTConfig(
             vocab_size=hf["vocab_size"],
             block_size=hf.get("n_positions", 1024),
@@ -475,12 +498,6 @@ def gpt2_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
             pos_embedding="learned",
             tie_embeddings=hf.get("tie_word_embeddings", True),
         )
-    except KeyError as e:
-        raise _error(path, f"config.json lacks {e.args[0]!r}") from e
-    except ConfigError as e:
-        if str(e).startswith("model.init_from="):
-            raise
-        raise _error(path, f"config.json cannot be represented: {e}") from e
 
 
 # GPT-2's Conv1D modules: weight is (in, out), the transpose of nn.Linear's.
@@ -596,7 +613,7 @@ def llama_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
     """GPTConfig for a LlamaConfig / MistralConfig / Qwen2Config dict; ConfigError for what our GPT cannot
     represent (another activation, head_dim != hidden_size / heads, sliding windows shorter than the context,
     biases on the output projection or the MLP)."""
-    try:
+    with _config_errors(path):
         n_embd, n_head, block = hf["hidden_size"], hf["num_attention_heads"], hf.get("max_position_embeddings", 2048)
         window = hf.get("sliding_window") if hf.get("use_sliding_window", hf.get("model_type") == "mistral") else None
         checks = [
@@ -606,10 +623,7 @@ def llama_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
             ("mlp_bias", hf.get("mlp_bias") or False, (False,)),
             ("sliding_window", window if window is not None and window < block else None, (None,)),
         ]
-        for key, value, allowed in checks:
-            if value not in allowed:
-                raise _error(path, f"config.json has {key}={value!r}; lit-llm's GPT supports only "
-                                   f"{' or '.join(map(repr, allowed))}")
+        _require(path, checks)
         theta, scaling = _hf_rope(hf)
         return GPTConfig(
             vocab_size=hf["vocab_size"], block_size=block, n_layer=hf["num_hidden_layers"], n_head=n_head,
@@ -618,12 +632,6 @@ def llama_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
             norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu",
             intermediate_size=hf["intermediate_size"], n_kv_head=hf.get("num_key_value_heads") or n_head,
             qkv_bias=hf.get("model_type") == "qwen2", rope_scaling=scaling)
-    except KeyError as e:
-        raise _error(path, f"config.json lacks {e.args[0]!r}") from e
-    except ConfigError as e:
-        if str(e).startswith("model.init_from="):
-            raise
-        raise _error(path, f"config.json cannot be represented: {e}") from e
 
 
 def _hf_rope(hf: Mapping) -> tuple[float, dict | None]:

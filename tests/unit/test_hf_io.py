@@ -210,8 +210,9 @@ def test_errors_name_the_key_and_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
     with pytest.raises(ConfigError, match="config.json has position_embedding_type='relative_key'"):
         load_hf_bert(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
-    with pytest.raises(ConfigError, match="model_type='roberta'.*supported model types: bert, gpt2"):
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "xlnet"}))
+    with pytest.raises(ConfigError, match="model_type='xlnet'.*supported model types: bert, roberta, distilbert, gpt2, "
+                                          "llama, mistral, qwen2"):
         load_hf(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
     with pytest.raises(ConfigError, match="hidden_act='relu'"):
