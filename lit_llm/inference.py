@@ -29,7 +29,11 @@ class Generator:
         self.options = {k: v for k, v in generation.items() if v is not None}
         self.device, self.prefix = device, source_prefix
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.ids = {name: self.tokenizer.token_to_id(tok) for name, tok in (("bos", BOS), ("eos", EOS), ("pad", PAD))}
+        # ours: <bos>/<eos>/<pad>; an imported tokenizer's own (</s>, <|endoftext|>, ...); no pad: the end token
+        from lit_llm.models.hf_io import hf_special_ids
+
+        special = hf_special_ids(self.tokenizer)
+        self.ids = {"bos": special.get(BOS), "eos": special.get(EOS), "pad": special.get(PAD, special.get(EOS))}
 
     def __call__(self, prompts: list[str]) -> list[str]:
         if self.arch == "gpt":
