@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from lit_llm.errors import ConfigError, renamed_keys
 
-ACTIVATIONS = ("gelu", "gelu_tanh")          # of encoders' and the encoder-decoder's MLP
-MLP_ACTIVATIONS = ACTIVATIONS + ("swiglu",)  # + Llama's gated SiLU (the GPT's model.mlp=swiglu)
+ACTIVATIONS = ("gelu", "gelu_tanh")          # of encoders' MLP
+GATED_ACTIVATIONS = ("swiglu", "geglu")      # silu(gate) * up (Llama), gelu_tanh(gate) * up (T5 v1.1 "gated-gelu")
+MLP_ACTIVATIONS = ACTIVATIONS + ("relu",) + GATED_ACTIVATIONS  # relu: the original Transformer's and T5 v1.0's
 NORMS = ("layernorm", "rmsnorm")
 
 
@@ -163,23 +164,26 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 causal: bool = True, n_kv_head: int | None = None, qkv_bias: bool | None = None):
+                 causal: bool = True, n_kv_head: int | None = None, qkv_bias: bool | None = None,
+                 head_dim: int | None = None, scale: float | None = None):
         super().__init__()
-        if n_embd % n_head != 0:
+        if head_dim is None and n_embd % n_head != 0:
             raise ValueError(f"n_head={n_head} must divide n_embd={n_embd}")
         self.n_head = n_head
         # grouped-query attention: n_kv_head key/value heads, each shared by n_head / n_kv_head query heads
         self.n_kv_head = n_head if n_kv_head is None else n_kv_head
         if n_head % self.n_kv_head != 0:
             raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={n_head}")
-        self.head_dim = n_embd // n_head
+        # heads of head_dim channels (T5: d_kv, and n_head * head_dim may differ from n_embd)
+        self.head_dim = n_embd // n_head if head_dim is None else head_dim
+        self.scale = scale  # of q.k: None = 1/sqrt(head_dim); T5 uses 1 (folded into its init)
         self.dropout = dropout
         self.causal = causal
-        kv = self.n_kv_head * self.head_dim
-        self.qkv_sizes = (n_embd, kv, kv)
+        inner, kv = n_head * self.head_dim, self.n_kv_head * self.head_dim
+        self.qkv_sizes = (inner, kv, kv)
         # q, k, v at once (Qwen2: biases on q/k/v only, qkv_bias=True with bias=False)
-        self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv, bias=bias if qkv_bias is None else qkv_bias)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.c_attn = nn.Linear(n_embd, inner + 2 * kv, bias=bias if qkv_bias is None else qkv_bias)
+        self.c_proj = nn.Linear(inner, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, rope=None,
@@ -193,9 +197,12 @@ class SelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
         if self.causal:
-            if attention_mask is not None:
+            if attention_mask is not None and attention_mask.dim() != 4:
                 raise ValueError("causal attention takes no padding mask (right padding needs none)")
-            mask, is_causal = self._causal_mask(q, kv_cache)
+            if attention_mask is not None:  # an additive (.., T, keys) bias that already holds causality (T5)
+                mask, is_causal = attention_mask.to(q.dtype), False
+            else:
+                mask, is_causal = self._causal_mask(q, kv_cache)
             if kv_cache is not None:
                 k, v = kv_cache.update(layer, k, v)
                 k, v = k.to(q.dtype), v.to(q.dtype)  # no-op unless the cache dtype differs (autocast)
@@ -212,8 +219,9 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head,
+            scale=self.scale,
         )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_dim)  # re-assemble the heads
         return self.resid_dropout(self.c_proj(y))
 
     @staticmethod
@@ -235,8 +243,9 @@ class MLP(nn.Module):
     """Position-wise feed-forward: c_fc (n_embd -> intermediate) -> GELU -> c_proj -> dropout.
 
     activation "gelu_tanh" is GPT-2's approximation, "gelu" the exact erf form BERT uses: an
-    imported checkpoint only reproduces its outputs with the GELU it was trained with. "swiglu"
-    (Llama): c_fc computes gate and up projections at once (2 x intermediate), silu(gate) * up."""
+    imported checkpoint only reproduces its outputs with the GELU it was trained with; "relu" is the
+    original Transformer's (and T5 v1.0's). Gated: c_fc computes gate and up projections at once
+    (2 x intermediate), then "swiglu" (Llama) silu(gate) * up, "geglu" (T5 v1.1) gelu_tanh(gate) * up."""
 
     def __init__(self, n_embd: int, bias: bool = True, dropout: float = 0.0,
                  activation: str = "gelu_tanh", intermediate_size: int | None = None):
@@ -244,9 +253,9 @@ class MLP(nn.Module):
         if activation not in MLP_ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not one of {list(MLP_ACTIVATIONS)}")
         hidden = 4 * n_embd if intermediate_size is None else intermediate_size
-        self.gated = activation == "swiglu"
+        self.gated = activation in GATED_ACTIVATIONS
         self.c_fc = nn.Linear(n_embd, 2 * hidden if self.gated else hidden, bias=bias)
-        self.act = nn.SiLU() if self.gated else nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
+        self.act = {"swiglu": nn.SiLU(), "relu": nn.ReLU(), "gelu": nn.GELU()}.get(activation, nn.GELU("tanh"))
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -278,12 +287,13 @@ class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
                  causal: bool = True, norm_first: bool = True, ln_eps: float = 1e-5,
                  activation: str = "gelu_tanh", intermediate_size: int | None = None, norm: str = "layernorm",
-                 n_kv_head: int | None = None, qkv_bias: bool | None = None):
+                 n_kv_head: int | None = None, qkv_bias: bool | None = None, head_dim: int | None = None,
+                 scale: float | None = None):
         super().__init__()
         self.norm_first = norm_first
         self.ln_1 = norm_layer(norm, n_embd, ln_eps, bias)
         self.attn = SelfAttention(n_embd, n_head, dropout=dropout, bias=bias, causal=causal, n_kv_head=n_kv_head,
-                                  qkv_bias=qkv_bias)
+                                  qkv_bias=qkv_bias, head_dim=head_dim, scale=scale)
         self.ln_2 = norm_layer(norm, n_embd, ln_eps, bias)
         self.mlp = MLP(n_embd, bias=bias, dropout=dropout, activation=activation,
                        intermediate_size=intermediate_size)
