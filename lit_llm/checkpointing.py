@@ -193,8 +193,11 @@ def load_pretrained(spec: str) -> Pretrained:
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     from lit_llm.models import canonical_backbone_config
 
+    run_config = meta.get("run_config") or {}
+    # a run that started from a Hugging Face model keeps its special ids (T5's <pad> decoder start, BERT's [CLS])
     return Pretrained(path, canonical_backbone_config(meta["backbone_config"]), state,
-                      tokenizer_from_str(meta["tokenizer_json"]), chat_template=(meta.get("run_config") or {}).get("chat_template"))
+                      tokenizer_from_str(meta["tokenizer_json"]), run_config.get("special_ids"),
+                      chat_template=run_config.get("chat_template"))
 
 
 # settings a fine-tuning config may change on a pretrained backbone; the rest are its architecture

@@ -14,13 +14,15 @@ Sources: SQuAD v1.1 JSON (`data[].paragraphs[].qas[]`), or the flattened schema 
 or a hub dataset. Ids that repeat within a split (TyDi QA's XTREME files) are made unique: the
 k-th repeat of `id` becomes `id#k`, and the number of renamed ids is logged and kept in `stats`.
 
-Features (`encode_features`): `[cls] question [sep] context window [sep]`, token types 0/1, the
-question cut to `max_query_length` tokens; a context longer than a window is split into windows
-of `max_length - len(question) - 3` tokens that overlap by `doc_stride` tokens (Hugging Face's
-meaning of `stride`). Every feature keeps the character offsets of its context tokens (-1
-elsewhere), so a predicted token span maps back to the original context characters. Training
+Features (`encode_features`): `[cls] question [sep] context window [sep]`, token types 0/1 (a Hugging Face
+tokenizer's own pair template instead, as transformers builds them: RoBERTa's `<s> question </s></s> context </s>`,
+one token type; `pair_template`), the question left-stripped and cut to `max_query_length` tokens; a context longer
+than a window is split into windows of `max_length - len(question) - <special tokens>` tokens that overlap by
+`doc_stride` tokens (Hugging Face's meaning of `stride`). Every feature keeps the character offsets of its context
+tokens (-1 elsewhere), so a predicted token span maps back to the original context characters. Training
 labels (every split, from the first answer: training targets and the validation loss): the answer's
-first/last token when the whole answer lies in the window, else the `[cls]` position (0, 0). A labelled span whose characters do not reproduce the answer text (a token that
+first/last token (`answer_token_span`, run_qa.py's rule) when the whole answer lies in the window, else the `[cls]`
+position (0, 0). A labelled span whose characters do not reproduce the answer text (a token that
 runs past the answer, e.g. "Kant" inside "Kantian") is kept and counted (`stats[split]["span_mismatch"]`).
 
 Bad input is counted or refused, never dropped silently: questions without answers (`unanswerable:
@@ -36,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import datasets
 import numpy as np
@@ -64,7 +66,8 @@ from lit_llm.utils_io import sha256_file, sha256_json
 
 log = logging.getLogger("lit_llm")
 
-QA_VERSION = 1  # bump when loading or feature building changes: old cache entries are then ignored
+QA_VERSION = 1  # bump when loading changes: the data fingerprint (and every cache entry) then changes
+QA_FEATURES_VERSION = 2  # bump when feature building changes: old feature caches are then ignored
 POLICIES = ("skip", "error")
 ANSWERS = datasets.Sequence({"text": datasets.Value("string"), "answer_start": datasets.Value("int32")})
 EXAMPLE_FEATURES = datasets.Features({
@@ -212,14 +215,18 @@ def answer_matches(context: str, text: str, start: int) -> bool:
 
 def answer_token_span(offset_start: np.ndarray, offset_end: np.ndarray, char_start: int,
                       char_end: int) -> tuple[int, int]:
-    """First and last context token covering the characters [char_start, char_end)."""
-    first = int(np.searchsorted(offset_end, char_start, side="right"))   # first token ending after start
-    last = int(np.searchsorted(offset_start, char_end, side="left")) - 1  # last token starting before end
+    """First and last context token of the characters [char_start, char_end), by transformers' run_qa.py rule:
+    the last token starting at or before char_start, the first token ending at or after char_end. (Where byte-level
+    BPE splits one character into several tokens with the same offsets, that rule picks the inner ones.)"""
+    first = int(np.searchsorted(offset_start, char_start, side="right")) - 1  # last token starting at/before start
+    last = int(np.searchsorted(offset_end, char_end, side="left"))           # first token ending at/after end
     return first, last
 
 
 def window_starts(n_context: int, window: int, doc_stride: int) -> list[int]:
     """Start tokens of the windows of `window` context tokens, consecutive ones sharing `doc_stride`."""
+    if window <= doc_stride:
+        raise ValueError(f"a window of {window} context tokens cannot overlap the next by doc_stride={doc_stride}")
     starts, start = [0], 0
     while start + window < n_context:
         start += window - doc_stride
@@ -227,42 +234,80 @@ def window_starts(n_context: int, window: int, doc_stride: int) -> list[int]:
     return starts
 
 
+class PairTemplate(NamedTuple):
+    """`before question middle context after`: the special tokens around the two segments, each as (id, token
+    type), and the token types of the question's and the context's tokens."""
+    before: list[tuple[int, int]]
+    question_type: int
+    middle: list[tuple[int, int]]
+    context_type: int
+    after: list[tuple[int, int]]
+
+    @property
+    def n_special(self) -> int:
+        return len(self.before) + len(self.middle) + len(self.after)
+
+
+def pair_template(tokenizer: Tokenizer, cls_id: int, sep_id: int) -> PairTemplate:
+    """The tokenizer's own pair template when its post-processor adds special tokens (a Hugging Face tokenizer:
+    BERT's `[CLS] q [SEP] c [SEP]` with types 0/1, RoBERTa's `<s> q </s></s> c </s>` with one type), read off a
+    post-processed pair as transformers would build it; else ours, `[cls] q [sep] c [sep]` with types 0/1."""
+    if tokenizer.post_processor is None or tokenizer.num_special_tokens_to_add(True) == 0:
+        return PairTemplate([(cls_id, 0)], 0, [(sep_id, 0)], 1, [(sep_id, 1)])
+    a, b = tokenizer.encode_batch(["question", "context"], add_special_tokens=False)
+    merged = tokenizer.post_process(a, b, add_special_tokens=True)
+    parts: dict[str, list[tuple[int, int]]] = {"before": [], "middle": [], "after": []}
+    types: dict[int, int] = {}
+    for idx, seq, type_id in zip(merged.ids, merged.sequence_ids, merged.type_ids):
+        if seq is None:
+            parts["before" if not types else "middle" if 1 not in types else "after"].append((idx, type_id))
+        else:
+            types[seq] = type_id
+    return PairTemplate(parts["before"], types.get(0, 0), parts["middle"], types.get(1, 1), parts["after"])
+
+
 def encode_features(
     examples: Mapping[str, list], tokenizer: Tokenizer, cls_id: int, sep_id: int, max_length: int,
     doc_stride: int, max_query_length: int, with_labels: bool, example_offset: int = 0,
 ) -> dict[str, list]:
     """Windowed features of a batch of examples (`datasets.map(batched=True)`)."""
-    questions = tokenizer.encode_batch(examples["question"], add_special_tokens=False)
+    template = pair_template(tokenizer, cls_id, sep_id)
+    # left whitespace only costs question tokens (byte-level BPE), as in transformers' run_qa.py
+    questions = tokenizer.encode_batch([q.lstrip() for q in examples["question"]], add_special_tokens=False)
     contexts = tokenizer.encode_batch(examples["context"], add_special_tokens=False)
     out: dict[str, list] = {k: [] for k in FEATURE_COLUMNS}
     out["span_mismatch"] = []
+    after = [idx for idx, _ in template.after]
     for i, (q_enc, c_enc) in enumerate(zip(questions, contexts)):
         q = q_enc.ids[:max_query_length]
         ids = np.asarray(c_enc.ids, dtype=np.int32)
         offs = np.asarray(c_enc.offsets, dtype=np.int32).reshape(-1, 2)
-        window = max_length - len(q) - 3
+        window = max_length - len(q) - template.n_special
         first = last = -1
         mismatch = False
         answers = examples["answers"][i] if with_labels else None
         if answers and answers["text"] and answer_matches(examples["context"][i], answers["text"][0],
                                                           answers["answer_start"][0]):
-            s = int(answers["answer_start"][0])
-            e = s + len(answers["text"][0])
+            text = answers["text"][0]
+            s = int(answers["answer_start"][0]) + len(text) - len(text.lstrip())  # whitespace is no answer token
+            e = s + len(text.strip())
             first, last = answer_token_span(offs[:, 0], offs[:, 1], s, e)
-            if first <= last < len(ids):
+            if 0 <= first <= last < len(ids):
                 got = examples["context"][i][offs[first, 0] : offs[last, 1]].strip()
                 mismatch = got != answers["text"][0].strip()
             else:
                 first = last = -1
-        head = np.asarray([cls_id, *q, sep_id], dtype=np.int32)
+        head = np.asarray([idx for idx, _ in template.before] + q + [idx for idx, _ in template.middle], dtype=np.int32)
+        head_types = [t for _, t in template.before] + [template.question_type] * len(q) + \
+            [t for _, t in template.middle]
         for start in window_starts(len(ids), window, doc_stride):
             stop = min(start + window, len(ids))
             n = stop - start
-            out["input_ids"].append(np.concatenate([head, ids[start:stop], [sep_id]]).tolist())
-            out["token_type_ids"].append([0] * len(head) + [1] * (n + 1))
+            out["input_ids"].append(np.concatenate([head, ids[start:stop], after]).astype(np.int32).tolist())
+            out["token_type_ids"].append(head_types + [template.context_type] * n + [t for _, t in template.after])
             pad = [-1] * len(head)
-            out["offset_start"].append(pad + offs[start:stop, 0].tolist() + [-1])
-            out["offset_end"].append(pad + offs[start:stop, 1].tolist() + [-1])
+            out["offset_start"].append(pad + offs[start:stop, 0].tolist() + [-1] * len(after))
+            out["offset_end"].append(pad + offs[start:stop, 1].tolist() + [-1] * len(after))
             if first >= 0 and first >= start and last < stop:
                 out["start_position"].append(len(head) + first - start)
                 out["end_position"].append(len(head) + last - start)
@@ -347,7 +392,8 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
     `test_files`: a path/glob (test set "test") or `{name: path}` (each reported as `test/<name>/*`).
     Without validation files, a seeded `val_fraction` of the train questions is held out.
     `max_length` / `doc_stride` / `max_query_length`: windowing (see the module docstring);
-    `doc_stride` must leave room: `doc_stride < max_length - max_query_length - 3`.
+    `doc_stride` must leave room: `doc_stride < max_length - max_query_length - 3` (- 4 with RoBERTa's template,
+    checked by `set_tokenizer`).
     """
 
     CACHE_SUBDIR = "qa"
@@ -529,8 +575,15 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
                       special_ids: Mapping[str, int] | None = None) -> None:
         ids = resolve_special_ids(tokenizer, special_ids)
         require_special_tokens(ids, ("cls", "sep", "pad"), "QA inputs ([cls] question [sep] context [sep], padded)",
-                               "use a tokenizer trained by lit-llm (tokenizer.kind=bpe) or a BERT tokenizer "
-                               "(model.init_from=hf:<dir>)")
+                               "use a tokenizer trained by lit-llm (tokenizer.kind=bpe) or a BERT or RoBERTa "
+                               "tokenizer (model.init_from=hf:<dir>)")
+        n_special = pair_template(tokenizer, ids["cls"], ids["sep"]).n_special
+        room = self.max_length - self.max_query_length - n_special
+        if room <= self.doc_stride:
+            raise ConfigError(
+                f"data.doc_stride={self.doc_stride} leaves no new context per window with this tokenizer's "
+                f"{n_special} special tokens: data.max_length - data.max_query_length - {n_special} = {room}; lower "
+                "data.doc_stride or data.max_query_length, or raise data.max_length.")
         self._use_tokenizer(tokenizer, tokenizer_fingerprint, ids)
 
     # -- 4. features, cached ---------------------------------------------------------------------
@@ -538,7 +591,7 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
         return {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint,
                 "max_length": self.max_length, "doc_stride": self.doc_stride,
                 "max_query_length": self.max_query_length, "cls": self.special_ids["cls"],
-                "sep": self.special_ids["sep"], "version": QA_VERSION}
+                "sep": self.special_ids["sep"], "version": QA_FEATURES_VERSION}
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -12,7 +12,9 @@ references are all their targets (DialogSum's test set: 500 dialogues x 3 summar
 adds further reference columns of a row.
 
 Tokens: source = `source_prefix + source` cut to `max_source_length - 1` tokens + `<eos>`; target =
-target cut to `max_target_length - 1` tokens + `<eos>`; the decoder reads `<bos>` + target[:-1].
+target cut to `max_target_length - 1` tokens + `<eos>`; the decoder reads `<bos>` + target[:-1]. A Hugging Face
+tokenizer adds its own special tokens (T5: `text </s>`, BART: `<s> text </s>`) and `<bos>` is the model's
+`decoder_start_token_id` (T5: `<pad>`, BART: `</s>`), so input_ids, labels and decoder inputs are transformers'.
 Truncations are counted per split (`stats[split]["source_truncated"]`, `"target_truncated"`);
 pairs with an empty source or target are dropped and counted (`dropped_empty`). Batches:
 `input_ids`, `attention_mask` (source), `decoder_input_ids`, `labels` (target, padded with -100),
@@ -56,6 +58,7 @@ from lit_llm.utils_io import sha256_file, sha256_json
 log = logging.getLogger("lit_llm")
 
 SEQ2SEQ_VERSION = 1
+SEQ2SEQ_FEATURES_VERSION = 2  # bump when feature building changes: old feature caches are then ignored
 SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files", "test": "data.test_files"}
 EXAMPLES = datasets.Features({"source": datasets.Value("string"), "target": datasets.Value("string"),
                               "references": datasets.Sequence(datasets.Value("string"))})
@@ -95,14 +98,22 @@ def _column(table, name: str, where: str, key: str) -> list:
 
 def encode_pairs(batch: Mapping[str, list], tokenizer: Tokenizer, eos_id: int, prefix: str, max_source_length: int,
                  max_target_length: int) -> dict[str, list]:
+    """Each side cut to its limit and ended with `<eos>`. A tokenizer whose post-processor adds special tokens
+    (a Hugging Face file: T5's `text </s>`, BART's `<s> text </s>`) adds them instead, on both sides, exactly as
+    `transformers` builds input_ids and labels; `*_needed`: a side's length before truncation."""
     sources = tokenizer.encode_batch([prefix + s for s in batch["source"]], add_special_tokens=False)
     targets = tokenizer.encode_batch(batch["target"], add_special_tokens=False)
+    own = tokenizer.post_processor is not None and tokenizer.num_special_tokens_to_add(False) > 0
+    added = tokenizer.num_special_tokens_to_add(False) if own else 1
     out: dict[str, list] = {"source_ids": [], "target_ids": [], "source_needed": [], "target_needed": []}
-    for s, t in zip(sources, targets):  # each side ends with <eos>; `*_needed`: its length before truncation
-        out["source_ids"].append(s.ids[: max_source_length - 1] + [eos_id])
-        out["target_ids"].append(t.ids[: max_target_length - 1] + [eos_id])
-        out["source_needed"].append(len(s.ids) + 1)
-        out["target_needed"].append(len(t.ids) + 1)
+    for side, encodings, limit in (("source", sources, max_source_length), ("target", targets, max_target_length)):
+        for enc in encodings:
+            out[f"{side}_needed"].append(len(enc.ids) + added)
+            if own:
+                enc.truncate(limit - added)
+                out[f"{side}_ids"].append(tokenizer.post_process(enc, None, add_special_tokens=True).ids)
+            else:
+                out[f"{side}_ids"].append(enc.ids[: limit - 1] + [eos_id])
     return out
 
 
@@ -322,7 +333,7 @@ class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoaders
         return {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint,
                 "prefix": self.source_prefix, "max_source_length": self.max_source_length,
                 "max_target_length": self.max_target_length, "eos": self.special_ids["eos"],
-                "version": SEQ2SEQ_VERSION}
+                "version": SEQ2SEQ_FEATURES_VERSION}
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -1,10 +1,12 @@
 """A BERT-style bidirectional encoder with a masked-language-model head.
 
-Embeddings (word + learned position + optional token type) -> LayerNorm -> dropout ->
-`n_layer` blocks (post-LN as in BERT, or pre-LN + a final LayerNorm with `norm_first`) whose attention sees every non-padding token -> hidden states
-[B, T, n_embd]. `mlm_logits(hidden)` is BERT's prediction head (dense -> GELU -> LayerNorm ->
-decoder tied to the word embeddings, plus a bias). The blocks are `layers.Block`, the same code
-as the GPT's, run bidirectionally.
+Embeddings (word + learned position + optional token type, `embedding_size` wide) -> LayerNorm ->
+dropout (-> a linear projection to `n_embd` when `embedding_size` differs, as in ELECTRA) -> `n_layer`
+blocks (post-LN as in BERT, or pre-LN + a final LayerNorm with `norm_first`) whose attention sees every
+non-padding token -> hidden states [B, T, n_embd]. `mlm_logits(hidden)` is BERT's prediction head
+(dense -> GELU -> LayerNorm -> decoder tied to the word embeddings, plus a bias); its dense layer maps
+n_embd to the embedding width, as ELECTRA's generator head does, so the tied decoder fits. The blocks
+are `layers.Block`, the same code as the GPT's, run bidirectionally.
 
 Pre-LN (`norm_first: true`) escapes the masked-LM plateau sooner at a high learning rate (as in
 "Cramming", Geiping & Goldstein 2022); it has no Hugging Face BERT equivalent, so export refuses it.
@@ -16,6 +18,7 @@ Module names follow the GPT's so that Hugging Face BERT checkpoints map through 
     wpe                    embeddings.position_embeddings     (RoBERTa: from row position_offset = pad id + 1)
     tte                    embeddings.token_type_embeddings   (absent when type_vocab_size=0)
     ln_emb                 embeddings.LayerNorm
+    emb_proj               embeddings_project                 (ELECTRA; only when embedding_size != n_embd)
     blocks.{i}.attn.c_attn encoder.layer.{i}.attention.self.{query,key,value}  (concatenated)
     blocks.{i}.attn.c_proj encoder.layer.{i}.attention.output.dense
     blocks.{i}.ln_1        encoder.layer.{i}.attention.output.LayerNorm
@@ -24,6 +27,7 @@ Module names follow the GPT's so that Hugging Face BERT checkpoints map through 
     blocks.{i}.ln_2        encoder.layer.{i}.output.LayerNorm
     mlm.dense / mlm.ln     cls.predictions.transform.dense / .LayerNorm
     mlm.decoder            cls.predictions.decoder (weight tied to wte) + cls.predictions.bias
+                           (ELECTRA's generator: generator_predictions.{dense,LayerNorm}, generator_lm_head)
 
 BERT's pooler (tanh dense on [CLS]) is not part of the backbone: classification heads live in
 the task modules.
@@ -59,6 +63,9 @@ class EncoderConfig(BackboneConfig):
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 256
+    # width of the word/position/type embeddings; None = n_embd. Another width adds a linear projection to n_embd
+    # after the embedding LayerNorm (ELECTRA's `embedding_size`; ALBERT-style factorised embeddings)
+    embedding_size: int | None = None
     intermediate_size: int | None = None  # MLP width; None -> 4 * n_embd
     dropout: float = 0.1  # BERT's hidden and attention-probability dropout
     type_vocab_size: int = 2  # segment (token type) embeddings; 0 = none
@@ -80,6 +87,9 @@ class EncoderConfig(BackboneConfig):
             value = getattr(self, key)
             if not _positive_int(value):
                 raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+        if self.embedding_size is not None and not _positive_int(self.embedding_size):
+            raise ConfigError(f"model.embedding_size={self.embedding_size!r} must be null (= model.n_embd) or a "
+                              "positive integer (the embedding width, projected to model.n_embd)")
         if self.n_embd % self.n_head != 0:
             divisor = max(d for d in range(1, self.n_head + 1) if self.n_embd % d == 0)
             raise ConfigError(
@@ -124,14 +134,15 @@ def _positive_int(value) -> bool:
 
 class MLMHead(nn.Module):
     """BERT's masked-LM head: dense -> GELU -> LayerNorm -> decoder (vocab logits, with bias).
-    The decoder's weight is the word embedding matrix (tied by `Encoder`)."""
+    The decoder's weight is the word embedding matrix (tied by `Encoder`), so the dense layer maps
+    n_embd to the embedding width (ELECTRA's generator head when they differ)."""
 
-    def __init__(self, n_embd: int, vocab_size: int, ln_eps: float, activation: str):
+    def __init__(self, n_embd: int, vocab_size: int, ln_eps: float, activation: str, embedding_size: int):
         super().__init__()
-        self.dense = nn.Linear(n_embd, n_embd)
+        self.dense = nn.Linear(n_embd, embedding_size)
         self.act = nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
-        self.ln = nn.LayerNorm(n_embd, eps=ln_eps)
-        self.decoder = nn.Linear(n_embd, vocab_size)
+        self.ln = nn.LayerNorm(embedding_size, eps=ln_eps)
+        self.decoder = nn.Linear(embedding_size, vocab_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.ln(self.act(self.dense(hidden))))
@@ -144,17 +155,19 @@ class Encoder(nn.Module):
             config = EncoderConfig.from_dict(config)
         self.config = config
         C = config.n_embd
+        E = config.embedding_size or C  # the embeddings' width
 
-        self.wte = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_id)
-        self.wpe = nn.Embedding(config.block_size + config.position_offset, C) \
+        self.wte = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_id)
+        self.wpe = nn.Embedding(config.block_size + config.position_offset, E) \
             if config.pos_embedding == "learned" else None
         if config.pos_embedding == "rope":  # relative positions inside attention: nothing to learn
             cos, sin = rope_cache(config.block_size, C // config.n_head, config.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.tte = nn.Embedding(config.type_vocab_size, C) if config.type_vocab_size > 0 else None
-        self.ln_emb = nn.LayerNorm(C, eps=config.ln_eps)
+        self.tte = nn.Embedding(config.type_vocab_size, E) if config.type_vocab_size > 0 else None
+        self.ln_emb = nn.LayerNorm(E, eps=config.ln_eps)
         self.drop = nn.Dropout(config.dropout)
+        self.emb_proj = nn.Linear(E, C) if E != C else None  # ELECTRA's embeddings_project
         self.blocks = nn.ModuleList(
             Block(C, config.n_head, dropout=config.dropout, bias=True, causal=False, norm_first=config.norm_first,
                   ln_eps=config.ln_eps, activation=config.activation,
@@ -163,7 +176,7 @@ class Encoder(nn.Module):
         )
         # Pre-LN leaves the residual stream un-normalised: one LayerNorm after the last block.
         self.ln_f = nn.LayerNorm(C, eps=config.ln_eps) if config.norm_first else None
-        self.mlm = MLMHead(C, config.vocab_size, config.ln_eps, config.activation)
+        self.mlm = MLMHead(C, config.vocab_size, config.ln_eps, config.activation, E)
 
         self.apply(init_weights)  # BERT: N(0, 0.02), biases 0, LN 1/0, padding row 0
         # Tie after the init, or the decoder's Linear init would overwrite the embedding
@@ -197,6 +210,8 @@ class Encoder(nn.Module):
         elif token_type_ids is not None:
             raise ValueError("token_type_ids given, but model.type_vocab_size=0 (no token-type embeddings)")
         x = self.drop(self.ln_emb(x))
+        if self.emb_proj is not None:
+            x = self.emb_proj(x)
         # Build the additive padding bias once for all layers.
         bias = None if attention_mask is None else padding_bias(attention_mask, x.dtype)
         for block in self.blocks:
@@ -222,12 +237,14 @@ class Encoder(nn.Module):
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs (forward + backward) per token of the transformer body, the decoder's
         formula (`GPT.flops_per_token`) with bidirectional attention over all T positions:
-        6 * (block parameters) + 12 * n_layer * n_embd * T. Embedding lookups are free and the
-        task heads are left out (the MLM head's vocabulary matmul runs on masked positions only:
-        add 6 * vocab_size * n_embd per masked token for it)."""
+        6 * (block parameters + embedding projection) + 12 * n_layer * n_embd * T. Embedding lookups
+        are free and the task heads are left out (the MLM head's vocabulary matmul runs on masked
+        positions only: add 6 * vocab_size * embedding_size per masked token for it)."""
         cfg = self.config
         T = cfg.block_size if seq_len is None else seq_len
         body = sum(p.numel() for p in self.blocks.parameters())
+        if self.emb_proj is not None:  # a matmul per token, like a block's
+            body += sum(p.numel() for p in self.emb_proj.parameters())
         return 6.0 * body + 12.0 * cfg.n_layer * cfg.n_embd * T
 
     def train_flops(self, input_len: int, target_len: int | None = None) -> float:

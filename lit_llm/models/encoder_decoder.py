@@ -65,7 +65,7 @@ class EncoderDecoderConfig(BackboneConfig):
     dropout: float = 0.1
     tie_embeddings: bool = True    # one embedding for source, target and output (else source separate)
     tie_output: bool = True        # the output layer is the target embedding (false: its own, T5 v1.1)
-    scale_output: bool = False     # decoder output x n_embd^-0.5 before the tied output layer (T5 v1.0)
+    scale_output: bool = False     # decoder output x n_embd^-0.5 before the output layer (T5 v1.0)
     output_bias: bool = False      # a bias on the logits (BART's final_logits_bias)
     pos_embedding: str = "sinusoidal"  # "sinusoidal" | "learned" | "relative" (T5)
     position_offset: int = 0       # learned positions start at this row (BART: 2)
@@ -119,8 +119,6 @@ class EncoderDecoderConfig(BackboneConfig):
                     "tie_positions", "scale_embeddings", "embedding_norm", "norm_first", "bias", "scale_attention"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"model.{key}={getattr(self, key)!r} must be true or false")
-        if self.scale_output and not self.tie_output:
-            raise ConfigError("model.scale_output=true only applies to a tied output layer (model.tie_output=true)")
         if self.arch != "encoder_decoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder_decoder' for EncoderDecoderConfig")
 

@@ -11,6 +11,9 @@ weights come from `model.safetensors` or `pytorch_model.bin` (sharded `*.index.j
 are mapped through flat tables (`bert_name_table`, `gpt2_name_table`). BertModel, BertForMaskedLM
 and BertForPreTraining checkpoints load, with or without the `bert.` prefix; a checkpoint without
 an MLM head leaves ours freshly initialised (logged); the pooler and NSP head are dropped (logged).
+RoBERTa, DistilBERT and ELECTRA are the same body under other names: ELECTRA's `embedding_size` is
+`EncoderConfig.embedding_size` (+ `embeddings_project`), its generator (ElectraForMaskedLM) head is our
+MLM head, and the discriminator's replaced-token head (ElectraForPreTraining) is dropped (logged).
 GPT-2's Conv1D layers store weights as (in, out): they are transposed to and from nn.Linear.
 Anything we cannot represent exactly (relative positions, another activation, an untied MLM
 decoder, ...) is a `ConfigError` naming `model.init_from`, the file and the key.
@@ -21,7 +24,7 @@ SPECIAL TOKENS. Our own tokenizers put `<pad> <unk> <bos> <eos> <mask> <cls> <se
 (`lit_llm.tokenization.special_ids`). Hugging Face vocabularies do not: BERT uses `[PAD]`=0,
 `[UNK]`=100, `[CLS]`=101, `[SEP]`=102, `[MASK]`=103; GPT-2 has only `<|endoftext|>`=50256. The
 loaders return the tokenizer as it is (a `tokenizers.Tokenizer`: from `tokenizer.json`, else
-built from BERT's `vocab.txt`), and `hf_special_ids(tokenizer_or_dir)` gives the ids it uses,
+built from BERT's `vocab.txt` or GPT-2 / RoBERTa's `vocab.json` + `merges.txt`), and `hf_special_ids(tokenizer_or_dir)` gives the ids it uses,
 keyed by OUR names, e.g. `{"<pad>": 0, "<unk>": 100, "<cls>": 101, "<sep>": 102, "<mask>": 103}`,
 so code written against `special_ids()` works with a pretrained vocabulary by swapping the call.
 Roles the vocabulary lacks (BERT has no `<bos>`/`<eos>`) are absent from the dict. Also unlike
@@ -50,7 +53,7 @@ from lit_llm.utils_io import atomic_write_text
 
 log = logging.getLogger("lit_llm")
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "distilbert", "gpt2", "llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "distilbert", "gpt2", "llama", "mistral", "qwen2", "t5", "bart", "electra")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -139,7 +142,8 @@ def _check_model_type(path, hf: dict, expected: str) -> None:
 
 def load_hf_tokenizer(path: str | Path) -> Tokenizer | None:
     """tokenizer.json as it is, else a BERT WordPiece tokenizer built from vocab.txt (+ the
-    lower-casing settings of tokenizer_config.json / config.json), else None."""
+    lower-casing settings of tokenizer_config.json / config.json), else a GPT-2 / RoBERTa byte-level BPE
+    built from vocab.json + merges.txt (`byte_level_bpe_from_files`), else None."""
     path = Path(path)
     if (path / "tokenizer.json").is_file():
         try:
@@ -149,7 +153,11 @@ def load_hf_tokenizer(path: str | Path) -> Tokenizer | None:
     if (path / "vocab.txt").is_file():
         settings = {**_read_json(path / "config.json"), **_read_json(path / "tokenizer_config.json")}
         return wordpiece_from_vocab(path / "vocab.txt", settings)
-    log.info("no tokenizer.json or vocab.txt in %s: returning no tokenizer", path)
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        settings = {**_read_json(path / "special_tokens_map.json"), **_read_json(path / "tokenizer_config.json")}
+        settings.setdefault("model_type", _read_json(path / "config.json").get("model_type"))
+        return byte_level_bpe_from_files(path / "vocab.json", path / "merges.txt", settings)
+    log.info("no tokenizer.json, vocab.txt or vocab.json + merges.txt in %s: returning no tokenizer", path)
     return None
 
 
@@ -190,6 +198,79 @@ def wordpiece_from_vocab(vocab_file: str | Path, settings: Mapping | None = None
     return tok
 
 
+# tokenizer_config.json's tokenizer_class (without "Fast") -> the post-processor transformers gives it when it builds
+# the tokenizer from vocab.json + merges.txt (convert_slow_tokenizer's GPT2Converter / RobertaConverter)
+_BYTE_LEVEL_CLASSES = {"GPT2Tokenizer": "gpt2", "CodeGenTokenizer": "gpt2", "RobertaTokenizer": "roberta",
+                       "BartTokenizer": "roberta", "LongformerTokenizer": "roberta", "LEDTokenizer": "roberta",
+                       "MvpTokenizer": "roberta"}
+_ROBERTA_MODEL_TYPES = ("roberta", "bart", "longformer", "led", "mvp")  # when tokenizer_config.json names no class
+
+
+def byte_level_bpe_from_files(vocab_file: str | Path, merges_file: str | Path, settings: Mapping | None = None) -> Tokenizer:
+    """A GPT-2 / RoBERTa tokenizer from vocab.json + merges.txt, the way transformers builds it without a
+    tokenizer.json: byte-level BPE, ByteLevel pre-tokenizer (`add_prefix_space`, default false) and decoder, the
+    special tokens that tokenizer_config.json / special_tokens_map.json declare (and `added_tokens_decoder`), and
+    the post-processor of `tokenizer_class` (else of config.json's `model_type`): RoBERTa's `<s> a </s></s> b </s>`
+    (RobertaProcessing with `trim_offsets`, default true), GPT-2's optional `add_bos_token` / `add_eos_token`
+    template (none by default). `settings` holds those files' keys (+ "model_type")."""
+    settings = dict(settings or {})
+    where = Path(vocab_file).parent / "tokenizer_config.json"
+    cls = str(settings.get("tokenizer_class") or "").removesuffix("Fast")
+    if cls and cls not in _BYTE_LEVEL_CLASSES:
+        raise ConfigError(f"{where}: tokenizer_class={cls!r} is not a byte-level BPE lit-llm can build from "
+                          f"vocab.json + merges.txt (it can: {', '.join(_BYTE_LEVEL_CLASSES)}); save the tokenizer "
+                          "with a tokenizer.json (transformers' save_pretrained writes one)")
+    family = _BYTE_LEVEL_CLASSES.get(cls) or ("roberta" if settings.get("model_type") in _ROBERTA_MODEL_TYPES
+                                              else "gpt2")
+    try:
+        vocab, merges = models.BPE.read_file(str(vocab_file), str(merges_file))
+    except Exception as e:
+        raise ConfigError(f"cannot read {vocab_file} / {merges_file} as a BPE vocabulary and merges: {e}") from e
+    tok = Tokenizer(models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="",
+                               fuse_unk=False))
+    prefix_space = bool(settings.get("add_prefix_space", False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(_declared_special_tokens(settings))
+    token = {role: _token_str(settings.get(f"{role}_token")) for role in ("bos", "eos", "cls", "sep")}
+    if family == "roberta":
+        cls_tok, sep_tok = token["cls"] or "<s>", token["sep"] or "</s>"
+        if tok.token_to_id(cls_tok) is None or tok.token_to_id(sep_tok) is None:
+            raise ConfigError(f"{where}: a RoBERTa tokenizer needs its cls token {cls_tok!r} and sep token "
+                              f"{sep_tok!r} in {vocab_file}; name the right ones (cls_token, sep_token)")
+        tok.post_processor = processors.RobertaProcessing(
+            (sep_tok, tok.token_to_id(sep_tok)), (cls_tok, tok.token_to_id(cls_tok)),
+            trim_offsets=bool(settings.get("trim_offsets", True)), add_prefix_space=prefix_space)
+        return tok
+    bos = token["bos"] if settings.get("add_bos_token") and token["bos"] else None
+    eos = token["eos"] if settings.get("add_eos_token") and token["eos"] else None
+    single = " ".join([f"{bos}:0"] * bool(bos) + ["$A:0"] + [f"{eos}:0"] * bool(eos))
+    pair = " ".join([single] + [f"{bos}:1"] * bool(bos) + ["$B:1"] + [f"{eos}:1"] * bool(eos))
+    tok.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair, special_tokens=[(t, tok.token_to_id(t)) for t in dict.fromkeys([bos, eos]) if t])
+    return tok
+
+
+def _declared_special_tokens(settings: Mapping) -> list[AddedToken]:
+    """The special tokens a tokenizer_config.json / special_tokens_map.json declares, with their flags: entries of
+    `added_tokens_decoder` (by id), then the `*_token` roles and `additional_special_tokens`."""
+    out: dict[str, AddedToken] = {}
+    decoder = settings.get("added_tokens_decoder") or {}
+    entries = [decoder[k] for k in sorted(decoder, key=int)] if isinstance(decoder, Mapping) else []
+    entries += [settings.get(f"{role}_token") for role in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")]
+    extra = settings.get("additional_special_tokens") or settings.get("extra_special_tokens") or []
+    entries += list(extra.values() if isinstance(extra, Mapping) else extra)  # a list, or v5's named dict
+    for entry in entries:
+        content = _token_str(entry)
+        if content is None or content in out:
+            continue
+        flags = entry if isinstance(entry, Mapping) else {}
+        out[content] = AddedToken(content, single_word=bool(flags.get("single_word", False)),
+                                  lstrip=bool(flags.get("lstrip", False)), rstrip=bool(flags.get("rstrip", False)),
+                                  normalized=bool(flags.get("normalized", False)), special=flags.get("special", True))
+    return list(out.values())
+
+
 def hf_special_ids(tokenizer_or_dir: Tokenizer | str | Path) -> dict[str, int]:
     """Ids of the special tokens a (Hugging Face) tokenizer uses, keyed by our names:
     {"<pad>": 0, "<unk>": 100, "<cls>": 101, "<sep>": 102, "<mask>": 103} for BERT,
@@ -219,6 +300,12 @@ def hf_special_ids(tokenizer_or_dir: Tokenizer | str | Path) -> dict[str, int]:
             if idx is not None:
                 ids[ours] = idx
                 break
+    if not isinstance(tokenizer_or_dir, Tokenizer):
+        # an encoder-decoder's decoder starts from config.json's decoder_start_token_id (T5: <pad>, BART: </s>):
+        # that is the <bos> our seq2seq data and generation put first
+        start = _read_json(Path(tokenizer_or_dir) / "config.json").get("decoder_start_token_id")
+        if isinstance(start, int):
+            ids["<bos>"] = start
     return ids
 
 
@@ -258,10 +345,18 @@ def _read_json(file: Path) -> dict:
 # BERT.
 
 
+# ElectraConfig's defaults where they differ from BertConfig's (a config.json may leave them out)
+_ELECTRA_DEFAULTS = {"embedding_size": 128, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024}
+
+
 def bert_config_from_hf(hf: Mapping, path="<config>") -> EncoderConfig:
-    """EncoderConfig for a BertConfig or RobertaConfig dict (RoBERTa: positions from row pad id + 1, one token
-    type); ConfigError for what our Encoder cannot represent."""
+    """EncoderConfig for a BertConfig, RobertaConfig or ElectraConfig dict (RoBERTa: positions from row pad id + 1,
+    one token type; ELECTRA: `embedding_size`, None when it equals hidden_size); ConfigError for what our Encoder
+    cannot represent."""
     where = "config.json has"
+    electra = hf.get("model_type") == "electra"
+    if electra:
+        hf = {**_ELECTRA_DEFAULTS, **hf}
 
     def need(key, allowed, default):
         value = hf.get(key, default)
@@ -285,6 +380,7 @@ def bert_config_from_hf(hf: Mapping, path="<config>") -> EncoderConfig:
             n_layer=hf.get("num_hidden_layers", 12),
             n_head=hf.get("num_attention_heads", 12),
             n_embd=hf.get("hidden_size", 768),
+            embedding_size=hf["embedding_size"] if electra and hf["embedding_size"] != hf["hidden_size"] else None,
             intermediate_size=hf.get("intermediate_size", 3072),
             dropout=hf.get("hidden_dropout_prob", 0.1),
             type_vocab_size=hf.get("type_vocab_size", 1 if roberta else 2),
@@ -307,6 +403,8 @@ def bert_name_table(config: EncoderConfig) -> dict[str, tuple[str, ...]]:
         "ln_emb.weight": ("embeddings.LayerNorm.weight",),
         "ln_emb.bias": ("embeddings.LayerNorm.bias",),
     }
+    if config.embedding_size not in (None, config.n_embd):  # ELECTRA
+        table["emb_proj.weight"], table["emb_proj.bias"] = ("embeddings_project.weight",), ("embeddings_project.bias",)
     if config.type_vocab_size > 0:
         table["tte.weight"] = ("embeddings.token_type_embeddings.weight",)
     for i in range(config.n_layer):
@@ -330,6 +428,12 @@ def bert_name_table(config: EncoderConfig) -> dict[str, tuple[str, ...]]:
 _ROBERTA_NAMES = (("lm_head.dense.", "cls.predictions.transform.dense."),
                   ("lm_head.layer_norm.", "cls.predictions.transform.LayerNorm."),
                   ("lm_head.decoder.bias", "cls.predictions.decoder.bias"), ("lm_head.bias", "cls.predictions.bias"))
+
+
+# ElectraForMaskedLM (generator) names -> BertForMaskedLM's; generator_lm_head.weight is the tied word embedding
+_ELECTRA_NAMES = (("generator_predictions.dense.", "cls.predictions.transform.dense."),
+                  ("generator_predictions.LayerNorm.", "cls.predictions.transform.LayerNorm."),
+                  ("generator_lm_head.bias", "cls.predictions.bias"))
 
 
 # DistilBertForMaskedLM names -> BertForMaskedLM's
@@ -356,13 +460,13 @@ def _distilbert_config_as_bert(hf: Mapping, path) -> dict:
 def _normalise_bert_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        key = key.removeprefix("bert.").removeprefix("roberta.")
+        key = key.removeprefix("bert.").removeprefix("roberta.").removeprefix("electra.")
         if key.startswith("distilbert.") or key.startswith(("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")):
             key = key.removeprefix("distilbert.")
             for old, new in _DISTILBERT_NAMES:
                 key = old.sub(new, key) if isinstance(old, re.Pattern) else key.replace(old, new)
-        for roberta, bert in _ROBERTA_NAMES:
-            key = key.replace(roberta, bert) if key.startswith(roberta) else key
+        for other, bert in _ROBERTA_NAMES + _ELECTRA_NAMES:
+            key = key.replace(other, bert) if key.startswith(other) else key
         # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         out[key] = value
@@ -379,10 +483,12 @@ def load_hf_bert(path: str | Path) -> tuple[Encoder, Tokenizer | None]:
     hf = read_hf_config(path)
     if hf.get("model_type") == "distilbert":
         hf = _distilbert_config_as_bert(hf, path)
-    elif hf.get("model_type") != "roberta":
+    elif hf.get("model_type") not in ("roberta", "electra"):
         _check_model_type(path, hf, "bert")
     config = bert_config_from_hf(hf, path)
     state = _normalise_bert_names(read_hf_state_dict(path))
+    if hf.get("model_type") == "electra":
+        _check_electra_heads(path, hf, config, state)
     model = Encoder(config)
     optional = {k for k in bert_name_table(config) if k.startswith("mlm.")}
     _load_mapped(model, state, bert_name_table(config), optional, path, what="MLM head")
@@ -390,10 +496,31 @@ def load_hf_bert(path: str | Path) -> tuple[Encoder, Tokenizer | None]:
     return model.eval(), load_hf_tokenizer(path)
 
 
+def _check_electra_heads(path, hf: Mapping, config: EncoderConfig, state: Mapping[str, torch.Tensor]) -> None:
+    """ElectraForPreTraining's replaced-token head is not ours: dropped (logged). ElectraForMaskedLM's generator head
+    always applies exact GELU, whatever hidden_act says: ours follows hidden_act, so it must be gelu."""
+    if any(k.startswith("discriminator_predictions.") for k in state):
+        log.info("%s: dropped the ELECTRA discriminator head (discriminator_predictions.*, replaced-token "
+                 "detection); the encoder body is loaded", path)
+    if any(k.startswith("cls.predictions.") for k in state) and config.activation != "gelu":
+        raise _error(path, f"config.json has hidden_act={hf.get('hidden_act')!r}, but ELECTRA's generator head "
+                           "applies exact GELU, which lit-llm's MLM head matches only with hidden_act 'gelu'")
+
+
+def encoder_hf_format(config: EncoderConfig) -> str:
+    """The Hugging Face family an encoder exports as: "electra" (embedding_size != n_embd: a projected embedding),
+    "roberta" (positions from row pad id + 1) or "bert"."""
+    if config.embedding_size not in (None, config.n_embd):
+        return "electra"
+    return "roberta" if config.position_offset > 0 else "bert"
+
+
 def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
     """Write `encoder` as a BertForMaskedLM checkpoint (config.json, model.safetensors, and
-    tokenizer.json + tokenizer_config.json when given a tokenizer). BertModel.from_pretrained
-    loads it too (its pooler, which we do not have, is then freshly initialised)."""
+    tokenizer.json + tokenizer_config.json when given a tokenizer); RobertaForMaskedLM for the RoBERTa
+    position layout, ElectraForMaskedLM (a generator: body + MLM head) when model.embedding_size differs from
+    model.n_embd. BertModel/ElectraModel.from_pretrained load it too (BERT's pooler, which we do not have, is
+    then freshly initialised)."""
     cfg = encoder.config
     if cfg.norm_first:
         raise ConfigError("model.norm_first=true (a pre-LN encoder) has no Hugging Face BERT equivalent, "
@@ -401,29 +528,37 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
     if cfg.pos_embedding != "learned":
         raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r} has no Hugging Face BERT equivalent (BERT "
                           "learns absolute positions); only pos_embedding=learned encoders export to the BERT format")
-    roberta = cfg.position_offset > 0  # positions from row pad id + 1: RoBERTa's layout
-    if roberta and cfg.position_offset != (cfg.pad_id or 0) + 1:
+    family = encoder_hf_format(cfg)
+    if cfg.position_offset and cfg.position_offset != (cfg.pad_id or 0) + 1:
         raise ConfigError(f"model.position_offset={cfg.position_offset} with model.pad_id={cfg.pad_id}: only the "
                           "RoBERTa layout (offset = pad id + 1) has a Hugging Face equivalent")
+    if family == "electra" and cfg.position_offset:
+        raise ConfigError(f"model.embedding_size={cfg.embedding_size} exports as ELECTRA, which has no position "
+                          f"offset, but model.position_offset={cfg.position_offset}; set it to 0")
+    if family == "electra" and cfg.activation != "gelu":
+        raise ConfigError(f"model.activation={cfg.activation!r}: ELECTRA's generator head (model.embedding_size is "
+                          "set) always applies exact GELU; use model.activation=gelu to export as ELECTRA")
+    renames = {"roberta": _ROBERTA_NAMES, "electra": _ELECTRA_NAMES, "bert": ()}[family]
     ours = encoder.state_dict()
     state = {}
     for name, hf_names in bert_name_table(cfg).items():
-        prefix = "" if name.startswith("mlm.") else "roberta." if roberta else "bert."
+        prefix = "" if name.startswith("mlm.") else f"{family}."
         parts = ours[name].chunk(len(hf_names), dim=0)
         for hf_name, part in zip(hf_names, parts):
-            if roberta:
-                for roberta_name, bert_name in _ROBERTA_NAMES:
-                    hf_name = hf_name.replace(bert_name, roberta_name) if hf_name.startswith(bert_name) else hf_name
+            for other, bert_name in renames:
+                hf_name = hf_name.replace(bert_name, other) if hf_name.startswith(bert_name) else hf_name
             state[prefix + hf_name] = part
     type_vocab_size = cfg.type_vocab_size
     if type_vocab_size == 0:
         # HF BERT always adds a token-type embedding; a single zero row adds nothing.
         type_vocab_size = 1
-        state[f"{'roberta' if roberta else 'bert'}.embeddings.token_type_embeddings.weight"] = \
-            torch.zeros(1, cfg.n_embd, dtype=ours["wte.weight"].dtype)
+        state[f"{family}.embeddings.token_type_embeddings.weight"] = \
+            torch.zeros(1, ours["wte.weight"].shape[1], dtype=ours["wte.weight"].dtype)
     hf = {
-        "architectures": ["RobertaForMaskedLM" if roberta else "BertForMaskedLM"],
-        "model_type": "roberta" if roberta else "bert",
+        "architectures": [{"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM",
+                           "electra": "ElectraForMaskedLM"}[family]],
+        "model_type": family,
+        **({"embedding_size": cfg.embedding_size} if family == "electra" else {}),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.n_embd,
         "num_hidden_layers": cfg.n_layer,
@@ -762,7 +897,15 @@ def resolve_hf(spec: str, key: str = "model.init_from") -> Path:
 # Shared plumbing.
 
 HF_LOADERS = {"bert": load_hf_bert, "roberta": load_hf_bert, "distilbert": load_hf_bert, "gpt2": load_hf_gpt2,
-              **{t: load_hf_llama for t in LLAMA_TYPES}}
+              **{t: load_hf_llama for t in LLAMA_TYPES}, "electra": load_hf_bert,
+              "t5": lambda path: _seq2seq().load_hf_t5(path), "bart": lambda path: _seq2seq().load_hf_bart(path)}
+
+
+def _seq2seq():
+    """`hf_seq2seq` (T5, BART), imported when used: it builds on this module's helpers."""
+    import importlib
+
+    return importlib.import_module("lit_llm.models.hf_seq2seq")
 
 
 def load_hf(path: str | Path) -> tuple[Encoder | GPT, Tokenizer | None]:
@@ -781,9 +924,20 @@ def export_hf(model: Encoder | GPT, path: str | Path, tokenizer: Tokenizer | Non
         return ("Llama", export_hf_llama(model, path, tokenizer)) if is_llama(cfg) else \
             ("GPT-2", export_hf_gpt2(model, path, tokenizer))
     if cfg.arch == "encoder":
-        return "RoBERTa" if cfg.position_offset else "BERT", export_hf_bert(model, path, tokenizer)
+        name = {"bert": "BERT", "roberta": "RoBERTa", "electra": "ELECTRA"}[encoder_hf_format(cfg)]
+        return name, export_hf_bert(model, path, tokenizer)
+    if cfg.arch == "encoder_decoder":
+        s2s = _seq2seq()
+        if s2s.is_t5(cfg):
+            return "T5", s2s.export_hf_t5(model, path, tokenizer)
+        if s2s.is_bart(cfg):
+            return "BART", s2s.export_hf_bart(model, path, tokenizer)
+        raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r}, model.position_offset={cfg.position_offset}, "
+                          f"model.embedding_norm={cfg.embedding_norm}: this encoder-decoder is neither T5-style "
+                          "(pos_embedding=relative) nor BART-style (learned positions from row 2 + embedding_norm), "
+                          "the two Hugging Face formats it can export to")
     raise ConfigError(f"a model.arch={cfg.arch} backbone has no Hugging Face export (gpt exports as GPT-2 or Llama, "
-                      "encoder as BERT)")
+                      "encoder as BERT, RoBERTa or ELECTRA, encoder_decoder as T5 or BART)")
 
 
 def _load_mapped(model: torch.nn.Module, hf_state: dict[str, torch.Tensor],

@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from lit_llm.data.base import resolve_special_ids
 from lit_llm.errors import ConfigError
 from lit_llm.metrics import bootstrap as bs
 from lit_llm.metrics.text_overlap import ROUGE_SETTINGS, summarization_scores, translation_scores
 from lit_llm.models.decoding import GENERATION_OPTIONS, generate_seq2seq
 from lit_llm.tasks.base import BackboneTask
-from lit_llm.tokenization import BOS, EOS, PAD, tokenizer_from_str
+from lit_llm.tokenization import tokenizer_from_str
 
 IGNORE_INDEX = -100
 METRICS = ("bleu", "rouge", "none")
@@ -36,7 +37,7 @@ class Seq2SeqTask(BackboneTask):
                  tokenizer_json: str | None = None):
         super().__init__(model, optim, compile, tokenizer_json)
         if self.config.arch != "encoder_decoder":
-            raise ConfigError(f"task=seq2seq needs model.arch=encoder_decoder (e.g. model=t5_small), got "
+            raise ConfigError(f"task=seq2seq needs model.arch=encoder_decoder (e.g. model=transformer_small), got "
                               f"{self.config.arch!r}")
         if metric not in METRICS:
             raise ConfigError(f"task.metric={metric!r} is not one of {list(METRICS)}")
@@ -64,8 +65,10 @@ class Seq2SeqTask(BackboneTask):
         return self._tok
 
     def _ids(self) -> tuple[int, int, int]:
-        tok = self.tokenizer
-        return tok.token_to_id(BOS), tok.token_to_id(EOS), tok.token_to_id(PAD)
+        """(decoder start, end, pad) ids, as the training data used them (a Hugging Face model's own, e.g.
+        T5's <pad> start and </s> end, recorded in run_config.special_ids; else our <bos> <eos> <pad>)."""
+        ids = resolve_special_ids(self.tokenizer, (self.run_config or {}).get("special_ids"))
+        return ids["bos"], ids["eos"], ids["pad"]
 
     # -- training
     def forward(self, batch: dict) -> torch.Tensor:

@@ -25,7 +25,7 @@ def corpus(tmp_path):
 
 
 def overrides(tmp_path):
-    return ["data=multi30k_de_en", *corpus(tmp_path), "tokenizer=char", "task=seq2seq", "model=t5_tiny",
+    return ["data=multi30k_de_en", *corpus(tmp_path), "tokenizer=char", "task=seq2seq", "model=transformer_tiny",
             "model.block_size=64", "data.batch_size=16", "data.max_source_length=48", "data.max_target_length=48",
             "task.generation.max_new_tokens=40", "trainer.limit_val_batches=1", "trainer.limit_test_batches=null"]
 
@@ -52,7 +52,7 @@ def test_unknown_generation_option_and_wrong_backbone(compose_train, tmp_path):
 def test_denoising_pretraining_then_translation_from_it(compose_train, tmp_path):
     """BART text infilling on the shipped corpus, then init_from into a translation run."""
     pre = tmp_path / "denoise"
-    metrics = train(compose_train(["experiment=quickstart", "model=t5_tiny", "model.block_size=40", "data.block_size=32", "task=seq2seq",
+    metrics = train(compose_train(["experiment=quickstart", "model=transformer_tiny", "model.block_size=40", "data.block_size=32", "task=seq2seq",
                                    "task.metric=none", "data.objective=denoise", "data.mlm_probability=0.3",
                                    "callbacks.generate_samples=null"], pre))
     assert {"val/loss", "test/validation/loss", "train/loss"} <= set(metrics)
@@ -76,7 +76,7 @@ def test_a_tiny_copy_task_is_learned(compose_train, tmp_path):
     args = ["data=multi30k_de_en", f"data.train_files={tmp_path}/train", f"data.validation_files={tmp_path}/val",
             f"data.test_files={tmp_path}/test", "data.source_lang=src", "data.target_lang=tgt", "tokenizer=bpe",
             "tokenizer.vocab_size=300", "tokenizer.min_frequency=1",  # " b": one token per letter-word
-            "task=seq2seq", "model=t5_tiny", "model.block_size=12", "model.dropout=0.0", "data.max_source_length=12",
+            "task=seq2seq", "model=transformer_tiny", "model.block_size=12", "model.dropout=0.0", "data.max_source_length=12",
             "data.max_target_length=12", "data.batch_size=32", "task.optim.lr=2e-3", "task.optim.warmup_steps=20",
             "task.label_smoothing=0.0", "task.generation.max_new_tokens=10", "trainer.max_steps=800",
             "trainer.val_check_interval=800", "trainer.limit_val_batches=1", "trainer.limit_test_batches=null",

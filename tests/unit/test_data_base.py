@@ -171,7 +171,7 @@ def test_each_module_checks_its_special_tokens(tmp_path):
         CorpusDataModule(files=doc, objective="mlm").set_tokenizer(bare)
     with pytest.raises(ConfigError, match=r"data\.objective=denoise .*no <mask>, <pad>, <eos>, <bos> tokens"):
         CorpusDataModule(files=doc, objective="denoise").set_tokenizer(bare)
-    with pytest.raises(ConfigError, match=r"QA inputs .*no <cls>, <sep>, <pad> tokens.*BERT tokenizer"):
+    with pytest.raises(ConfigError, match=r"QA inputs .*no <cls>, <sep>, <pad> tokens.*BERT or RoBERTa tokenizer"):
         QADataModule(train_files=SQUAD_TRAIN).set_tokenizer(bare)
     with pytest.raises(ConfigError, match=r"seq2seq sequences .*no <bos>, <eos>, <pad> tokens"):
         Seq2SeqDataModule(train_files=doc).set_tokenizer(bare)

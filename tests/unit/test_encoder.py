@@ -177,7 +177,7 @@ def test_attention_masks():
     with pytest.raises(ValueError, match="causal attention takes no padding mask"):
         causal(torch.randn(1, 3, 16), attention_mask=mask)
     with pytest.raises(ValueError, match="activation"):
-        MLP(16, activation="relu")
+        MLP(16, activation="tanh")
 
 
 def test_gpt_hidden_states_feed_lm_head():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lit_llm.data.classification import _encode_examples
-from lit_llm.models.hf_io import export_hf, hf_special_ids, load_hf
+from lit_llm.data.qa import QADataModule, encode_features, read_qa_file
+from lit_llm.models.hf_io import export_hf, hf_special_ids, load_hf, load_hf_tokenizer
 from tests.conftest import requires_data, shared_data_dir
 
 transformers = pytest.importorskip("transformers")
@@ -104,3 +105,71 @@ def test_distilbert_loads_with_equal_outputs_and_exports_as_bert(tmp_path):
     assert name == "BERT"
     with torch.no_grad():
         torch.testing.assert_close(back(ids, attention_mask=mask).logits[real], theirs.logits[real], atol=1e-4, rtol=0)
+
+
+def squad_examples(n: int) -> dict[str, list]:
+    """The first `n` questions of the SQuAD v1.1 dev subset (XQuAD's English source), as `encode_features` takes them."""
+    records = read_qa_file(str(shared_data_dir() / "xquad_en_squad11_dev_subset" / "xquad.en.json"))[:n]
+    return {key: [r[key] for r in records] for key in ("id", "context", "question", "answers")}
+
+
+def hf_qa_features(tokenizer, examples: dict[str, list], max_length: int, stride: int) -> dict[str, list]:
+    """transformers' examples/pytorch/question-answering/run_qa.py `prepare_train_features`: windows by
+    `truncation="only_second"` with `stride`, answer tokens found from the offsets, else the cls index."""
+    questions = [q.lstrip() for q in examples["question"]]
+    enc = tokenizer(questions, examples["context"], truncation="only_second", max_length=max_length, stride=stride,
+                    return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
+    enc["start_positions"], enc["end_positions"] = [], []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        input_ids, sequence_ids = enc["input_ids"][i], enc.sequence_ids(i)
+        cls_index = input_ids.index(tokenizer.cls_token_id)
+        answers = examples["answers"][enc["overflow_to_sample_mapping"][i]]
+        start_char = answers["answer_start"][0]
+        end_char = start_char + len(answers["text"][0])
+        token_start_index = sequence_ids.index(1)
+        token_end_index = len(input_ids) - 1 - sequence_ids[::-1].index(1)
+        if not (offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char):
+            enc["start_positions"].append(cls_index)
+            enc["end_positions"].append(cls_index)
+            continue
+        while token_start_index < len(offsets) and offsets[token_start_index][0] <= start_char:
+            token_start_index += 1
+        enc["start_positions"].append(token_start_index - 1)
+        while offsets[token_end_index][1] >= end_char:
+            token_end_index -= 1
+        enc["end_positions"].append(token_end_index + 1)
+    return enc
+
+
+@requires_data("xquad_en_squad11_dev_subset/xquad.en.json")
+def test_qa_features_with_a_roberta_tokenizer_equal_transformers(roberta_dir, tmp_path):
+    """`<s> question </s></s> context window </s>`, one token type: input ids, windows, context offsets and answer
+    token positions equal transformers' fast tokenizer and run_qa.py's recipe on real SQuAD questions (among them
+    questions with left whitespace, and answers starting with a character byte-level BPE splits, '£30m')."""
+    out, _ = roberta_dir
+    ours, ref = load_hf_tokenizer(out), transformers.AutoTokenizer.from_pretrained(out)
+    special = hf_special_ids(out)
+    examples = squad_examples(700)
+    max_length, stride, max_query_length = 128, 32, 80
+    got = encode_features(examples, ours, special["<cls>"], special["<sep>"], max_length, stride, max_query_length,
+                          with_labels=True)
+    expected = hf_qa_features(ref, examples, max_length, stride)
+    questions = ref([q.lstrip() for q in examples["question"]], add_special_tokens=False)["input_ids"]
+    assert max(map(len, questions)) <= max_query_length  # run_qa.py cuts no question: neither may we here
+    assert got["input_ids"] == expected["input_ids"]
+    assert got["example_index"] == expected["overflow_to_sample_mapping"]
+    assert len(got["input_ids"]) > 2 * len(examples["id"])  # many windows
+    assert all(set(types) == {0} for types in got["token_type_ids"])  # RoBERTa has one token type
+    for i, offsets in enumerate(expected["offset_mapping"]):
+        context = [s == 1 for s in expected.sequence_ids(i)]
+        assert got["offset_start"][i] == [o[0] if c else -1 for o, c in zip(offsets, context)]
+        assert got["offset_end"][i] == [o[1] if c else -1 for o, c in zip(offsets, context)]
+    assert got["start_position"] == expected["start_positions"]
+    assert got["end_position"] == expected["end_positions"]
+    answered = {e for e, s in zip(got["example_index"], got["start_position"]) if s > 0}
+    assert len(answered) > 0.95 * len(examples["id"])  # nearly every answer lies whole in some window
+    # the data module takes RoBERTa's <s> / </s> as its cls / sep
+    dm = QADataModule(train_files=str(shared_data_dir() / "xquad_en_squad11_dev_subset" / "xquad.en.json"),
+                      max_length=max_length, doc_stride=stride, cache_dir=str(tmp_path))
+    dm.set_tokenizer(ours, "fingerprint", special_ids=special)
+    assert (dm.special_ids["cls"], dm.special_ids["sep"], dm.special_ids["pad"]) == (0, 2, 1)

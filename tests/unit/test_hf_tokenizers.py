@@ -10,6 +10,7 @@ import pytest
 
 from lit_llm.data.classification import _encode_examples
 from lit_llm.data.seq2seq import encode_pairs
+from lit_llm.errors import ConfigError
 from lit_llm.models.hf_io import hf_chat_template, hf_special_ids, load_hf_tokenizer
 from lit_llm.tokenization import tokenizer_from_str
 from tests.conftest import requires_data, shared_data_dir
@@ -131,3 +132,59 @@ def test_checkpoint_tokenizers_drop_the_file_settings_and_pretrained_keeps_the_c
             (d / file).write_text(content if isinstance(content, str) else json.dumps(content))
         assert hf_chat_template(d) == template, name
     assert hf_chat_template(wordpiece) is None
+
+
+@pytest.fixture(scope="module")
+def byte_level_bpe() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(sst2(4000, skip=2000) + [s for p in rte_pairs(300) for s in p], trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+@pytest.mark.parametrize("family, options", [
+    ("gpt2", {}), ("gpt2", {"add_prefix_space": True, "add_bos_token": True, "add_eos_token": True}),
+    ("roberta", {}), ("roberta", {"add_prefix_space": True, "trim_offsets": False}),
+])
+def test_vocab_json_and_merges_without_tokenizer_json_equal_auto_tokenizer(byte_level_bpe, tmp_path, family, options):
+    """A GPT-2 / RoBERTa directory as the hub's older checkpoints ship it: vocab.json + merges.txt +
+    tokenizer_config.json, no tokenizer.json. Ids (single texts and pairs, with their special tokens), offsets and
+    special ids equal what AutoTokenizer builds from the same files."""
+    byte_level_bpe.model.save(str(tmp_path))  # vocab.json + merges.txt
+    files = {"vocab": str(tmp_path / "vocab.json"), "merges": str(tmp_path / "merges.txt")}
+    if family == "gpt2":
+        special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+        transformers.GPT2Tokenizer(**files, **special).save_pretrained(tmp_path)
+    else:
+        transformers.RobertaTokenizer(**files).save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").unlink()  # transformers 5 writes one; the files alone must do
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())  # options as older checkpoints keep them
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, **options}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merges.txt", "tokenizer_config.json", "vocab.json"]
+    ours, ref = load_hf_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert all(getattr(ref, k) == v for k, v in options.items())  # the options reached transformers
+    texts = sst2() + ["  Spaces, \u00e9t\u00e9 and emoji \U0001f600 \n new line", "a <s> b </s> <mask>"]
+    expected = ref(texts, return_offsets_mapping=True)
+    got = ours.encode_batch(texts)
+    assert [e.ids for e in got] == expected["input_ids"]
+    assert [e.offsets for e in got] == [list(o) for o in expected["offset_mapping"]]
+    a, b = map(list, zip(*rte_pairs()))
+    assert [e.ids for e in ours.encode_batch(list(zip(a, b)))] == ref(a, b)["input_ids"]
+    assert [e.ids for e in ours.encode_batch(texts, add_special_tokens=False)] == \
+        ref(texts, add_special_tokens=False)["input_ids"]
+    assert ours.decode(ours.encode(texts[-2], add_special_tokens=False).ids) == ref.decode(
+        ref(texts[-2], add_special_tokens=False)["input_ids"])
+    ids = hf_special_ids(tmp_path)
+    for ours_name, theirs in {"<bos>": ref.bos_token_id, "<eos>": ref.eos_token_id, "<unk>": ref.unk_token_id,
+                              "<cls>": ref.cls_token_id, "<sep>": ref.sep_token_id, "<mask>": ref.mask_token_id,
+                              "<pad>": ref.pad_token_id}.items():
+        assert ids.get(ours_name) == theirs or theirs is None, ours_name
+
+
+def test_an_unknown_tokenizer_class_over_vocab_json_is_a_clear_error(byte_level_bpe, tmp_path):
+    byte_level_bpe.model.save(str(tmp_path))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer"}))
+    with pytest.raises(ConfigError, match="tokenizer_config.json: tokenizer_class='CLIPTokenizer'.*tokenizer.json"):
+        load_hf_tokenizer(tmp_path)
