@@ -200,6 +200,27 @@ def load_pretrained(spec: str) -> Pretrained:
                       chat_template=run_config.get("chat_template"))
 
 
+def load_pretrained_encoder(spec: str, model_cfg: dict) -> Pretrained:
+    """`model.init_encoder_from`: a pretrained encoder (hf:<BERT / RoBERTa / DistilBERT dir or id>, or a lit-llm MLM
+    run) as the encoder of the encoder-decoder `model_cfg` describes (`encoder_decoder.from_encoder`): its
+    architecture and weights for the encoder side, the decoder and cross-attention fresh. The decoder starts from
+    the tokenizer's [CLS] and ends with its [SEP] when it has no <bos>/<eos>, as transformers' BERT2BERT does."""
+    from lit_llm.models.encoder_decoder import from_encoder
+
+    if model_cfg.get("arch") != "encoder_decoder":
+        raise ConfigError(f"model.init_encoder_from={spec} builds an encoder-decoder around a pretrained encoder; "
+                          f"it needs model.arch=encoder_decoder (e.g. model=transformer_small), got "
+                          f"model.arch={model_cfg.get('arch')}")
+    encoder = load_pretrained(spec)
+    config, state = from_encoder(encoder.backbone_config, encoder.state_dict, model_cfg,
+                                 source=f"model.init_encoder_from={spec}")
+    special = dict(encoder.special_ids or {})
+    for role, fallback in (("<bos>", "<cls>"), ("<eos>", "<sep>")):
+        if role not in special and fallback in special:
+            special[role] = special[fallback]
+    return Pretrained(encoder.source, config, state, encoder.tokenizer, special or None, encoder.chat_template)
+
+
 # settings a fine-tuning config may change on a pretrained backbone; the rest are its architecture
 TUNABLE = ("dropout", "activation_checkpointing")  # settings a fine-tuning run may change
 

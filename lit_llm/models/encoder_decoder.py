@@ -395,5 +395,49 @@ class EncoderDecoder(nn.Module):
         return matmuls + attention
 
 
+# the encoder settings a pretrained BERT-style encoder decides; the decoder's depth and the dropout stay the config's
+ENCODER_DECIDES = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "intermediate_size", "activation",
+                   "ln_eps", "pad_id", "norm_first", "position_offset")
+
+
+def from_encoder(encoder_config: Mapping, encoder_state: Mapping[str, torch.Tensor],
+                 settings: Mapping, source: str = "model.init_encoder_from") -> tuple[dict, dict[str, torch.Tensor]]:
+    """A pretrained `Encoder` (BERT, RoBERTa, DistilBERT; our MLM runs) as the encoder of an encoder-decoder:
+    (EncoderDecoderConfig dict, the weights it brings). The encoder-decoder takes the encoder's shape and style
+    (learned positions, the embedding LayerNorm, post- or pre-LN, its GELU) for both stacks; the encoder's
+    blocks, word embedding (shared with the decoder and the output layer), positions and embedding LayerNorm are
+    loaded; the decoder, its positions and embedding LayerNorm, and the cross-attention start fresh. `settings`
+    (the model config) keeps its n_decoder_layer and dropout. BERT's token-type embedding of segment 0, which
+    every token gets, is folded into the positions: the outputs are the encoder's own."""
+    enc = dict(encoder_config)
+    if enc.get("arch") != "encoder":
+        raise ConfigError(f"{source}: a model.arch={enc.get('arch')} checkpoint is not an encoder (BERT-style); "
+                          "use model.init_from for a whole encoder-decoder")
+    if enc.get("pos_embedding", "learned") != "learned":
+        raise ConfigError(f"{source}: an encoder with pos_embedding={enc['pos_embedding']!r} has no "
+                          "encoder-decoder equivalent (learned positions only)")
+    if enc.get("embedding_size") not in (None, enc["n_embd"]):
+        raise ConfigError(f"{source}: an ELECTRA-style encoder (embedding_size={enc['embedding_size']} != "
+                          f"n_embd={enc['n_embd']}) has no encoder-decoder equivalent")
+    config = {key: enc[key] for key in ENCODER_DECIDES}
+    config.update(
+        arch="encoder_decoder", n_decoder_layer=settings.get("n_decoder_layer") or enc["n_layer"],
+        dropout=settings.get("dropout", enc.get("dropout", 0.1)), pos_embedding="learned", tie_positions=False,
+        embedding_norm=True, scale_embeddings=False, tie_embeddings=True, tie_output=True, norm="layernorm",
+        bias=True, scale_attention=True, head_dim=None,
+        activation_checkpointing=settings.get("activation_checkpointing", False))
+    config = EncoderDecoderConfig.from_dict(config).to_dict()
+    state = {"wte.weight": encoder_state["wte.weight"], "wpe.weight": encoder_state["wpe.weight"].clone(),
+             "ln_emb_enc.weight": encoder_state["ln_emb.weight"], "ln_emb_enc.bias": encoder_state["ln_emb.bias"]}
+    if "tte.weight" in encoder_state:
+        state["wpe.weight"] += encoder_state["tte.weight"][0]
+    for name, value in encoder_state.items():
+        if name.startswith("blocks."):
+            state["encoder." + name.removeprefix("blocks.")] = value
+        elif name.startswith("ln_f."):
+            state["ln_enc." + name.removeprefix("ln_f.")] = value
+    return config, state
+
+
 __all__ = ["EncoderDecoderConfig", "EncoderDecoder", "CrossAttention", "DecoderBlock", "Seq2SeqCache",
-           "sinusoidal_positions", "relative_position_bucket"]
+           "sinusoidal_positions", "relative_position_bucket", "from_encoder"]

@@ -201,3 +201,53 @@ def test_seq2seq_batches_from_a_hugging_face_directory_equal_transformers(family
     logits = ours_model(ours["input_ids"], ours["decoder_input_ids"], ours["attention_mask"])
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ours["labels"].flatten(), ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(loss, theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_init_encoder_from_a_hugging_face_encoder_keeps_its_outputs(family, tmp_path):
+    """model.init_encoder_from: the encoder-decoder's encoder is the pretrained BERT / RoBERTa (hidden states equal
+    transformers' on a padded batch), the decoder and cross-attention are fresh, and a BERT vocabulary's [CLS] /
+    [SEP] start and end the decoder."""
+    from lit_llm.checkpointing import load_backbone_weights, load_pretrained_encoder
+    from lit_llm.models import build_backbone
+
+    cls, cfg_cls = {"bert": (transformers.BertModel, transformers.BertConfig),
+                    "roberta": (transformers.RobertaModel, transformers.RobertaConfig)}[family]
+    torch.manual_seed(0)
+    hf = cls(cfg_cls(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                     max_position_embeddings=40, pad_token_id=1, type_vocab_size=2 if family == "bert" else 1))
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    hf.eval().save_pretrained(tmp_path / family)
+    from tokenizers import Tokenizer, models
+
+    vocab = {f"w{i}": i for i in range(V)} | ({"[PAD]": 1, "[CLS]": 2, "[SEP]": 3} if family == "bert" else {})
+    vocab = {tok: i for tok, i in vocab.items() if not (tok.startswith("w") and int(tok[1:]) in (1, 2, 3))}
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="w0")), unk_token="w0",
+        **({"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"} if family == "bert" else
+           {"pad_token": "w4", "bos_token": "w5", "eos_token": "w6"})).save_pretrained(tmp_path / family)
+
+    settings = {"arch": "encoder_decoder", "n_decoder_layer": 3, "dropout": 0.0}
+    pretrained = load_pretrained_encoder(f"hf:{tmp_path / family}", settings)
+    model = build_backbone(pretrained.backbone_config).eval()
+    line = load_backbone_weights(model, pretrained)
+    assert "cross" in line and "encoder.0" not in line  # the decoder is fresh, the encoder loaded
+    assert model.config.n_decoder_layer == 3 and model.config.position_offset == (2 if family == "roberta" else 0)
+    src, mask, tgt = batch()
+    with torch.no_grad():
+        expected = hf(input_ids=src, attention_mask=mask).last_hidden_state
+        real = mask.bool()  # (RoBERTa numbers padding positions its own way: their states are nobody's input)
+        torch.testing.assert_close(model.encode(src, mask)[real], expected[real], atol=1e-4, rtol=0)
+        assert model(src, tgt, mask).shape == (3, 9, V)
+    if family == "bert":
+        assert pretrained.special_ids["<bos>"] == 2 and pretrained.special_ids["<eos>"] == 3
+
+
+def test_init_encoder_from_refuses_what_it_cannot_use(tmp_path):
+    from lit_llm.checkpointing import load_pretrained_encoder
+
+    with pytest.raises(ConfigError, match=r"init_encoder_from=.*needs model\.arch=encoder_decoder"):
+        load_pretrained_encoder("hf:/nowhere", {"arch": "gpt"})
