@@ -2,9 +2,10 @@
 
     python pipelines/export.py <run dir | .ckpt | model.safetensors> <output dir>
 
-A GPT becomes GPT2LMHeadModel, an encoder BertForMaskedLM; `transformers` loads the directory with
-`from_pretrained(<output dir>)` and gives the same outputs (tests/unit/test_hf_io.py).
-An encoder-decoder has no export. A user error (lit_llm.errors.ConfigError: no such checkpoint, a model
+A GPT becomes GPT2LMHeadModel (LlamaForCausalLM / Qwen2ForCausalLM with the Llama options), an encoder
+BertForMaskedLM (RobertaForMaskedLM, ElectraForMaskedLM), an encoder-decoder T5ForConditionalGeneration or
+BartForConditionalGeneration; `transformers` loads the directory with `from_pretrained(<output dir>)` and gives
+the same outputs (tests/unit/test_hf_*.py). A user error (lit_llm.errors.ConfigError: no such checkpoint, a model
 setting without a Hugging Face equivalent) prints one line `error: ...` and exits with status 2.
 """
 import argparse

@@ -63,7 +63,9 @@ log = logging.getLogger("lit_llm")
 CLASSIFICATION_VERSION = 1  # bump when loading/tokenization changes: old cache entries are then ignored
 SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files", "test": "data.test_files"}
 # roles a decoder-only tokenizer lacks: [cls] -> its <bos>, [sep] and padding -> its <eos>
-FALLBACKS = {"cls": "bos", "sep": "eos", "pad": "eos"}
+# roles a tokenizer lacks -> the ones that stand in, first found: GPT-2's <|endoftext|> is bos, eos and pad; a
+# decoder without <bos> (Qwen2) starts and ends the text with its end-of-text token (pooling=last reads the end)
+FALLBACKS = {"cls": ("bos", "eos"), "sep": ("eos",), "pad": ("eos",)}
 BUCKET_BATCHES = 50  # length bucketing sorts within chunks of this many batches
 _INT = re.compile(r"^[+-]?\d+$")
 
@@ -485,8 +487,9 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         <cls> <sep> <pad>; a Hugging Face WordPiece tokenizer passes its [CLS] [SEP] [PAD]; keys
         may also be written "<cls>"). A tokenizer with only <bos>/<eos> (GPT-2) uses them instead."""
         ids = resolve_special_ids(tokenizer, special_ids)
-        for role, fallback in FALLBACKS.items():  # e.g. GPT-2: <|endoftext|> is bos, eos and pad
-            if role not in ids and fallback in ids:
+        for role, fallbacks in FALLBACKS.items():  # e.g. GPT-2: <|endoftext|> is bos, eos and pad
+            fallback = next((f for f in fallbacks if f in ids), None)
+            if role not in ids and fallback is not None:
                 ids[role] = ids[fallback]
                 log.info("data: the tokenizer has no <%s>; using its <%s> (id %d)", role, fallback, ids[role])
         require_special_tokens(ids, ("cls", "sep", "pad"), "classification inputs ([cls] text [sep], padded)",

@@ -253,7 +253,7 @@ def bart_hf_config(model: EncoderDecoder, ids: Mapping[str, int] | None = None) 
         "dropout": cfg.dropout, "attention_dropout": 0.0, "activation_dropout": 0.0,
         "scale_embedding": cfg.scale_embeddings, "tie_word_embeddings": True,
         "pad_token_id": ids.get("<pad>", cfg.pad_id), "bos_token_id": ids.get("<cls>", ids.get("<bos>")),
-        "eos_token_id": ids.get("<eos>"), "decoder_start_token_id": ids.get("<bos>"),
+        "eos_token_id": ids.get("<eos>"), "decoder_start_token_id": ids.get("<eos>"),  # BART's decoder starts with </s>
         "forced_eos_token_id": ids.get("<eos>"),
     }
 

@@ -187,3 +187,60 @@ def test_continue_training_a_hugging_face_llama_with_its_own_end_of_text_token(c
     run = json.loads((out / "run.json").read_text())
     assert run["model"]["norm"] == "rmsnorm" and run["model"]["n_kv_head"] == 2
     assert list((out / "samples").glob("step_*.txt"))  # sampled after </s>, the tokenizer's own end of text
+
+
+def test_classification_with_a_hugging_face_decoder_that_has_no_bos(compose_train, tmp_path):
+    """A tokenizer with only an end token (Qwen2-Instruct's <|im_end|>, no <bos>): it starts and ends each text (as
+    [CLS] / [SEP] would) and pads; pooling=last reads the last real token of the decoder."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from lit_llm import package_file
+
+    lines = open(package_file("corpora/tiny_sentiment.tsv"), encoding="utf-8").read().splitlines()[1:]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator([line.split("\t")[0] for line in lines], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_dir = tmp_path / "qwen2"
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                         pad_token="<|im_end|>").save_pretrained(hf_dir)
+    transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)).save_pretrained(hf_dir)
+    out = tmp_path / "cls"
+    metrics = train(compose_train(CLASSIFY + ["model=gpt_tiny", f"model.init_from=hf:{hf_dir}", "task.pooling=last",
+                                              "trainer.max_steps=4", "data.max_length=60"], out, tiny=False))
+    assert 0 <= metrics["test/test/acc"] <= 1
+    run = json.loads((out / "run.json").read_text())
+    stored = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["lit_llm"]
+    assert run["model"]["qkv_bias"] is True and stored["run_config"]["special_ids"] == {"<eos>": 0, "<pad>": 0}
+
+
+def test_fine_tune_a_hugging_face_t5_and_export_it(compose_train, tmp_path):
+    """model.init_from=hf:<T5 dir> on a translation corpus: a few steps, generation scored, the run exports back to
+    a T5ForConditionalGeneration that transformers loads."""
+    transformers = pytest.importorskip("transformers")
+    from tests.integration.test_seq2seq_run import corpus
+    from tests.unit.test_hf_seq2seq import t5_dir
+
+    hf_dir = t5_dir(tmp_path / "t5")
+    out = tmp_path / "mt"
+    metrics = train(compose_train(["data=multi30k_de_en", *corpus(tmp_path), "task=seq2seq", "model=t5_small",
+                                   f"model.init_from=hf:{hf_dir}", "trainer.max_steps=3", "data.batch_size=8",
+                                   "task.generation.max_new_tokens=8", "trainer.limit_val_batches=1",
+                                   "trainer.limit_test_batches=1"], out, tiny=False))
+    assert 0 <= metrics["test/test/bleu"] <= 100
+    run = json.loads((out / "run.json").read_text())
+    stored = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["lit_llm"]
+    assert run["model"]["pos_embedding"] == "relative" and stored["run_config"]["special_ids"]["<bos>"] == 0  # <pad>
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exported = tmp_path / "export"
+    script = Path(__file__).resolve().parents[2] / "pipelines" / "export.py"
+    done = subprocess.run([sys.executable, str(script), str(out), str(exported)], capture_output=True, text=True)
+    assert done.returncode == 0 and "(T5 format)" in done.stdout, done.stderr
+    back = transformers.AutoModelForSeq2SeqLM.from_pretrained(exported)
+    assert back.config.model_type == "t5" and back.config.decoder_start_token_id == 0
