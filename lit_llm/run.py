@@ -32,6 +32,7 @@ from lit_llm.checkpointing import (
     export_safetensors,
     load_backbone_weights,
     load_pretrained,
+    load_pretrained_encoder,
     merge_backbone_config,
     resolve_ckpt_path,
 )
@@ -84,11 +85,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 # -- 1. model config --------------------------------------------------------------------------------
 def model_settings(cfg: DictConfig) -> ModelSettings:
-    """The `model` config, merged with `model.init_from`'s architecture; the resume checkpoint."""
+    """The `model` config, merged with `model.init_from`'s architecture (or, with `model.init_encoder_from`, a
+    pretrained encoder's inside a fresh encoder-decoder: run.json's init_from then names the encoder); the resume
+    checkpoint."""
     model_cfg = container(cfg.model)
     init_from = model_cfg.pop("init_from", None)
+    # the fine-tuning recipes (finetune_*) say `init_from: required`: a `???` would not replace the model
+    # config's `init_from: null` (OmegaConf merges keep a value over a missing one)
+    if init_from in ("required", "???") and not model_cfg.get("init_encoder_from"):
+        examples = {"encoder": "hf:bert-base-uncased", "encoder_decoder": "hf:t5-small"}
+        raise ConfigError(
+            f"model.init_from is required: {cfg.get('task_name')} fine-tunes a pretrained model; give one, e.g. "
+            f"model.init_from={examples.get(model_cfg.get('arch'), 'hf:gpt2')} (a Hugging Face model in the local "
+            "cache, or hf:<dir>) or model.init_from=<a pretraining run's directory or .ckpt>")
+    if init_from in ("required", "???"):  # model.init_encoder_from satisfies a recipe too
+        init_from = None
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     pretrained = load_pretrained(init_from) if init_from else None
+    init_encoder_from = model_cfg.pop("init_encoder_from", None)
+    if init_encoder_from:  # a pretrained encoder inside a fresh encoder-decoder
+        if init_from:
+            raise ConfigError(f"model.init_from={init_from} and model.init_encoder_from={init_encoder_from}: give one "
+                              "(init_from: a whole model; init_encoder_from: an encoder for a new encoder-decoder)")
+        pretrained, init_from = load_pretrained_encoder(init_encoder_from, model_cfg), init_encoder_from
     if pretrained is not None:
         model_cfg, changed = merge_backbone_config(model_cfg, pretrained)
         if changed:

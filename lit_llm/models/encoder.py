@@ -149,6 +149,8 @@ class MLMHead(nn.Module):
 
 
 class Encoder(nn.Module):
+    default_pooling = "cls"  # task.pooling=auto: the first token ([CLS]), where BERT-family models summarise
+
     def __init__(self, config: EncoderConfig | Mapping):
         super().__init__()
         if not isinstance(config, EncoderConfig):

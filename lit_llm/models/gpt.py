@@ -127,6 +127,8 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
 
 
 class GPT(nn.Module):
+    default_pooling = "last"  # task.pooling=auto: the last real token, the only one that has read the whole text
+
     def __init__(self, config: GPTConfig | Mapping):
         super().__init__()
         if not isinstance(config, GPTConfig):

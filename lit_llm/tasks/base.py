@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ class OptimConfig:
     decay_steps: int = 0
     # fine-tuning: learning rate of the backbone relative to the head (1.0 = same)
     backbone_lr_scale: float = 1.0
+    # warmup as a fraction of the schedule's steps (decay_steps, else the run's); 0 = warmup_steps instead
+    warmup_ratio: float = 0.0
+    # layer-wise lr decay (ELECTRA, BEiT): each block down from the top learns `layer_decay` times slower
+    layer_decay: float = 1.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # OmegaConf ListConfig -> tuple
@@ -41,25 +46,76 @@ class OptimConfig:
             raise ConfigError(f"task.optim.warmup_steps={self.warmup_steps} must be >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"task.optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"task.optim.warmup_ratio={self.warmup_ratio} must be in [0, 1) (a fraction of the "
+                              "run's steps)")
+        if self.warmup_ratio > 0 and self.warmup_steps > 0:
+            raise ConfigError(
+                f"task.optim.warmup_steps={self.warmup_steps} and task.optim.warmup_ratio={self.warmup_ratio} are "
+                "both set; give one: task.optim.warmup_steps=0 to warm up for the ratio, or "
+                "task.optim.warmup_ratio=0 for a fixed number of steps")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"task.optim.layer_decay={self.layer_decay} must be in (0, 1] (1.0: no layer-wise "
+                              "decay; 0.8-0.95 usual for fine-tuning)")
+
+    def warmup_for(self, total_steps: int) -> int:
+        """The warmup steps of a schedule `total_steps` long: `warmup_ratio` of it, else `warmup_steps`."""
+        return round(self.warmup_ratio * total_steps) if self.warmup_ratio > 0 else self.warmup_steps
+
+
+BACKBONE = "backbone."  # the prefix of a task's backbone parameters (BackboneTask.backbone)
+_BLOCK = re.compile(r"^(?P<stack>[\w.]+?)\.(?P<index>\d+)\.")  # blocks.3.attn.c_attn.weight -> (blocks, 3)
+
+
+def block_of(name: str) -> tuple[str, int] | None:
+    """(stack, index) of a backbone parameter inside a stack of blocks (an nn.ModuleList: GPT and Encoder
+    `blocks`, EncoderDecoder `encoder` and `decoder`), None outside one."""
+    m = _BLOCK.match(name)
+    return (m["stack"], int(m["index"])) if m else None
+
+
+def layer_decay_exponents(names: list[str]) -> dict[str, int]:
+    """{backbone parameter name: k}, the parameter learning at lr * layer_decay**k (BEiT's rule, per stack):
+    block i of a stack of n gets k = n - i (the top block: 1); the parameters registered before the first block
+    (token, position and type embeddings and their norm) k = (deepest stack's n) + 1; those after a stack's last
+    block (final norms, LM heads) k = 0, as the task's heads. `names` in registration order (`named_parameters`)."""
+    blocks = {name: block_of(name) for name in names}
+    depth: dict[str, int] = {}
+    for found in filter(None, blocks.values()):
+        depth[found[0]] = max(depth.get(found[0], 0), found[1] + 1)
+    if not depth:  # no stack of blocks: nothing to decay
+        return {name: 0 for name in names}
+    embedding_k, seen_block, out = max(depth.values()) + 1, False, {}
+    for name in names:
+        found = blocks[name]
+        seen_block = seen_block or found is not None
+        out[name] = depth[found[0]] - found[1] if found else (0 if seen_block else embedding_k)
+    return out
 
 
 def param_groups(model: nn.Module, weight_decay: float, backbone_lr_scale: float = 1.0,
-                 lr: float | None = None) -> list[dict]:
+                 lr: float | None = None, layer_decay: float = 1.0) -> list[dict]:
     """AdamW groups: weight decay on matrices (linear weights, embeddings), none on biases and
-    LayerNorm gains, as in GPT-2/nanoGPT. Tied parameters appear once. With
-    `backbone_lr_scale != 1`, parameters under `backbone.` get `lr * backbone_lr_scale`
-    (fine-tuning: a pretrained body learns slower than a fresh head)."""
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in model.named_parameters():  # named_parameters() de-duplicates tied weights
-        if not p.requires_grad:
-            continue
-        in_backbone = backbone_lr_scale != 1.0 and name.startswith("backbone.")
-        groups.setdefault((p.dim() >= 2, in_backbone), []).append(p)
+    LayerNorm gains, as in GPT-2/nanoGPT. Tied parameters appear once. Fine-tuning: parameters under
+    `backbone.` learn at `lr * backbone_lr_scale` (a pretrained body learns slower than a fresh head), times
+    `layer_decay**k` with `layer_decay_exponents`' k (lower layers slower still); one group per weight decay
+    and learning rate, each with its `lr` when that differs from `lr`."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]  # tied weights once
+    body = [name[len(BACKBONE):] for name, _ in named if name.startswith(BACKBONE)]
+    exponents = layer_decay_exponents(body) if layer_decay != 1.0 else {}
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in named:
+        scale = 1.0
+        if name.startswith(BACKBONE):
+            scale = backbone_lr_scale * layer_decay ** exponents.get(name[len(BACKBONE):], 0)
+        groups.setdefault((p.dim() >= 2, scale), []).append(p)
     out = []
-    for (decay, in_backbone), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1])):
+    # decay first; within each, the full lr, then the others from fastest to slowest (one order across runs:
+    # a resumed optimizer's groups line up)
+    for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1] != 1.0, -kv[0][1])):
         group = {"params": params, "weight_decay": weight_decay if decay else 0.0}
-        if in_backbone and lr is not None:
-            group["lr"] = lr * backbone_lr_scale
+        if scale != 1.0 and lr is not None:
+            group["lr"] = lr * scale
         out.append(group)
     return out
 
@@ -76,12 +132,11 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int) -> dict:
     """Lightning's `configure_optimizers` return value: AdamW + per-step LambdaLR."""
-    groups = param_groups(model, optim.weight_decay, optim.backbone_lr_scale, optim.lr)
+    groups = param_groups(model, optim.weight_decay, optim.backbone_lr_scale, optim.lr, optim.layer_decay)
     opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps)
     total = optim.decay_steps or total_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, optim.warmup_steps, total, optim.min_lr_ratio)
-    )
+    warmup = optim.warmup_for(total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total, optim.min_lr_ratio))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
 

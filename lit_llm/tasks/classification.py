@@ -13,7 +13,7 @@ from lit_llm.errors import ConfigError
 from lit_llm.metrics import bootstrap as bs
 from lit_llm.tasks.base import BackboneTask
 
-POOLINGS = ("cls", "last", "mean")
+POOLINGS = ("auto", "cls", "last", "mean")  # auto: the backbone's own (`default_pooling`: encoder cls, GPT last)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
@@ -44,7 +44,7 @@ class ClassificationTask(BackboneTask):
             raise ConfigError(f"task.pooling={pooling!r} is not one of {list(POOLINGS)}")
         if num_labels < 2:
             raise ConfigError(f"the data has {num_labels} label(s); classification needs at least 2")
-        self.pooling = pooling
+        self.pooling = self.backbone.default_pooling if pooling == "auto" else pooling
         self.label_names = list(label_names or [str(i) for i in range(num_labels)])
         if self.config.arch == "encoder":
             # The MLM head is not used here (its decoder weight is the embedding matrix, which is):

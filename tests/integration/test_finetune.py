@@ -244,3 +244,40 @@ def test_fine_tune_a_hugging_face_t5_and_export_it(compose_train, tmp_path):
     assert done.returncode == 0 and "(T5 format)" in done.stdout, done.stderr
     back = transformers.AutoModelForSeq2SeqLM.from_pretrained(exported)
     assert back.config.model_type == "t5" and back.config.decoder_start_token_id == 0
+
+
+def test_translation_on_a_pretrained_bert_encoder(compose_train, tmp_path):
+    """model.init_encoder_from=hf:<BERT dir>: the seed's BERT-encoder + Transformer-decoder, trained end to end; the
+    checkpoint holds the BERT encoder's weights where the encoder is, and the decoder is new."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    from tests.integration.test_seq2seq_run import corpus
+
+    overrides = corpus(tmp_path)
+    words = (tmp_path / "train.de").read_text().split() + (tmp_path / "train.en").read_text().split()
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(words, trainers.WordPieceTrainer(vocab_size=120, special_tokens=[
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
+                                                                                                 ("[SEP]", 3)])
+    hf_dir = tmp_path / "bert"
+    transformers.BertTokenizerFast(tokenizer_object=tok).save_pretrained(hf_dir)
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64))
+    bert.save_pretrained(hf_dir)
+    out = tmp_path / "mt"
+    metrics = train(compose_train(["data=multi30k_de_en", *overrides, "task=seq2seq", "model=transformer_tiny",
+                                   f"model.init_encoder_from=hf:{hf_dir}", "model.n_decoder_layer=1",
+                                   "trainer.max_steps=2", "data.batch_size=8", "task.generation.max_new_tokens=6",
+                                   "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"], out, tiny=False))
+    assert 0 <= metrics["test/test/bleu"] <= 100
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["n_embd"] == 32 and run["model"]["n_decoder_layer"] == 1 and not run["model"]["norm_first"]
+    stored = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert stored["lit_llm"]["run_config"]["special_ids"]["<bos>"] == 2  # [CLS] starts the decoder
+    with pytest.raises(ConfigError, match="give one"):
+        train(compose_train(["data=multi30k_de_en", *overrides, "task=seq2seq", "model=transformer_tiny",
+                             f"model.init_encoder_from=hf:{hf_dir}", f"model.init_from=hf:{hf_dir}"], tmp_path / "x"))

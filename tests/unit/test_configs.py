@@ -17,7 +17,7 @@ TASKS = sorted(p.stem for p in Path(CONF_DIR, "task").glob("*.yaml"))
 
 # task.optim of each task config: conf/task/optim/adamw.yaml plus the task's own values
 _ADAMW = {"lr": 1.0e-3, "weight_decay": 0.01, "betas": [0.9, 0.98], "eps": 1.0e-6, "warmup_steps": 100,
-          "min_lr_ratio": 0.0, "decay_steps": 0, "backbone_lr_scale": 1.0}
+          "min_lr_ratio": 0.0, "decay_steps": 0, "backbone_lr_scale": 1.0, "warmup_ratio": 0.0, "layer_decay": 1.0}
 TASK_OPTIM = {
     "clm": {**_ADAMW, "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1.0e-8, "min_lr_ratio": 0.1},
     "mlm": {**_ADAMW, "min_lr_ratio": 0.1},
@@ -33,6 +33,12 @@ EXPERIMENT_OPTIM = {
     "shakespeare_gpt": {"lr": 2.0e-3, "warmup_steps": 50},
     "shakespeare_gpt_bpe": {"lr": 2.0e-3, "warmup_steps": 50},
     "gutenberg_gpt": {"lr": 1.0e-3, "warmup_steps": 200},
+    # the fine-tuning recipes: a pretrained body's lr, warmup as a share of the run (tests/integration/test_recipes.py)
+    "finetune_sst2": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
+    "finetune_tydiqa": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
+    "finetune_samsum": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.06},
+    "finetune_multi30k": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.06},
+    "finetune_shakespeare": {"lr": 3.0e-4, "warmup_steps": 0, "warmup_ratio": 0.06},
 }
 REPORT = {"enabled": True, "resamples": 1000, "confidence": 0.95, "seed": 0, "examples": 3}
 

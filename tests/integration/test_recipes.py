@@ -1,0 +1,109 @@
+"""The fine-tuning recipes (conf/experiment/finetune_*.yaml): each composes with a pretrained start and the
+pretrained-body settings, stops at once without `model.init_from`, and two run from tiny checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lit_llm.errors import ConfigError
+from lit_llm.run import train
+from lit_llm.tasks.base import OptimConfig
+from tests.conftest import CONF_DIR, ROOT, TINY, requires_data
+
+RECIPES = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("finetune_*.yaml"))
+TASK_OF_RECIPE = {"finetune_sst2": "ClassificationTask", "finetune_tydiqa": "QuestionAnsweringTask",
+                  "finetune_samsum": "Seq2SeqTask", "finetune_multi30k": "Seq2SeqTask",
+                  "finetune_shakespeare": "CausalLMTask"}
+# short runs: the recipes' warmup is a ratio, so TINY's task.optim.warmup_steps=2 is left out
+SHORT = [o for o in TINY if not o.startswith(("model", "task.optim"))] + ["trainer.max_steps=6",
+                                                                        "trainer.val_check_interval=3",
+                                                                        "callbacks.generate_samples=null"]
+
+
+def test_there_is_a_recipe_for_every_fine_tuning_task():
+    assert RECIPES == sorted(TASK_OF_RECIPE)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_composes_with_pretrained_body_defaults(compose_train, recipe):
+    cfg = compose_train([f"experiment={recipe}", "model.init_from=/runs/pretrained"], tiny=False)
+    OmegaConf.resolve(cfg)
+    assert cfg.task_name == recipe and cfg.model.init_from == "/runs/pretrained"
+    assert cfg.task._target_.endswith(TASK_OF_RECIPE[recipe])
+    optim = OptimConfig(**cfg.task.optim)
+    assert 2e-5 <= optim.lr <= 3e-4 and optim.warmup_steps == 0 and 0.06 <= optim.warmup_ratio <= 0.1
+    assert 0.8 <= optim.layer_decay <= 1.0 and cfg.model.dropout == 0.1
+    if recipe == "finetune_sst2":
+        assert cfg.task.pooling == "auto"  # the backbone's own: cls for encoders, last for decoders
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_without_init_from_stops_at_once(compose_train, recipe, tmp_path):
+    with pytest.raises(ConfigError, match=rf"^model.init_from is required: {recipe} fine-tunes a pretrained model; "
+                                          r"give one, e.g. model.init_from=hf:\S+ .* or model.init_from=<a "):
+        train(compose_train([f"experiment={recipe}"], tmp_path / "run", tiny=False))
+    assert not (tmp_path / "run" / "run.json").exists()  # before any data or model is built
+
+
+def test_recipe_without_init_from_is_one_line_on_the_command_line(tmp_path, cache_dir):
+    env = {**os.environ, "LIT_LLM_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "train.py"), "experiment=finetune_sst2",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: model.init_from is required: finetune_sst2 fine-tunes a pretrained model; give one, e.g. "
+        "model.init_from=hf:bert-base-uncased")
+    assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
+
+
+def test_finetune_sst2_recipe_from_a_tiny_masked_lm(compose_train, tmp_path):
+    """The classification recipe (here on the shipped tiny sentiment data) from a 2-step MLM run: the body
+    loaded, the recipe's lr with layer-wise decay over the pretrained encoder's 2 blocks."""
+    mlm = tmp_path / "mlm"
+    train(compose_train(["experiment=quickstart", "model=bert_tiny", "model.block_size=32", "task=mlm",
+                         "data.objective=mlm", "trainer.max_steps=2", "test=false", "callbacks.generate_samples=null"],
+                        mlm))
+    out = tmp_path / "cls"
+    metrics = train(compose_train(["experiment=finetune_sst2", f"model.init_from={mlm}", "data=tiny_sentiment",
+                                   "task.optim.layer_decay=0.5", *SHORT], out, tiny=False))
+    assert {"val/acc", "test/test/acc"} <= set(metrics)
+    assert json.loads((out / "run.json").read_text())["init_from"] == str(mlm)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    lr = ckpt["hyper_parameters"]["optim"]["lr"]
+    # head 1, block 1: 1/2, block 0: 1/4, embeddings (+ their LayerNorm): 1/8; with and without weight decay each
+    assert sorted(g["initial_lr"] for g in ckpt["optimizer_states"][0]["param_groups"]) == pytest.approx(
+        sorted(lr * s for s in (1, 1, 1 / 2, 1 / 2, 1 / 4, 1 / 4, 1 / 8, 1 / 8)))
+
+
+@requires_data("tinyshakespeare/input.txt")
+def test_finetune_shakespeare_recipe_from_a_tiny_gpt(compose_train, tmp_path):
+    """Causal-LM continuation: a 2-step quickstart GPT continued on Tiny Shakespeare with its own tokenizer."""
+    gpt = tmp_path / "gpt"
+    train(compose_train(["experiment=quickstart", "trainer.max_steps=2", "test=false",
+                         "callbacks.generate_samples=null"], gpt))
+    out = tmp_path / "continued"
+    metrics = train(compose_train(["experiment=finetune_shakespeare", f"model.init_from={gpt}",
+                                   "data.block_size=32", *SHORT], out, tiny=False))
+    assert metrics["val/ppl"] > 1 and "test/validation/ppl" in metrics
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["n_embd"] == 64 and run["model"]["dropout"] == 0.1  # the checkpoint's body, recipe's dropout
+    assert (out / "tokenizer.json").read_text() == (gpt / "tokenizer.json").read_text()
+
+
+def test_auto_pooling_is_the_backbone_familys_own():
+    from lit_llm.tasks.classification import ClassificationTask
+
+    optim = {"lr": 1e-3}
+    encoder = {"arch": "encoder", "vocab_size": 64, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
+    gpt = {"arch": "gpt", "vocab_size": 64, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
+    assert ClassificationTask(encoder, optim, num_labels=2, pooling="auto").pooling == "cls"
+    assert ClassificationTask(gpt, optim, num_labels=2, pooling="auto").pooling == "last"
+    assert ClassificationTask(gpt, optim, num_labels=2, pooling="mean").pooling == "mean"
