@@ -93,11 +93,11 @@ def model_settings(cfg: DictConfig) -> ModelSettings:
     # the fine-tuning recipes (finetune_*) say `init_from: required`: a `???` would not replace the model
     # config's `init_from: null` (OmegaConf merges keep a value over a missing one)
     if init_from in ("required", "???") and not model_cfg.get("init_encoder_from"):
-        examples = {"encoder": "hf:bert-base-uncased", "encoder_decoder": "hf:t5-small"}
+        examples = {"encoder": "hf:google-bert/bert-base-uncased", "encoder_decoder": "hf:google-t5/t5-small"}
         raise ConfigError(
             f"model.init_from is required: {cfg.get('task_name')} fine-tunes a pretrained model; give one, e.g. "
-            f"model.init_from={examples.get(model_cfg.get('arch'), 'hf:gpt2')} (a Hugging Face model in the local "
-            "cache, or hf:<dir>) or model.init_from=<a pretraining run's directory or .ckpt>")
+            f"model.init_from={examples.get(model_cfg.get('arch'), 'hf:openai-community/gpt2')} (a Hugging Face model "
+            "in the local cache, or hf:<dir>) or model.init_from=<a pretraining run's directory or .ckpt>")
     if init_from in ("required", "???"):  # model.init_encoder_from satisfies a recipe too
         init_from = None
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))

@@ -60,7 +60,7 @@ def test_recipe_without_init_from_is_one_line_on_the_command_line(tmp_path, cach
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: model.init_from is required: finetune_sst2 fine-tunes a pretrained model; give one, e.g. "
-        "model.init_from=hf:bert-base-uncased")
+        "model.init_from=hf:google-bert/bert-base-uncased")
     assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
 
 
