@@ -4,8 +4,9 @@ GPU recipe (GPT-2 124M, bf16, Lightning): python pipelines/benchmark.py --config
 One process, one run: writes benchmark.json and benchmark.md (a table per section) into the run
 directory and prints the tables. Sections (each `<name>.enabled`; SECTIONS names its module in
 lit_llm/benchmarks, whose `run(cfg) -> rows`): training (Lightning vs plain loop), hf_training (ours vs
-Hugging Face GPT-2), generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack),
-memory (activation checkpointing). A row with a target says it (`target`) and whether it is met (`meets`).
+Hugging Face GPT-2, Llama, T5), generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack),
+families (import / fine-tune / export a tiny checkpoint of each Hugging Face family), memory (activation
+checkpointing). A row with a target says it (`target`) and whether it is met (`meets`).
 A user error (lit_llm.errors.ConfigError, e.g. device=cuda without CUDA) prints one line `error: ...` and
 exits with status 2, before any work.
 """
@@ -27,6 +28,7 @@ SECTIONS = {  # config key -> (module in lit_llm/benchmarks, table title), in th
     "generation": ("generation_speed",
                    "Generation: new tokens/s (KV cache vs recompute; ours vs Hugging Face generate)"),
     "data": ("data", "Data pipeline: tokenizer training, tokenize + pack, cached reload"),
+    "families": ("families", "Hugging Face families: import, fine-tune and export a tiny random checkpoint of each"),
     "memory": ("memory", "Memory: one training step (forward + backward) vs sequence length, with/without activation "
                          "checkpointing"),
 }

@@ -1,5 +1,5 @@
 """The Hugging Face reference: a `transformers.GPT2LMHeadModel` (or, for a Llama-style GPT, a `LlamaForCausalLM`)
-with our GPT's architecture and weights.
+with our GPT's architecture and weights; a `T5ForConditionalGeneration` with a T5-style EncoderDecoder's.
 
 Same weights (not just the same sizes) so that both models do exactly the same arithmetic: a
 speed difference is then the implementation's, never the data's or the init's. transformers is
@@ -12,6 +12,7 @@ import importlib.util
 import torch
 
 from lit_llm.errors import ConfigError
+from lit_llm.models.encoder_decoder import EncoderDecoder
 from lit_llm.models.gpt import GPT
 from lit_llm.models.hf_io import gpt2_hf_config, gpt2_state_dict, llama_hf_config, llama_state_dict
 from lit_llm.tokenization import BOS, EOS, PAD, SPECIAL_TOKENS
@@ -63,6 +64,36 @@ def llama_from(gpt: GPT):
     return hf.to(gpt.wte.weight.device)
 
 
+def t5_from(model: EncoderDecoder):
+    """A T5ForConditionalGeneration (sdpa attention) holding a T5-style `model`'s weights (hf_seq2seq's export
+    config and name table)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from lit_llm.models.hf_seq2seq import _mapped_state, t5_hf_config, t5_name_table
+
+    ids = {tok: SPECIAL_TOKENS.index(tok) for tok in (BOS, EOS, PAD)}
+    config = T5Config(**t5_hf_config(model, ids), attn_implementation="sdpa")
+    # transformers 5 builds T5 with lm_head tied to `shared` (from_pretrained unties it when the files hold their
+    # own) and reads tie_word_embeddings as "scale the decoder output": say both as our model has them
+    config.scale_decoder_outputs = model.config.scale_output
+    hf = T5ForConditionalGeneration(config)
+    if not model.config.tie_output:
+        hf.lm_head.weight = torch.nn.Parameter(hf.lm_head.weight.detach().clone())
+    missing, unexpected = hf.load_state_dict(_mapped_state(model, t5_name_table(model.config)), strict=False)
+    # the embeddings of both stacks (and a tied lm_head) are `shared` itself
+    tied = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"EncoderDecoder -> T5ForConditionalGeneration: missing {missing}, unexpected {unexpected}")
+    return hf.to(model.wte.weight.device)
+
+
 def logits(hf, input_ids: torch.Tensor) -> torch.Tensor:
     """Training forward: logits only (no key/value cache built and returned)."""
     return hf(input_ids=input_ids, use_cache=False).logits
+
+
+def seq2seq_logits(hf, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Teacher-forced training forward of a transformers encoder-decoder: logits only."""
+    return hf(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+              use_cache=False).logits

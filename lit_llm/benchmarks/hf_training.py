@@ -1,10 +1,14 @@
-"""Training speed: our GPT vs Hugging Face's `GPT2LMHeadModel` of the same architecture and weights, and (with
-`hf_training.llama`) our Llama-style GPT vs `LlamaForCausalLM`.
+"""Training speed: our GPT vs Hugging Face's `GPT2LMHeadModel` of the same architecture and weights, (with
+`hf_training.llama`) our Llama-style GPT vs `LlamaForCausalLM`, and (with `hf_training.t5`) our T5-style
+EncoderDecoder vs `T5ForConditionalGeneration`.
 
 Both run the same plain loop (`training.plain_train`: same batches, same AdamW groups and schedule,
-same loss on logits), in fp32 and in bf16 autocast ("bf16-mixed"), so the ratio is the models'
-alone. bf16 runs take `bf16_steps` timed steps: a CPU without AVX512-BF16 runs bf16 matmuls far
-slower than fp32, and the table reports that as it is. Without transformers the section is one note row.
+same loss on logits; an encoder-decoder gets source, decoder input and source mask, teacher-forced), in
+fp32 and in bf16 autocast ("bf16-mixed"), so the ratio is the models' alone; the T5 pair is checked to
+give the same logits before it is timed. Encoder-decoder tokens are source + target tokens (what
+`perf.batch_shape` counts). bf16 runs take `bf16_steps` timed steps: a CPU without AVX512-BF16 runs bf16
+matmuls far slower than fp32, and the table reports that as it is. Without transformers the section is
+one note row.
 """
 from __future__ import annotations
 
@@ -13,11 +17,19 @@ import torch
 from lit_llm.benchmarks import hf
 from lit_llm.benchmarks.common import FP32, check, random_loader, ratio, resolve_device
 from lit_llm.benchmarks.training import peaks, plain_train, speed_row
+from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lit_llm.models.gpt import GPT, GPTConfig
+from lit_llm.perf import precision_dtype
 
 MODELS = {"ours": "gpt (ours)", "hf": "GPT2LMHeadModel"}
 # `llama`: the same comparison for a Llama-style GPT (RMSNorm, SwiGLU, rotary, GQA) against LlamaForCausalLM
 LLAMA_OPTIONS = {"norm": "rmsnorm", "mlp": "swiglu", "pos_embedding": "rope", "bias": False}
+# `t5`: a T5-style EncoderDecoder of the model's sizes (relative-position bias, RMSNorm, no biases, unscaled attention
+# and embeddings) against T5ForConditionalGeneration; `t5` adds the MLP, the output layer and the lengths
+T5_OPTIONS = {"arch": "encoder_decoder", "pos_embedding": "relative", "norm": "rmsnorm", "bias": False,
+              "scale_attention": False, "scale_embeddings": False, "tie_embeddings": True, "pad_id": None,
+              "ln_eps": 1e-6}
+SEQ2SEQ_INPUTS = ("input_ids", "decoder_input_ids", "attention_mask")
 
 
 def run(cfg: dict) -> list[dict]:
@@ -31,57 +43,136 @@ def run(cfg: dict) -> list[dict]:
         llama_cfg = {**dict(cfg["model"]), **LLAMA_OPTIONS, **dict(cfg["llama"])}
         rows += compare(cfg, llama_cfg, hf.llama_from, {"ours": "gpt, llama options (ours)", "hf": "LlamaForCausalLM"},
                         "llama ", device, peak)
+    if cfg.get("t5"):  # e.g. {intermediate_size: 1024, activation: geglu, tie_output: false, target_len: 128}
+        rows += compare_t5(cfg, dict(cfg["t5"]), device, peak)
     return rows + peak_rows
 
 
 def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, device, peak) -> list[dict]:
     """Rows of our GPT of `model_cfg` vs `reference(gpt)` (a transformers model with its weights), per precision:
     tokens/s, MFU and the ratio ours / HF; run names start with `prefix`."""
-    seed = int(cfg.get("seed", 0))
     B, T = int(cfg["batch_size"]), int(cfg.get("seq_len") or model_cfg["block_size"])
-    warmup = int(cfg["warmup_steps"])
-    precisions = [str(p) for p in cfg["precisions"]]
-    targets = cfg.get("targets") or {}
-    rows = []
-
-    def fresh(which: str):
-        torch.manual_seed(seed)
-        gpt = GPT(GPTConfig.from_dict(model_cfg))
-        return (gpt, None) if which == "ours" else (reference(gpt), hf.logits)
-
-    best: dict[tuple[str, str], float] = {}
-    steps_of = {p: int(cfg["steps"] if p in FP32 else cfg["bf16_steps"]) for p in precisions}
-    for precision in precisions:
-        steps = steps_of[precision]
-        loader = random_loader(warmup + steps, B, T, model_cfg["vocab_size"], seed)
-        repeats = cfg.get("repeats", 1) if precision in FP32 else cfg.get("bf16_repeats", 1)
-        for _ in range(max(1, int(repeats))):  # alternate ours / HF under the same load
-            for which in names:
-                model, forward = fresh(which)
-                seconds, _ = plain_train(model, loader, device, precision, warmup, steps, cfg["optim"], forward)
-                key = (which, precision)
-                best[key] = min(best.get(key, float("inf")), seconds)
-
+    seed = int(cfg.get("seed", 0))
+    best, steps_of = best_seconds(
+        cfg, lambda: GPT(GPTConfig.from_dict(model_cfg)), reference, hf.logits, names,
+        lambda n: random_loader(n, B, T, model_cfg["vocab_size"], seed), ("input_ids",), device)
     with torch.device("meta"):  # same architecture: one FLOPs formula for both models
         gpt = GPT(GPTConfig.from_dict(model_cfg))
-    for precision in precisions:
+    targets, rows = cfg.get("targets") or {}, []
+    for precision in steps_of:
         for which, name in names.items():
             mfu_target = targets.get("mfu_fp32") if which == "ours" and not prefix else None  # ours to meet
             rows.append(speed_row(f"{prefix}{which} plain", name, gpt, precision, B, T, steps_of[precision],
                                   best[(which, precision)], device, peak, mfu_target))
+    return rows + ratio_rows(cfg, names, prefix, best, steps_of)
 
-    def tps(which: str, precision: str) -> float:
-        return B * T * steps_of[precision] / best[(which, precision)]
 
+def compare_t5(cfg: dict, t5: dict, device, peak) -> list[dict]:
+    """Rows of our T5-style EncoderDecoder vs T5ForConditionalGeneration with its weights (`hf.t5_from`): the
+    model's sizes with T5_OPTIONS and `t5`'s settings; sources of `source_len` (default: seq_len or block_size)
+    and targets of `target_len` (default: the source length) tokens."""
+    B = int(cfg["batch_size"])
+    S = int(t5.pop("source_len", None) or cfg.get("seq_len") or cfg["model"]["block_size"])
+    T = int(t5.pop("target_len", None) or S)
+    model_cfg = {**dict(cfg["model"]), **T5_OPTIONS, **t5}
+    seed = int(cfg.get("seed", 0))
+    names = {"ours": "encoder_decoder, t5 options (ours)", "hf": "T5ForConditionalGeneration"}
+
+    def build() -> EncoderDecoder:
+        return EncoderDecoder(EncoderDecoderConfig.from_dict(model_cfg))
+
+    check_same_logits(build, hf.t5_from, seq2seq_batches(1, 2, min(S, 16), min(T, 16), model_cfg["vocab_size"], seed))
+    best, steps_of = best_seconds(cfg, build, hf.t5_from, hf.seq2seq_logits, names,
+                                  lambda n: seq2seq_batches(n, B, S, T, model_cfg["vocab_size"], seed),
+                                  SEQ2SEQ_INPUTS, device)
+    with torch.device("meta"):
+        flops_per_step = B * build().train_flops(S, T)
+    rows = []
+    for precision in steps_of:
+        for which, name in names.items():
+            seconds, steps = best[(which, precision)], steps_of[precision]
+            flops = flops_per_step * steps / seconds
+            rows.append({"run": f"t5 {which} plain", "model": name, "precision": precision, "batch": B,
+                         "seq_len": S, "target_len": T, "steps": steps,
+                         "tokens_per_s": round(B * (S + T) * steps / seconds, 1),
+                         "step_ms": round(1000 * seconds / steps, 1), "model_gflops": round(flops / 1e9, 1),
+                         "mfu": round(flops / peak[precision_dtype(precision, device.type)][0], 3)})
+    return rows + ratio_rows(cfg, names, "t5 ", best, steps_of)
+
+
+def best_seconds(cfg: dict, build, reference, hf_forward, names: dict, loader_of, inputs: tuple[str, ...],
+                 device) -> tuple[dict, dict]:
+    """({(which, precision): the best seconds of the timed steps}, {precision: timed steps}): ours = `build()`,
+    hf = `reference(build())`, both fresh from the same seed for every run, alternating under the same load."""
+    seed, warmup = int(cfg.get("seed", 0)), int(cfg["warmup_steps"])
+    precisions = [str(p) for p in cfg["precisions"]]
+    steps_of = {p: int(cfg["steps"] if p in FP32 else cfg["bf16_steps"]) for p in precisions}
+
+    def fresh(which: str):
+        torch.manual_seed(seed)
+        model = build()
+        return (model, None) if which == "ours" else (reference(model), hf_forward)
+
+    best: dict[tuple[str, str], float] = {}
     for precision in precisions:
-        r = ratio(tps("ours", precision), tps("hf", precision))
+        loader = loader_of(warmup + steps_of[precision])
+        repeats = cfg.get("repeats", 1) if precision in FP32 else cfg.get("bf16_repeats", 1)
+        for _ in range(max(1, int(repeats))):  # alternate ours / HF under the same load
+            for which in names:
+                model, forward = fresh(which)
+                seconds, _ = plain_train(model, loader, device, precision, warmup, steps_of[precision],
+                                         cfg["optim"], forward, inputs=inputs)
+                key = (which, precision)
+                best[key] = min(best.get(key, float("inf")), seconds)
+    return best, steps_of
+
+
+def ratio_rows(cfg: dict, names: dict, prefix: str, best: dict, steps_of: dict) -> list[dict]:
+    """ours / hf tokens/s per precision (target `<prefix>_ours_vs_hf_fp32` on fp32), and each model's
+    low-precision / fp32 ratio (target `bf16_vs_fp32` for our GPT). Same tokens per step for both models."""
+    targets, rows = cfg.get("targets") or {}, []
+
+    def speed(which: str, precision: str) -> float:
+        return steps_of[precision] / best[(which, precision)]
+
+    for precision in steps_of:
+        r = ratio(speed("ours", precision), speed("hf", precision))
         target = targets.get(f"{prefix.strip() + '_' if prefix else ''}ours_vs_hf_fp32") if precision in FP32 else None
         rows.append({"run": f"{prefix}ours / hf", "precision": precision, "ratio": r, **check("ratio", r, target)})
-    fp32 = next((p for p in precisions if p in FP32), None)
-    for precision in (p for p in precisions if p not in FP32 and fp32):
+    fp32 = next((p for p in steps_of if p in FP32), None)
+    for precision in (p for p in steps_of if p not in FP32 and fp32):
         for which in names:
-            r = ratio(tps(which, precision), tps(which, fp32))
+            r = ratio(speed(which, precision), speed(which, fp32))
             target = targets.get("bf16_vs_fp32") if which == "ours" and not prefix else None
             rows.append({"run": f"{prefix}{which} {precision} / {fp32}", "precision": precision, "ratio": r,
                          **check("ratio", r, target)})
     return rows
+
+
+def seq2seq_batches(num_batches: int, batch_size: int, source_len: int, target_len: int, vocab_size: int,
+                    seed: int) -> list[dict]:
+    """Seeded random teacher-forcing batches as the seq2seq collator gives them: source ids + an all-ones mask,
+    labels, and the decoder input = labels shifted right behind a start id (0)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(num_batches):
+        src = torch.randint(0, vocab_size, (batch_size, source_len), generator=g)
+        labels = torch.randint(0, vocab_size, (batch_size, target_len), generator=g)
+        dec = torch.cat([torch.zeros(batch_size, 1, dtype=labels.dtype), labels[:, :-1]], dim=1)
+        out.append({"input_ids": src, "attention_mask": torch.ones_like(src), "decoder_input_ids": dec,
+                    "labels": labels})
+    return out
+
+
+def check_same_logits(build, reference, batches: list[dict]) -> None:
+    """The two models compute the same function (else the speed comparison compares different work)."""
+    torch.manual_seed(0)
+    ours = build().eval()
+    theirs = reference(ours).eval()
+    b = batches[0]
+    with torch.no_grad():
+        mine = ours(b["input_ids"], b["decoder_input_ids"], b["attention_mask"])
+        ref = hf.seq2seq_logits(theirs, b["input_ids"], b["decoder_input_ids"], b["attention_mask"])
+    diff = (mine - ref).abs().max().item()
+    if diff > 1e-4 * max(1.0, ref.abs().max().item()):
+        raise RuntimeError(f"our encoder-decoder and its transformers copy differ: max |logits diff| = {diff:.3g}")

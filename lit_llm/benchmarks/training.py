@@ -75,21 +75,24 @@ def lightning_train(model_cfg: dict, loader, device: torch.device, precision: st
 
 
 def plain_train(model: torch.nn.Module, loader, device: torch.device, precision: str, warmup: int, steps: int,
-                optim: dict, forward=None, compile: bool = False) -> tuple[float, torch.nn.Module]:
-    """The same training steps written out by hand; `forward(model, input_ids) -> logits` (default:
-    `model(input_ids)`). Returns (seconds of the timed steps, the trained model)."""
+                optim: dict, forward=None, compile: bool = False,
+                inputs: tuple[str, ...] = ("input_ids",)) -> tuple[float, torch.nn.Module]:
+    """The same training steps written out by hand; `forward(model, *batch[inputs]) -> logits` (default:
+    `model(*batch[inputs])`; an encoder-decoder takes `inputs=("input_ids", "decoder_input_ids",
+    "attention_mask")`), cross-entropy against `batch["labels"]`. Returns (seconds of the timed steps, the
+    trained model)."""
     model = model.to(device).train()
     run = torch.compile(model) if compile else model
-    forward = forward or (lambda m, ids: m(ids))
+    forward = forward or (lambda m, *args: m(*args))
     total = warmup + steps
     sched = build_optimizer(model, OptimConfig(**dict(optim)), total)
     opt, scheduler = sched["optimizer"], sched["lr_scheduler"]["scheduler"]
     marks = {}
     for step, batch in enumerate(loader, start=1):
-        ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+        args, labels = [batch[k].to(device) for k in inputs], batch["labels"].to(device)
         opt.zero_grad(set_to_none=True)
         with autocast(device, precision):
-            logits = forward(run, ids)
+            logits = forward(run, *args)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.view(-1),
                                    ignore_index=IGNORE_INDEX)
         loss.backward()

@@ -23,13 +23,17 @@ TINY = [
     "threads=1", f"model={TINY_GPT}", "peak.n=128", "peak.low_precision_n=64", "peak.budget_s=0.05",
     "training.steps=2", "training.warmup_steps=1", "training.repeats=1", "training.batch_size=2",
     "hf_training.steps=2", "hf_training.bf16_steps=1", "hf_training.warmup_steps=1", "hf_training.repeats=1",
-    "hf_training.batch_size=2",
+    "hf_training.batch_size=2", "hf_training.t5.intermediate_size=96", "hf_training.t5.source_len=16",
+    "hf_training.t5.target_len=8",
+    "families.steps=2", "families.batch_size=2", "families.seq_len=8",
+    "families.size={vocab: 64, hidden: 32, layers: 1, heads: 2, intermediate: 48, positions: 16}",
     f"generation.encoder_decoder={TINY_S2S}", "generation.new_tokens=3", "generation.prompt_tokens=4",
     "generation.batch_sizes=[2]", "generation.repeats=1",
     "data.tokenizer.vocab_size=300", "~data.datasets.wikitext2",
     "memory.seq_lens=[32,64]", "memory.batch_size=2", "memory.steps=1",
 ]
-ALL_SECTIONS = {"training", "hf_training", "generation", "data", "memory"}
+ALL_SECTIONS = {"training", "hf_training", "generation", "data", "families", "memory"}
+FAMILIES = ["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "qwen2", "t5", "bart"]
 
 
 def _run(args: list[str], tmp_path: Path, data_dir: Path | None) -> subprocess.CompletedProcess:
@@ -73,8 +77,27 @@ def test_every_section_writes_its_table(tmp_path):
         assert next(r for r in hf_rows if r["run"] == "llama hf plain")["model"] == "LlamaForCausalLM"
         assert next(r for r in hf_rows if r["run"] == "llama ours / hf" and r["precision"] == "32-true")["target"] \
             == "ratio >= 1.0"
+        # the T5-style encoder-decoder against T5ForConditionalGeneration: source + target tokens
+        assert {("t5 ours plain", "32-true"), ("t5 hf plain", "32-true"), ("t5 ours plain", "bf16-mixed"),
+                ("t5 hf plain", "bf16-mixed"), ("t5 ours / hf", "32-true")} <= _runs(hf_rows)
+        t5_hf = next(r for r in hf_rows if r["run"] == "t5 hf plain")
+        assert t5_hf["model"] == "T5ForConditionalGeneration" and (t5_hf["seq_len"], t5_hf["target_len"]) == (16, 8)
+        assert t5_hf["tokens_per_s"] > 0 and "mfu" in t5_hf
+        assert next(r for r in hf_rows if r["run"] == "t5 ours / hf" and r["precision"] == "32-true")["target"] \
+            == "ratio >= 1.0"
     else:
         assert hf_rows == [{"run": "hf_training", "note": "skipped: transformers not installed"}]
+
+    family_rows = sections["families"]
+    if HAS_HF:  # every family imports, fine-tunes and exports back to its own format
+        assert [r["family"] for r in family_rows] == FAMILIES
+        for r in family_rows:
+            assert {"hf_model", "params", "import_s", "finetune_2_s", "export_s", "exported_as"} <= set(r)
+            assert r["params"] > 0 and r["finetune_2_s"] > 0
+        assert [r["exported_as"] for r in family_rows] == ["BERT", "RoBERTa", "BERT", "ELECTRA", "GPT-2", "Llama",
+                                                            "Llama", "T5", "BART"]
+    else:
+        assert family_rows == [{"family": "(all)", "note": "skipped: transformers not installed"}]
 
     generation = sections["generation"]
     models = {(r["model"], r.get("beams"), r.get("kv_cache")) for r in generation}
@@ -97,7 +120,7 @@ def test_every_section_writes_its_table(tmp_path):
 
     md = (out / "benchmark.md").read_text()
     for title in ("## Training: Lightning", "## Training: our GPT vs Hugging Face", "## Generation", "## Data",
-                  "## Memory", "| run |", "| seq_len |", "Targets met:"):
+                  "## Hugging Face families", "## Memory", "| run |", "| seq_len |", "Targets met:"):
         assert title in md
     assert md in proc.stdout and report["targets"]["checked"] >= 3
 
@@ -105,7 +128,8 @@ def test_every_section_writes_its_table(tmp_path):
 def test_disabled_sections_are_absent_and_missing_data_is_a_note(tmp_path):
     out = tmp_path / "bench"
     proc = _run([*TINY, "training.enabled=false", "hf_training.enabled=false", "generation.enabled=false",
-                 "memory.enabled=false", f"paths.data_dir={tmp_path / 'no_data'}", f"hydra.run.dir={out}"],
+                 "families.enabled=false", "memory.enabled=false", f"paths.data_dir={tmp_path / 'no_data'}",
+                 f"hydra.run.dir={out}"],
                 tmp_path, None)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "benchmark.json").read_text())

@@ -72,6 +72,48 @@ def test_ours_and_hf_train_alike_in_the_plain_loop():
         assert (hf.logits(theirs.eval(), ids) - ours.eval()(ids)).abs().max().item() < 1e-4
 
 
+T5_TINY = {**TINY, "block_size": 32, "n_head": 4, "intermediate_size": 48}
+
+
+@pytest.mark.parametrize("t5", [{"activation": "geglu", "tie_output": False},  # T5 v1.1 / flan
+                                {"activation": "relu", "tie_output": True, "scale_output": True}])  # T5 v1.0
+def test_hf_t5_is_our_t5_style_model_with_our_weights(t5):
+    pytest.importorskip("transformers")
+    from lit_llm.benchmarks import hf
+    from lit_llm.benchmarks.hf_training import T5_OPTIONS, check_same_logits, seq2seq_batches
+    from lit_llm.models.encoder_decoder import EncoderDecoder
+
+    cfg = {**T5_TINY, **T5_OPTIONS, **t5}
+    model = EncoderDecoder(cfg)
+    theirs = hf.t5_from(model)
+    assert theirs.config._attn_implementation == "sdpa"
+    assert sum(p.numel() for p in theirs.parameters()) == model.num_params()  # the same parameters, once each
+    check_same_logits(lambda: EncoderDecoder(cfg), hf.t5_from, seq2seq_batches(1, 2, 12, 7, 128, 0))
+    model.lm_head.weight.data.add_(1.0)  # a different model: the check says so
+    with pytest.raises(RuntimeError, match="differ"):
+        check_same_logits(lambda: model, lambda m: theirs, seq2seq_batches(1, 2, 12, 7, 128, 0))
+
+
+def test_ours_and_hf_t5_train_alike_in_the_plain_loop():
+    """The seq2seq plain loop (source, decoder input, mask -> logits vs labels) trains both the same way."""
+    pytest.importorskip("transformers")
+    from lit_llm.benchmarks import hf
+    from lit_llm.benchmarks.hf_training import SEQ2SEQ_INPUTS, T5_OPTIONS, seq2seq_batches
+    from lit_llm.models.encoder_decoder import EncoderDecoder
+
+    batches = seq2seq_batches(3, 2, 12, 7, 128, seed=1)
+    torch.manual_seed(0)
+    ours = EncoderDecoder({**T5_TINY, **T5_OPTIONS, "activation": "geglu", "tie_output": False})
+    theirs = hf.t5_from(ours)
+    _, ours = plain_train(ours, batches, CPU, "32-true", 1, 2, OPTIM, inputs=SEQ2SEQ_INPUTS)
+    _, theirs = plain_train(theirs, batches, CPU, "32-true", 1, 2, OPTIM, hf.seq2seq_logits, inputs=SEQ2SEQ_INPUTS)
+    b = batches[0]
+    with torch.no_grad():
+        mine = ours.eval()(b["input_ids"], b["decoder_input_ids"], b["attention_mask"])
+        ref = hf.seq2seq_logits(theirs.eval(), b["input_ids"], b["decoder_input_ids"], b["attention_mask"])
+    assert (mine - ref).abs().max().item() < 1e-4
+
+
 def test_memory_measure_one_configuration_in_process(monkeypatch):
     monkeypatch.setattr(memory, "_reset_peak_rss", lambda: None)  # leave pytest's own peak RSS alone
     spec = {"model": TINY, "seq_len": 16, "checkpointing": True, "device": "cpu", "batch_size": 2, "steps": 1}
