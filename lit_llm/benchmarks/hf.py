@@ -69,7 +69,7 @@ def t5_from(model: EncoderDecoder):
     config and name table)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from lit_llm.models.hf_seq2seq import _mapped_state, t5_hf_config, t5_name_table
+    from lit_llm.models.hf_seq2seq import t5_hf_config, t5_state_dict
 
     ids = {tok: SPECIAL_TOKENS.index(tok) for tok in (BOS, EOS, PAD)}
     config = T5Config(**t5_hf_config(model, ids), attn_implementation="sdpa")
@@ -79,7 +79,7 @@ def t5_from(model: EncoderDecoder):
     hf = T5ForConditionalGeneration(config)
     if not model.config.tie_output:
         hf.lm_head.weight = torch.nn.Parameter(hf.lm_head.weight.detach().clone())
-    missing, unexpected = hf.load_state_dict(_mapped_state(model, t5_name_table(model.config)), strict=False)
+    missing, unexpected = hf.load_state_dict(t5_state_dict(model), strict=False)
     # the embeddings of both stacks (and a tied lm_head) are `shared` itself
     tied = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
     if unexpected or set(missing) - tied:

@@ -1,12 +1,15 @@
-"""Hugging Face-format checkpoints on disk <-> our backbones (BERT <-> `Encoder`, GPT-2 <-> `GPT`).
+"""Hugging Face-format checkpoints on disk <-> our backbones (BERT, RoBERTa, DistilBERT, ELECTRA <-> `Encoder`;
+GPT-2, Llama, Mistral, Qwen2 <-> `GPT`; T5 and BART <-> `EncoderDecoder` live in `hf_seq2seq.py`).
 
     encoder, tokenizer = load_hf_bert("/models/bert-base-uncased")   # config.json + weights (+ tokenizer)
     gpt, tokenizer = load_hf_gpt2("/models/gpt2")
-    backbone, tokenizer = load_hf("/models/any")                     # dispatch on config.json's model_type
+    backbone, tokenizer = load_hf("/models/any")                     # dispatch on config.json's model_type (HF_LOADERS)
+    name, out = export_hf(backbone, "/tmp/out", tokenizer)            # the family's format, e.g. ("T5", out)
     export_hf_bert(encoder, "/tmp/out", tokenizer)                   # BertForMaskedLM.from_pretrained works
     export_hf_gpt2(gpt, "/tmp/out", tokenizer)                       # GPT2LMHeadModel.from_pretrained works
 
-Only local directories are read (never the hub) and `transformers` is not needed at run time:
+Loaders read local directories (`resolve_hf` turns `hf:<org>/<name>` into one: the local cache, or a download when
+the hub is reachable) and `transformers` is not needed at run time:
 weights come from `model.safetensors` or `pytorch_model.bin` (sharded `*.index.json` too), names
 are mapped through flat tables (`bert_name_table`, `gpt2_name_table`). BertModel, BertForMaskedLM
 and BertForPreTraining checkpoints load, with or without the `bert.` prefix; a checkpoint without
@@ -921,7 +924,7 @@ def export_hf(model: Encoder | GPT, path: str | Path, tokenizer: Tokenizer | Non
     """Write `model` in the Hugging Face format of its family: (the format's name, the directory)."""
     cfg = model.config
     if cfg.arch == "gpt":
-        return ("Llama", export_hf_llama(model, path, tokenizer)) if is_llama(cfg) else \
+        return ("Qwen2" if cfg.qkv_bias else "Llama", export_hf_llama(model, path, tokenizer)) if is_llama(cfg) else \
             ("GPT-2", export_hf_gpt2(model, path, tokenizer))
     if cfg.arch == "encoder":
         name = {"bert": "BERT", "roberta": "RoBERTa", "electra": "ELECTRA"}[encoder_hf_format(cfg)]

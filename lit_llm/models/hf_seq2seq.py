@@ -154,12 +154,15 @@ def t5_hf_config(model: EncoderDecoder, ids: Mapping[str, int] | None = None) ->
     }
 
 
+def t5_state_dict(model: EncoderDecoder) -> dict[str, torch.Tensor]:
+    """`model`'s weights under T5ForConditionalGeneration's names (q/k/v, k/v and wi_0/wi_1 split back apart)."""
+    return _mapped_state(model, t5_name_table(model.config))
+
+
 def export_hf_t5(model: EncoderDecoder, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
     """Write `model` as a T5ForConditionalGeneration checkpoint (+ tokenizer files when given one)."""
     ids = hf_special_ids(tokenizer) if tokenizer is not None else {}
-    hf = t5_hf_config(model, ids)
-    state = _mapped_state(model, t5_name_table(model.config))
-    return _write_checkpoint(path, hf, state, tokenizer)
+    return _write_checkpoint(path, t5_hf_config(model, ids), t5_state_dict(model), tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,5 +290,5 @@ def _exportable(cfg: EncoderDecoderConfig, family: str, needed: Mapping[str, obj
         raise ConfigError(f"this encoder-decoder has no {family} equivalent: {'; '.join(wrong)}")
 
 
-__all__ = ["load_hf_t5", "export_hf_t5", "t5_config_from_hf", "t5_name_table", "is_t5",
+__all__ = ["load_hf_t5", "export_hf_t5", "t5_config_from_hf", "t5_name_table", "t5_state_dict", "t5_hf_config", "is_t5",
            "load_hf_bart", "export_hf_bart", "bart_config_from_hf", "bart_name_table", "is_bart"]
