@@ -103,6 +103,12 @@ def export_safetensors(backbone, path: Path) -> None:
 
     from safetensors.torch import save_model
 
+    from lit_llm.peft import lora_modules, merge_lora
+
+    if lora_modules(backbone):  # LoRA: the merged weights (base + adapters), a plain backbone's file
+        import copy
+
+        backbone = merge_lora(copy.deepcopy(backbone))
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     save_model(backbone, str(tmp), metadata={"lit_llm_backbone_config": json.dumps(backbone.config.to_dict())})
@@ -136,12 +142,33 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
     meta = ckpt.get("lit_llm")
     if meta is None:
         raise ConfigError(f"ckpt_path={path} was not written by lit-llm (no 'lit_llm' metadata)")
+    model = backbone_from_checkpoint(ckpt)
+    tokenizer = tokenizer_from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
+    return model.to(device).eval(), tokenizer
+
+
+def backbone_from_checkpoint(ckpt: dict):
+    """The backbone of a lit-llm checkpoint (read with `read_checkpoint`), as a plain model. A LoRA run's
+    (`task.peft=lora`) comes back merged: its frozen base is loaded from where it came from (checked against its
+    sha256), its adapters are folded into the weights; the logits equal the adapter model's."""
+    from lit_llm.models import build_backbone
+    from lit_llm.peft import apply_lora, merge_lora, peft_config, restore_peft_base, to_lora_state_dict
+
+    meta = ckpt["lit_llm"]
     model = build_backbone(meta["backbone_config"])
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
-    tokenizer = tokenizer_from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
-    return model.to(device).eval(), tokenizer
+    if not meta.get("peft_base"):
+        model.load_state_dict(state)
+        return model
+    apply_lora(model, peft_config(ckpt["hyper_parameters"]["peft"]))
+    model.load_state_dict({**to_lora_state_dict(restore_peft_base(meta["peft_base"]), model), **state})
+    return merge_lora(model)
+
+
+def is_lora_checkpoint(path: str) -> bool:
+    """Whether a lit-llm checkpoint (a .ckpt or a run directory) holds LoRA adapters on a base it refers to."""
+    return bool((read_checkpoint(resolve_ckpt_path(path)).get("lit_llm") or {}).get("peft_base"))
 
 
 class Pretrained:
@@ -189,8 +216,7 @@ def load_pretrained(spec: str) -> Pretrained:
     meta = ckpt.get("lit_llm")
     if meta is None or not meta.get("tokenizer_json"):
         raise ConfigError(f"model.init_from={spec} is not a lit-llm checkpoint with a tokenizer inside")
-    prefix = "backbone."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = backbone_from_checkpoint(ckpt).state_dict()  # a LoRA run's: merged
     from lit_llm.models import canonical_backbone_config
 
     run_config = meta.get("run_config") or {}
@@ -238,8 +264,12 @@ def merge_backbone_config(config: dict, pretrained: Pretrained) -> tuple[dict, l
 
 
 def load_backbone_weights(backbone, pretrained: Pretrained) -> str:
-    """Loads the weights; returns one line naming what was missing or unexpected."""
-    result = backbone.load_state_dict(pretrained.state_dict, strict=False)
+    """Loads the weights (into the base of LoRA-wrapped layers too); returns one line naming what was missing
+    (besides LoRA adapters) or unexpected."""
+    from lit_llm.peft import is_adapter_key, to_lora_state_dict
+
+    result = backbone.load_state_dict(to_lora_state_dict(pretrained.state_dict, backbone), strict=False)
+    result.missing_keys[:] = [k for k in result.missing_keys if not is_adapter_key(k)]
     line = f"init_from {pretrained.source}: loaded {len(pretrained.state_dict) - len(result.unexpected_keys)} tensors"
     if result.missing_keys:
         line += f"; missing (freshly initialised): {sorted(result.missing_keys)}"

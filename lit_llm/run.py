@@ -37,6 +37,7 @@ from lit_llm.checkpointing import (
     resolve_ckpt_path,
 )
 from lit_llm.errors import ConfigError
+from lit_llm.peft import peft_base_reference
 from lit_llm.reporting.metadata import run_metadata
 from lit_llm.reporting.run_report import flat_metrics, print_summary, report_settings, write_results, write_run_report
 from lit_llm.tokenization import get_tokenizer, load_tokenizer, tokenizer_fingerprint
@@ -160,6 +161,14 @@ def build_task(cfg: DictConfig, settings: ModelSettings, dm, tokenizer, tok_fp: 
                        **dm.task_arguments())
     if settings.pretrained is not None:
         log.info(load_backbone_weights(task.backbone, settings.pretrained))
+    if task.peft is not None:  # LoRA: checkpoints keep the adapters and name the frozen base instead of copying it
+        if settings.pretrained is None or cfg.model.get("init_encoder_from"):
+            raise ConfigError("task.peft=lora trains adapters on a pretrained model: give model.init_from=<run dir | "
+                              ".ckpt | hf:...> (with model.init_encoder_from the decoder is new and must train fully; "
+                              "use task.peft=none)")
+        task.peft_base = peft_base_reference(settings.pretrained.source, settings.pretrained.state_dict, task.backbone)
+        log.info("task.peft=lora: %s of %s backbone parameters train (%s)", f"{task.peft_summary['trainable']:,}",
+                 f"{task.peft_summary['total']:,}", ", ".join(task.peft_summary["targets"][:6]) + " ...")
     if settings.ckpt_path:
         check_compatible(settings.ckpt_path, task.config.to_dict(), tok_fp)
     task.run_config = {  # saved in every checkpoint: pipelines/evaluate.py rebuilds the data from it
@@ -190,6 +199,9 @@ def start_run(cfg: DictConfig, settings: ModelSettings, trainer: pl.Trainer, tas
                  "vocab_size": tokenizer.get_vocab_size(), **dm.stats},
         "model": {**settings.config, "params": task.backbone.num_params(),
                   "params_non_embedding": task.backbone.num_params(non_embedding=True)},
+        "parameters": {"trainable": sum(p.numel() for p in task.parameters() if p.requires_grad),
+                       "total": sum(p.numel() for p in task.parameters()),
+                       "peft": task.peft.to_dict() if task.peft is not None else None},
         "baselines": task.baselines(dm),
     }
     git_diff = run.meta.pop("_git_diff")

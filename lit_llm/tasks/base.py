@@ -17,6 +17,7 @@ from torch import nn
 
 from lit_llm.errors import ConfigError
 from lit_llm.models import build_backbone
+from lit_llm.peft import apply_lora, lora_names, peft_config, restore_peft_base
 
 
 @dataclass
@@ -146,12 +147,18 @@ class BackboneTask(pl.LightningModule):
 
     task_kind = "base"
 
-    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None):
+    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None,
+                 peft: dict | None = None):
         super().__init__()
         # The tokenizer goes into the checkpoint (on_save_checkpoint), not into hparams.yaml.
         self.save_hyperparameters(ignore=["tokenizer_json"])
         self.backbone = build_backbone(dict(model))
         self.config = self.backbone.config
+        # task.peft=lora: adapters on a frozen backbone (lit_llm.peft); `peft_base` (set by the run) names the
+        # pretrained weights the checkpoints then leave out: {"init_from", "sha256", "keys"}
+        self.peft = peft_config(peft)
+        self.peft_summary = apply_lora(self.backbone, self.peft) if self.peft is not None else None
+        self.peft_base: dict[str, Any] | None = None
         self.optim = OptimConfig(**dict(optim))
         self.tokenizer_json = tokenizer_json
         # Kept out of nn.Module registration so the compiled wrapper adds no state_dict keys.
@@ -274,6 +281,11 @@ class BackboneTask(pl.LightningModule):
             # the run's data/task settings, so pipelines/evaluate.py needs nothing but the checkpoint
             "run_config": self.run_config,
         }
+        if self.peft_base is not None:  # LoRA: the frozen pretrained weights stay where they came from
+            checkpoint["lit_llm"]["peft_base"] = {k: v for k, v in self.peft_base.items() if k != "keys"}
+            checkpoint["lit_llm"]["peft_base"]["keys"] = sorted(self.peft_base["keys"])
+            for key in lora_names(self.backbone, self.peft_base["keys"]):
+                checkpoint["state_dict"].pop(BACKBONE + key, None)
         checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -281,6 +293,11 @@ class BackboneTask(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get("lit_llm", {})
         self.tokenizer_json = meta.get("tokenizer_json", self.tokenizer_json)
+        if meta.get("peft_base"):  # a LoRA checkpoint: its frozen base weights come back from where they came from
+            base = restore_peft_base(meta["peft_base"])
+            self.peft_base = {**meta["peft_base"], "keys": set(base)}
+            for key, value in zip(lora_names(self.backbone, base), base.values()):
+                checkpoint["state_dict"].setdefault(BACKBONE + key, value)
         rng = checkpoint.get("rng_state")
         if rng is not None:
             torch.set_rng_state(rng["torch"])

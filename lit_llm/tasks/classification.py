@@ -38,8 +38,8 @@ class ClassificationTask(BackboneTask):
 
     def __init__(self, model: dict, optim: dict, num_labels: int, label_names: list[str] | None = None,
                  pooling: str = "cls", head_dropout: float = 0.1, compile: bool = False,
-                 tokenizer_json: str | None = None):
-        super().__init__(model, optim, compile, tokenizer_json)
+                 tokenizer_json: str | None = None, peft: dict | None = None):
+        super().__init__(model, optim, compile, tokenizer_json, peft)
         if pooling not in POOLINGS:
             raise ConfigError(f"task.pooling={pooling!r} is not one of {list(POOLINGS)}")
         if num_labels < 2:

@@ -22,8 +22,8 @@ class CausalLMTask(BackboneTask):
 
     task_kind = "clm"
 
-    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None):
-        super().__init__(model, optim, compile, tokenizer_json)
+    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None, peft: dict | None = None):
+        super().__init__(model, optim, compile, tokenizer_json, peft)
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = nn.ModuleList()  # one per test dataloader, built in on_test_start
 

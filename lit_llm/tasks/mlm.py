@@ -22,8 +22,8 @@ class MaskedLMTask(BackboneTask):
 
     task_kind = "mlm"
 
-    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None):
-        super().__init__(model, optim, compile, tokenizer_json)
+    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None, peft: dict | None = None):
+        super().__init__(model, optim, compile, tokenizer_json, peft)
         vocab = self.config.vocab_size
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.val_acc = MulticlassAccuracy(num_classes=vocab, ignore_index=IGNORE_INDEX, average="micro")

@@ -55,8 +55,8 @@ class QuestionAnsweringTask(BackboneTask):
     task_kind = "qa"
 
     def __init__(self, model: dict, optim: dict, max_answer_length: int = 30, compile: bool = False,
-                 tokenizer_json: str | None = None):
-        super().__init__(model, optim, compile, tokenizer_json)
+                 tokenizer_json: str | None = None, peft: dict | None = None):
+        super().__init__(model, optim, compile, tokenizer_json, peft)
         if self.config.arch != "encoder":
             raise ConfigError(f"task=qa needs an encoder backbone (model.arch=encoder), got {self.config.arch!r}")
         if not isinstance(max_answer_length, int) or max_answer_length < 1:

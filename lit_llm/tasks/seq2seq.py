@@ -34,8 +34,8 @@ class Seq2SeqTask(BackboneTask):
 
     def __init__(self, model: dict, optim: dict, metric: str = "bleu", label_smoothing: float = 0.0,
                  generation: dict | None = None, generate_on_validation: bool = True, compile: bool = False,
-                 tokenizer_json: str | None = None):
-        super().__init__(model, optim, compile, tokenizer_json)
+                 tokenizer_json: str | None = None, peft: dict | None = None):
+        super().__init__(model, optim, compile, tokenizer_json, peft)
         if self.config.arch != "encoder_decoder":
             raise ConfigError(f"task=seq2seq needs model.arch=encoder_decoder (e.g. model=transformer_small), got "
                               f"{self.config.arch!r}")

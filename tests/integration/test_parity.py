@@ -77,6 +77,22 @@ def test_ddp_sim_equals_one_process_classification(tmp_path, cache_dir):
     _assert_same_run(one, two, m1, m2, ["val/loss", "val/acc", "val/f1_macro"])
 
 
+@pytest.mark.ddp
+def test_ddp_sim_equals_one_process_with_lora(tmp_path, cache_dir):
+    """task.peft=lora on a (4-step) pretrained encoder: 2 processes x B/2 == 1 x B, adapters and head."""
+    common = ["data=tiny_sentiment", "tokenizer=bpe", "tokenizer.vocab_size=300", "task=classification",
+              "model=bert_tiny", "model.dropout=0.0", "task.head_dropout=0.0", "data.val_fraction=0.125",
+              "data.eval_batch_size=4"]
+    base = tmp_path / "base"
+    _train([*common, "data.batch_size=16"], base, cache_dir)
+    lora = [*common, f"model.init_from={base}", "task/peft=lora", "task.peft.r=4", "task.peft.targets=[all_linear]"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    m1 = _train([*lora, "data.batch_size=16"], one, cache_dir)
+    m2 = _train([*lora, "data.batch_size=8", "trainer=ddp_sim"], two, cache_dir)
+    assert any("lora_B" in k for k in _weights(one)) and not any(k.endswith("base.weight") for k in _weights(one))
+    _assert_same_run(one, two, m1, m2, ["val/loss", "val/acc", "val/f1_macro"])
+
+
 @pytest.mark.parametrize("size,world", [(7, 2), (8, 2), (10, 3), (3, 3)])
 def test_eval_shards_cover_the_split_once(size, world):
     shards = [list(EvalShardSampler(size, world, rank)) for rank in range(world)]
