@@ -48,15 +48,14 @@ BASE = "base"  # a LoRALinear's wrapped nn.Linear
 @dataclass
 class LoraConfig:
     """`task.peft`: LoRA adapters on `targets`, rank `r`, scaled by alpha / r, `dropout` on their input.
-    Everything else in the backbone is frozen, except the embeddings / norms when asked; `train_head` is for the
-    task (its head stays trainable), carried here so that one config group says what trains."""
+    Everything else in the backbone is frozen, except the embeddings / norms when asked. A task's own head
+    (classifier, QA span head: outside the backbone) is new and always trains fully."""
 
     kind: str = "lora"
     r: int = 8
     alpha: float = 16
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: list(ATTENTION))
-    train_head: bool = True
     train_embeddings: bool = False
     train_norms: bool = False
 
@@ -90,7 +89,7 @@ class LoraConfig:
             raise ConfigError(f"task.peft.targets={self.targets!r}: "
                               + (f"unknown {unknown}; " if unknown else "none given; ")
                               + f"choose from {', '.join(TARGETS)}")
-        for key in ("train_head", "train_embeddings", "train_norms"):
+        for key in ("train_embeddings", "train_norms"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"task.peft.{key}={getattr(self, key)!r} must be true or false")
 
@@ -228,7 +227,7 @@ def apply_lora(backbone: nn.Module, config: LoraConfig | Mapping) -> dict:
     """Wrap the targeted Linears of `backbone` in place with `LoRALinear`s and freeze every other parameter,
     except the embeddings (every nn.Embedding: wte, wpe, tte, wte_src, T5's relative-bias tables...) with
     `train_embeddings` and the LayerNorms / RMSNorms with `train_norms`. Heads inside the backbone (GPT's untied
-    lm_head, the Encoder's mlm head) stay frozen: `train_head` is the task's. Returns
+    lm_head, the Encoder's mlm head) stay frozen; a task's own head is outside the backbone and trains. Returns
     {"trainable": parameters that train, "total": all (adapters included), "targets": wrapped module names}."""
     if not isinstance(config, LoraConfig):
         config = LoraConfig.from_dict(config)

@@ -125,3 +125,40 @@ def test_lora_run_exports_merged(compose_train, mlm, tmp_path):
     hf = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         torch.testing.assert_close(hf(input_ids=ids).last_hidden_state, expected, atol=1e-5, rtol=0)
+
+
+LLAMA = [f"++model.{o}" for o in ("norm=rmsnorm", "mlp=swiglu", "pos_embedding=rope", "bias=false", "n_head=4",
+                                   "n_kv_head=2")]
+
+
+@pytest.mark.parametrize("kind", ["clm_llama", "seq2seq_t5_style", "qa"])
+def test_lora_on_every_backbone_and_task(kind, compose_train, mlm, tmp_path):
+    """A pretrained start of each kind (a 4-step run), then a LoRA run on it: only adapters (and a task head) train,
+    the checkpoint leaves the base out, and the run's merged model.safetensors loads."""
+    from lit_llm.checkpointing import load_backbone
+    from tests.integration.test_qa_run import QA
+    from tests.integration.test_seq2seq_run import overrides as translation
+
+    base = tmp_path / "base"
+    if kind == "clm_llama":
+        train(compose_train(["experiment=quickstart", *LLAMA, "callbacks.generate_samples=null"], base))
+        run = ["experiment=quickstart", "callbacks.generate_samples=null", "task.peft.targets=[q,v,gate,up]"]
+    elif kind == "seq2seq_t5_style":
+        t5 = [f"++model.{o}" for o in ("pos_embedding=relative", "norm=rmsnorm", "bias=false", "activation=geglu",
+                                       "scale_attention=false", "head_dim=16")]
+        train(compose_train(["experiment=quickstart", "model=transformer_tiny", "model.block_size=40",
+                             "data.block_size=32", "task=seq2seq", "task.metric=none", "data.objective=denoise",
+                             "callbacks.generate_samples=null", *t5], base))
+        run = [*translation(tmp_path), "trainer.max_steps=2", "data.max_source_length=40", "data.max_target_length=40",
+               "task.generation.max_new_tokens=6", "task.peft.targets=[attention]"]
+    else:
+        base = mlm
+        run = [*QA, "task.peft.targets=[all_linear]", "trainer.max_steps=3", "data.max_length=32", "data.doc_stride=8"]
+    out = tmp_path / "lora"
+    train(compose_train([*run, f"model.init_from={base}", "task/peft=lora", "task.peft.r=2"], out))
+    params = json.loads((out / "run.json").read_text())["parameters"]
+    assert 0 < params["trainable"] < params["total"]
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert any("lora_A" in k for k in state) and not any(k.endswith(".base.weight") for k in state)
+    merged, _ = load_backbone(str(out / "model.safetensors"))
+    assert not any("lora" in k for k in merged.state_dict())
