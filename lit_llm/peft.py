@@ -391,7 +391,8 @@ def peft_base_reference(source: str, pretrained_state: Mapping[str, torch.Tensor
     """What a LoRA run's checkpoints record instead of the frozen base weights: `init_from` (where they come from),
     the plain names of the weights left out (frozen and loaded from `source`; trainable ones, e.g. embeddings with
     train_embeddings, and anything `source` lacks stay in the checkpoint) and their sha256 (`tensor_digest`)."""
-    frozen = {plain_key(n) for n, p in backbone.named_parameters() if not p.requires_grad}
+    # every name of a tied weight (lm_head / mlm.decoder share wte's): the state dict holds each of them
+    frozen = {plain_key(n) for n, p in backbone.named_parameters(remove_duplicate=False) if not p.requires_grad}
     frozen |= {plain_key(n) for n, _ in backbone.named_buffers()}
     keys = {k for k in pretrained_state if k in frozen}
     return {"init_from": source, "sha256": tensor_digest({k: pretrained_state[k] for k in keys}), "keys": keys}
