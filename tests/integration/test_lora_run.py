@@ -132,7 +132,7 @@ LLAMA = [f"++model.{o}" for o in ("norm=rmsnorm", "mlp=swiglu", "pos_embedding=r
                                    "n_kv_head=2")]
 
 
-@pytest.mark.parametrize("kind", ["clm_llama", "seq2seq_t5_style", "qa"])
+@pytest.mark.parametrize("kind", ["clm_llama", "seq2seq_t5_style", "qa", "mlm"])
 def test_lora_on_every_backbone_and_task(kind, compose_train, mlm, tmp_path):
     """A pretrained start of each kind (a 4-step run), then a LoRA run on it: only adapters (and a task head) train,
     the checkpoint leaves the base out, and the run's merged model.safetensors loads."""
@@ -152,9 +152,13 @@ def test_lora_on_every_backbone_and_task(kind, compose_train, mlm, tmp_path):
                              "callbacks.generate_samples=null", *t5], base))
         run = [*translation(tmp_path), "trainer.max_steps=2", "data.max_source_length=40", "data.max_target_length=40",
                "task.generation.max_new_tokens=6", "task.peft.targets=[attention]"]
-    else:
+    elif kind == "qa":
         base = mlm
         run = [*QA, "task.peft.targets=[all_linear]", "trainer.max_steps=3", "data.max_length=32", "data.doc_stride=8"]
+    else:  # masked-LM training continued with adapters (the MLM head, inside the backbone, stays frozen)
+        base = mlm
+        run = ["experiment=quickstart", "model=bert_tiny", "model.block_size=32", "task=mlm", "data.objective=mlm",
+               "callbacks.generate_samples=null", "trainer.max_steps=3", "task.peft.targets=[q,k,v,o,up,down]"]
     out = tmp_path / "lora"
     train(compose_train([*run, f"model.init_from={base}", "task/peft=lora", "task.peft.r=2"], out))
     params = json.loads((out / "run.json").read_text())["parameters"]
