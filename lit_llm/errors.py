@@ -34,6 +34,14 @@ def cli_errors() -> Iterator[None]:
         sys.exit(2)
 
 
+def require_known_keys(d, known, prefix: str, what: str) -> None:
+    """A ConfigError for the first key of `d` that is not in `known` ("model.n_heads is not an encoder option;
+    known: ..."): a typo would otherwise be dropped without a word."""
+    for key in d:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key} is not {what} option; known: {', '.join(known)}")
+
+
 def renamed_keys(d: Mapping[str, Any], renames: Mapping[str, str], group: str) -> dict[str, Any]:
     """`d` as a dict with each old key of `renames` (old -> new) under its new name: for one release after
     a rename, old checkpoints and configs keep working. Reading an old key gives a deprecation message (a

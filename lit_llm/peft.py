@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lit_llm.errors import ConfigError
+from lit_llm.errors import ConfigError, require_known_keys
 from lit_llm.models.encoder_decoder import CrossAttention
 from lit_llm.models.layers import MLP, SelfAttention
 
@@ -61,10 +61,7 @@ class LoraConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> LoraConfig:
-        known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"task.peft.{key} is not a LoRA option; known: {', '.join(known)}")
+        require_known_keys(d, [f.name for f in fields(cls)], "task.peft", "a LoRA")
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lit_llm.errors import ConfigError, renamed_keys
+from lit_llm.errors import renamed_keys, require_known_keys
 
 ACTIVATIONS = ("gelu", "gelu_tanh")          # of encoders' MLP
 GATED_ACTIVATIONS = ("swiglu", "geglu")      # silu(gate) * up (Llama), gelu_tanh(gate) * up (T5 v1.1 "gated-gelu")
@@ -41,10 +41,7 @@ class BackboneConfig:
     @classmethod
     def from_dict(cls, d: Mapping):
         d = renamed_keys(d, cls.RENAMED_KEYS, "model")
-        known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"model.{key} is not {cls.KIND} option; known: {', '.join(known)}")
+        require_known_keys(d, [f.name for f in fields(cls)], "model", cls.KIND)
         return cls(**d)
 
     def to_dict(self) -> dict:
