@@ -53,12 +53,17 @@ def check_context(data_length: int, model_block_size: int, key: str = "data.bloc
             f"model.block_size={model_block_size}; lower {key} or raise model.block_size")
 
 
-def resolve_model_config(model_cfg: dict, vocab_size: int, source: str | None = None) -> dict:
+def resolve_model_config(model_cfg: dict, vocab_size: int, source: str | None = None, added_tokens: int = 0) -> dict:
     """Fills `model.vocab_size: null` from the tokenizer (rounded up to a multiple of 64) and checks
-    that the embeddings cover the tokenizer."""
+    that the embeddings cover the tokenizer. `added_tokens` were added to a pretrained tokenizer (chat markers):
+    the embeddings grow to cover them (`checkpointing.load_backbone_weights` fills the new rows)."""
     model_cfg = dict(model_cfg)
+    rounded = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     if model_cfg.get("vocab_size") is None:
-        model_cfg["vocab_size"] = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+        model_cfg["vocab_size"] = rounded
+    elif added_tokens and model_cfg["vocab_size"] < vocab_size <= model_cfg["vocab_size"] + added_tokens:
+        log.info("model: vocab_size %d -> %d for the %d added tokens", model_cfg["vocab_size"], rounded, added_tokens)
+        model_cfg["vocab_size"] = rounded
     elif model_cfg["vocab_size"] < vocab_size:
         if source:
             raise ConfigError(
@@ -82,12 +87,30 @@ def build_datamodule(data_cfg, cache_dir: str, model_block_size: int | None = No
     return dm
 
 
-def attach_tokenizer(dm, tokenizer, tokenizer_fingerprint: str, special_ids: Mapping[str, int] | None) -> None:
-    """Give the (loaded) data module its tokenizer; `special_ids` name a foreign tokenizer's special tokens."""
+def attach_tokenizer(dm, tokenizer, tokenizer_fingerprint: str, special_ids: Mapping[str, int] | None,
+                     chat_template: str | None = None) -> tuple[str, list[str]]:
+    """Give the (loaded) data module its tokenizer; `special_ids` name a foreign tokenizer's special tokens.
+    Conversation data (`dm.uses_chat_template`) first gets its chat template (`data.chat_template`, else
+    `chat_template`: the pretrained tokenizer's own or the one a checkpoint was trained with, else ChatML), and the
+    ChatML markers are added to a tokenizer that lacks them. Returns (the tokenizer's fingerprint, tokens added)."""
+    added: list[str] = []
+    if dm.uses_chat_template:
+        from lit_llm.chat_template import add_chat_tokens, run_template
+        from lit_llm.tokenization import tokenizer_fingerprint as fingerprint_of
+
+        names = run_template({"special_ids": special_ids}, tokenizer).special_tokens
+        template = dm.resolve_chat_template(chat_template, names)
+        added = add_chat_tokens(tokenizer, template)
+        if added:
+            tokenizer_fingerprint = fingerprint_of(tokenizer)
+            log.info("tokenizer: added the chat template's tokens %s (ids %d..%d)", added,
+                     tokenizer.get_vocab_size() - len(added), tokenizer.get_vocab_size() - 1)
+        dm.set_chat_template(template)
     if special_ids:
         dm.set_tokenizer(tokenizer, tokenizer_fingerprint, special_ids=special_ids)
     else:
         dm.set_tokenizer(tokenizer, tokenizer_fingerprint)
+    return tokenizer_fingerprint, added
 
 
 # -- the trainer ---------------------------------------------------------------------------------

@@ -263,12 +263,32 @@ def merge_backbone_config(config: dict, pretrained: Pretrained) -> tuple[dict, l
     return merged, changed
 
 
+def grow_vocabulary(pretrained: Pretrained, backbone) -> dict:
+    """The pretrained weights with their vocabulary-sized tensors (embeddings, output layer, its bias) grown to the
+    backbone's vocabulary (tokens added to the tokenizer, e.g. chat markers): the new rows start at the mean of the
+    pretrained rows (Hewitt, 2021: new tokens then barely move the model's predictions); nothing else changes."""
+    old = pretrained.backbone_config.get("vocab_size")
+    new = getattr(getattr(backbone, "config", None), "vocab_size", None)
+    if not old or not new or new <= old:
+        return pretrained.state_dict
+    target = backbone.state_dict()
+    state = dict(pretrained.state_dict)
+    for key, value in pretrained.state_dict.items():
+        have = target.get(key)
+        if have is not None and value.dim() >= 1 and value.shape[0] == old and have.shape[0] == new \
+                and value.shape[1:] == have.shape[1:]:
+            extra = value.float().mean(dim=0, keepdim=True).to(value.dtype).expand(new - old, *value.shape[1:])
+            state[key] = torch.cat([value, extra], dim=0)
+    return state
+
+
 def load_backbone_weights(backbone, pretrained: Pretrained) -> str:
     """Loads the weights (into the base of LoRA-wrapped layers too); returns one line naming what was missing
     (besides LoRA adapters) or unexpected."""
     from lit_llm.peft import is_adapter_key, to_lora_state_dict
 
-    result = backbone.load_state_dict(to_lora_state_dict(pretrained.state_dict, backbone), strict=False)
+    state = grow_vocabulary(pretrained, backbone)
+    result = backbone.load_state_dict(to_lora_state_dict(state, backbone), strict=False)
     result.missing_keys[:] = [k for k in result.missing_keys if not is_adapter_key(k)]
     line = f"init_from {pretrained.source}: loaded {len(pretrained.state_dict) - len(result.unexpected_keys)} tensors"
     if result.missing_keys:

@@ -132,7 +132,7 @@ def eval_data(cfg: DictConfig, ckpt: Checkpoint, data_cfg: dict):
     dm.load_raw()
     tokenizer = tokenizer_from_str(ckpt.meta["tokenizer_json"])
     tok_fp = tokenizer_fingerprint(tokenizer)
-    attach_tokenizer(dm, tokenizer, tok_fp, ckpt.stored.get("special_ids"))
+    tok_fp, _ = attach_tokenizer(dm, tokenizer, tok_fp, ckpt.stored.get("special_ids"), ckpt.stored.get("chat_template"))
     if cfg.get("split"):
         dm.set_test_split(cfg.split)
     if cfg.get("batch_size"):

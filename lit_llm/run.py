@@ -133,8 +133,10 @@ def data_and_tokenizer(cfg: DictConfig, settings: ModelSettings):
     else:
         tokenizer, tok_fp = get_tokenizer(texts=dm.train_texts, fingerprint=dm.data_fingerprint,
                                           cache_dir=cfg.paths.cache_dir, **tok_cfg)
-    settings.config = resolve_model_config(settings.config, tokenizer.get_vocab_size(), source=settings.init_from)
-    attach_tokenizer(dm, tokenizer, tok_fp, pretrained.special_ids if pretrained is not None else None)
+    tok_fp, added = attach_tokenizer(dm, tokenizer, tok_fp, pretrained.special_ids if pretrained is not None else None,
+                                     pretrained.chat_template if pretrained is not None else None)
+    settings.config = resolve_model_config(settings.config, tokenizer.get_vocab_size(), source=settings.init_from,
+                                           added_tokens=len(added))
     dm.prepare_data()
     dm.setup("fit")
     return dm, tokenizer, tok_fp
@@ -161,6 +163,7 @@ def build_task(cfg: DictConfig, settings: ModelSettings, dm, tokenizer, tok_fp: 
                        **dm.task_arguments())
     if settings.pretrained is not None:
         log.info(load_backbone_weights(task.backbone, settings.pretrained))
+        task.on_pretrained_loaded()
     if task.peft is not None:  # LoRA: checkpoints keep the adapters and name the frozen base instead of copying it
         if settings.pretrained is None or cfg.model.get("init_encoder_from"):
             raise ConfigError("task.peft=lora trains adapters on a pretrained model: give model.init_from=<run dir | "
@@ -177,7 +180,8 @@ def build_task(cfg: DictConfig, settings: ModelSettings, dm, tokenizer, tok_fp: 
         "data_resolved": container(cfg.data),
         "special_ids": settings.pretrained.special_ids if settings.pretrained is not None else None,
         # the pretrained tokenizer's Jinja chat template, kept for chat and instruction tuning
-        "chat_template": settings.pretrained.chat_template if settings.pretrained is not None else None,
+        "chat_template": (dm.chat_template.source if dm.uses_chat_template else
+                          settings.pretrained.chat_template if settings.pretrained is not None else None),
         "trainer": {"precision": str(cfg.trainer.get("precision")), "accelerator": cfg.trainer.get("accelerator")},
     }
     return task

@@ -68,6 +68,10 @@ class DataModuleProtocol:
 
     test_names: list[str]
     eval_batch_size: int
+    # conversation data (instruction tuning, preferences) is rendered with a chat template: such a data module
+    # implements `resolve_chat_template(own, special_tokens)`, `set_chat_template(t)` and `chat_template`
+    # (lit_llm.data.conversations.ChatDataMixin); builders.attach_tokenizer calls them
+    uses_chat_template: bool = False
 
     def max_sequence_length(self) -> tuple[str, int]:
         raise NotImplementedError

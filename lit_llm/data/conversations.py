@@ -150,6 +150,37 @@ def hh_rlhf_parts(n: int) -> dict[str, np.ndarray]:
     return dict(zip([*names, "dpo_train"], parts))
 
 
+class ChatDataMixin:
+    """What a data module of conversations has (mixed in before `DataModuleProtocol`): the chat template its
+    conversations are rendered with. `data.chat_template` (`chat_template_setting`): null/"auto" = the pretrained
+    tokenizer's own template (or the one the checkpoint was trained with), else ChatML; "chatml" = ChatML always;
+    any other text = a Jinja template (or a path to a .jinja file). `builders.attach_tokenizer` resolves it and
+    calls `set_chat_template` before the tokenizer is attached."""
+
+    uses_chat_template = True
+    chat_template_setting: str | None = None
+    chat_template: ChatTemplate = ChatTemplate()
+
+    def resolve_chat_template(self, own: str | None, special_tokens: Mapping[str, str]) -> ChatTemplate:
+        from lit_llm.chat_template import template_for
+
+        setting = self.chat_template_setting
+        if setting in (None, "auto"):
+            return template_for(own, special_tokens)
+        if setting == "chatml":
+            return template_for(None, special_tokens)
+        if not isinstance(setting, str):
+            raise ConfigError(f"data.chat_template={setting!r} must be null, 'chatml', a Jinja template or a .jinja file")
+        if setting.endswith((".jinja", ".j2")) or ("{" not in setting and os.path.isfile(setting)):
+            if not os.path.isfile(setting):
+                raise ConfigError(f"data.chat_template={setting}: no such file")
+            setting = Path(setting).read_text(encoding="utf-8")
+        return template_for(setting, special_tokens)
+
+    def set_chat_template(self, template: ChatTemplate) -> None:
+        self.chat_template = template
+
+
 def encode_conversation(tokenizer, template: ChatTemplate, messages: Sequence[Mapping[str, str]]
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(ids int32 [n], targets bool [n]): the rendered conversation's tokens (the template supplies every special
@@ -169,5 +200,5 @@ def prompt_ids(tokenizer, template: ChatTemplate, messages: Sequence[Mapping[str
     return tokenizer.encode(template.render(messages, add_generation_prompt=True), add_special_tokens=False).ids
 
 
-__all__ = ["to_messages", "read_rows", "encode_conversation", "prompt_ids", "SCHEMAS", "parse_hh_rlhf", "hh_rlhf_parts",
+__all__ = ["ChatDataMixin", "to_messages", "read_rows", "encode_conversation", "prompt_ids", "SCHEMAS", "parse_hh_rlhf", "hh_rlhf_parts",
            "HH_RLHF_PARTS"]

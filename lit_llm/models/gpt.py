@@ -126,6 +126,26 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
 # The model.
 
 
+def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
+    """[B, T] positions that restart at 0 where `document_ids` changes along a row."""
+    T = document_ids.size(1)
+    index = torch.arange(T, device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # where each run began
+    return index - first
+
+
+def document_mask(document_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [B, 1, T, T] attention bias: 0 where key j <= query i lies in i's document, the dtype's minimum
+    elsewhere (each query sees at least itself, so no row is all masked)."""
+    T = document_ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=document_ids.device).tril()
+    keep = (document_ids[:, :, None] == document_ids[:, None, :]) & causal
+    bias = torch.zeros(keep.shape, dtype=dtype, device=document_ids.device)
+    return bias.masked_fill(~keep, torch.finfo(dtype).min)[:, None]
+
+
 class GPT(nn.Module):
     default_pooling = "last"  # task.pooling=auto: the last real token, the only one that has read the whole text
 
@@ -183,21 +203,25 @@ class GPT(nn.Module):
                        dtype=ref.dtype if dtype is None else dtype)
 
     def forward(self, input_ids: torch.Tensor, kv_cache: KVCache | None = None, *,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, document_ids: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, vocab_size). With a cache, input_ids are the tokens
         that follow the cached ones: their positions start at the cache length.
-        `attention_mask` is accepted and ignored, see `hidden_states`."""
-        return self.lm_head(self.hidden_states(input_ids, attention_mask, kv_cache=kv_cache))
+        `attention_mask` is accepted and ignored; `document_ids`: see `hidden_states`."""
+        return self.lm_head(self.hidden_states(input_ids, attention_mask, kv_cache=kv_cache, document_ids=document_ids))
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      kv_cache: KVCache | None = None) -> torch.Tensor:
+                      kv_cache: KVCache | None = None, document_ids: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> the final LayerNorm's output (B, T, n_embd), what `lm_head` reads
         (task heads, e.g. classification on the last real token, start here).
 
         `attention_mask` ([B, T], 1 = token, 0 = padding) is accepted so every backbone takes the
         same batch, and ignored: with right padding, causal attention never lets a real token
         see the pads after it, so real positions are exact without a mask (pad positions hold
-        garbage that losses and heads must skip). Left padding is NOT supported."""
+        garbage that losses and heads must skip). Left padding is NOT supported.
+
+        `document_ids` ([B, T] ints): several documents packed into one row (supervised fine-tuning). A token
+        then attends only to earlier tokens of its own document, and positions restart at 0 with each document,
+        so every document is computed exactly as if it were alone (tests/unit/test_sft.py checks it)."""
         B, T = input_ids.shape
         if attention_mask is not None and tuple(attention_mask.shape) != (B, T):
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(B, T)}")
@@ -216,16 +240,24 @@ class GPT(nn.Module):
                 raise ValueError(f"KV cache is full: {start} + {T} tokens > max_len={kv_cache.max_len}")
 
         x = self.wte(input_ids)
+        mask = None
+        if document_ids is not None:
+            if kv_cache is not None or tuple(document_ids.shape) != (B, T):
+                raise ValueError(f"document_ids must be (batch, seq_len)={(B, T)} and used without a KV cache")
+            pos, mask = document_positions(document_ids), document_mask(document_ids, x.dtype)
+        else:
+            pos = torch.arange(start, start + T, device=input_ids.device)
         rope = None
         if self.wpe is not None:
-            pos = torch.arange(start, start + T, device=input_ids.device)
             x = x + self.wpe(pos)
+        elif document_ids is not None:  # (B, T, hd) -> (B, 1, T, hd): broadcast over heads
+            rope = (self.rope_cos[pos].to(x.dtype)[:, None], self.rope_sin[pos].to(x.dtype)[:, None])
         else:
             rope = (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
         x = self.drop(x)
         ckpt = self.config.activation_checkpointing
         for i, block in enumerate(self.blocks):
-            x = run_block(block, ckpt, x, rope=rope, kv_cache=kv_cache, layer=i)
+            x = run_block(block, ckpt, x, attention_mask=mask, rope=rope, kv_cache=kv_cache, layer=i)
         if kv_cache is not None:
             kv_cache.advance(T)  # every layer wrote positions [start, start+T)
         return self.ln_f(x)

@@ -261,6 +261,10 @@ class BackboneTask(pl.LightningModule):
         """Text the model writes from `prompt` (the GenerateSamples callback); None: this task does not generate."""
         return None
 
+    def on_pretrained_loaded(self) -> None:
+        """Called once `model.init_from`'s weights are in the backbone, before training (DPO copies its reference
+        model here)."""
+
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.last_val_step = self.global_step  # run.train validates again only if training went on
