@@ -5,7 +5,8 @@ Sources (one of):
   `lit_llm.data.conversations.to_messages` (messages, Alpaca, prompt/completion);
 - `hub_name` (+ `hub_config`): a Hugging Face dataset with such rows;
 - `mixture`: the instruction mixture built from our own datasets (`lit_llm.data.instruct_mix.build_mixture`): its
-  test splits are one per task, scored by generation (`lit_llm.tasks.sft`).
+  test splits are one per task, scored by generation (`lit_llm.tasks.sft`); `mixture_tasks` keeps only the tasks
+  named (and no chats), for single-task fine-tunes on exactly the mixture's examples of a task.
 Without a validation split, `val_fraction` of the training conversations is held out (seeded).
 
 Every conversation is rendered with the run's chat template (`ChatDataMixin`; the ChatML markers are added to
@@ -172,7 +173,8 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
 
     def __init__(self, files: Any = None, validation_files: Any = None, test_files: Any = None,
                  hub_name: str | None = None, hub_config: str | None = None, mixture: Mapping | None = None,
-                 data_dir: str | None = None, arch: str = "gpt", chat_template: str | None = None,
+                 mixture_tasks: list[str] | None = None, data_dir: str | None = None, arch: str = "gpt",
+                 chat_template: str | None = None,
                  system_prompt: str | None = None, max_length: int = 512, max_source_length: int = 512,
                  max_target_length: int = 256, packing: bool = True, val_fraction: float = 0.05,
                  split_seed: int = 1234, batch_size: int = 8, eval_batch_size: int | None = None,
@@ -192,6 +194,7 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
         self.files = {"train": files, "validation": validation_files, "test": test_files}
         self.hub_name, self.hub_config = hub_name, hub_config
         self.mixture = dict(mixture) if mixture else None
+        self.mixture_tasks = list(mixture_tasks) if mixture_tasks is not None else None
         self.data_dir = data_dir
         self.arch = arch
         self.chat_template_setting = chat_template
@@ -241,7 +244,14 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
 
         if not self.data_dir:
             raise ConfigError("data.mixture needs data.data_dir (the datasets folder, LIT_LLM_DATA_DIR)")
-        splits, info = build_mixture(self.data_dir, **self.mixture)
+        mixture = dict(self.mixture)
+        if self.mixture_tasks is not None:  # one task alone (single-task fine-tuning on the same examples): no chats
+            tasks = dict(mixture.get("tasks") or {})
+            unknown = sorted(set(self.mixture_tasks) - set(tasks))
+            if unknown:
+                raise ConfigError(f"data.mixture_tasks: {unknown} not in data.mixture.tasks ({sorted(tasks)})")
+            mixture.update(tasks={k: v for k, v in tasks.items() if k in self.mixture_tasks}, chats=None)
+        splits, info = build_mixture(self.data_dir, **mixture)
         return {name: [_row(r["messages"], r["task"], r.get("references"), r.get("label", -1)) for r in rows]
                 for name, rows in splits.items()}, info
 
@@ -275,7 +285,8 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
         tests = [k for k in self.raw if k not in ("train", "validation")]
         self.test_names = tests or ["validation"]
         self.data_fingerprint = sha256_json({"version": SFT_VERSION, "sources": layout, "holdout": holdout,
-                                             "system_prompt": self.system_prompt, "mixture": self.mixture})
+                                             "system_prompt": self.system_prompt, "mixture": self.mixture,
+                                             "mixture_tasks": self.mixture_tasks})
         return self.raw
 
     def messages(self, split: str, index: int) -> list[dict[str, str]]:

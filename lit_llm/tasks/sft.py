@@ -177,7 +177,7 @@ class SFTTask(BackboneTask):
             labels = [raw[i]["label"] for i, _, _ in rows]
             preds = [t for _, t, _ in rows]
             for name, stat in task_statistics(task, preds, refs, labels).items():
-                self.log(f"test/{split}/{name}", float(stat.value), rank_zero_only=True)
+                self.log(f"test/{split}/{name}", stat.value(), rank_zero_only=True)
             self.log(f"test/{split}/examples", float(len(rows)), rank_zero_only=True)
             self.record(split, task=[task] * len(rows), index=[i for i, _, _ in rows], prediction=preds,
                         references=refs, label=labels, gen_tokens=[n for _, _, n in rows])

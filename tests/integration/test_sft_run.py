@@ -11,6 +11,7 @@ import torch
 from lit_llm.checkpointing import load_pretrained
 from lit_llm.evaluation import evaluate
 from lit_llm.run import train
+from tests.conftest import requires_data
 
 CHATS = ["task=sft", "data=chat_jsonl", "data.files=tests/data/tiny_chats.jsonl", "data.val_fraction=0.1",
          "task.optim.lr=1e-3", "task.optim.warmup_ratio=0", "task.optim.warmup_steps=2",
@@ -93,3 +94,26 @@ def test_sft_refuses_an_encoder(compose_train, tmp_path):
     with pytest.raises(ConfigError, match="model.arch must be one of"):
         train(compose_train(CHATS + ["model=bert_tiny", "tokenizer=bpe", "tokenizer.vocab_size=300",
                                      "model.block_size=128", "data.arch=gpt"], tmp_path / "x"))
+
+
+@requires_data("sst2", "gsm8k")
+def test_mixture_answers_are_generated_and_scored_per_task(compose_train, compose_eval, tmp_path):
+    """data=instruct_mix with two tasks: every test split's answers generated and scored by its own metric, with
+    bootstrap intervals in the report and the answers in predictions.jsonl; evaluate.py scores them again."""
+    out = tmp_path / "mix"
+    caps = [f"data.mixture.tasks.{t}.{k}={v}" for t in ("sst2", "gsm8k")
+            for k, v in (("train_examples", 40), ("validation_examples", 4), ("test_examples", 6))]
+    metrics = train(compose_train(["task=sft", "data=instruct_mix", "data.mixture_tasks=[sst2,gsm8k]", *caps, "task.optim.warmup_ratio=0",
+                                   "tokenizer=bpe", "tokenizer.vocab_size=400", "model.block_size=256",
+                                   "task.generation.max_new_tokens=12", "callbacks.generate_samples=null",
+                                   "trainer.limit_test_batches=null"], out))
+    assert {"test/sst2/acc", "test/sst2/f1_macro", "test/sst2/no_label", "test/sst2/ppl", "test/gsm8k/acc",
+            "test/gsm8k/loss"} <= set(metrics)
+    assert metrics["test/sst2/examples"] == 6 and 0 <= metrics["test/sst2/acc"] <= 1
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted({r["task"] for r in rows}) == ["gsm8k", "sst2"] and len(rows) == 12
+    assert rows[0]["prompt"][-1]["role"] == "user"
+    report = json.loads((out / "report.json").read_text())
+    assert {"test/sst2/acc", "test/gsm8k/acc", "test/sst2/ppl"} <= set(report["intervals"])
+    again = evaluate(compose_eval([f"ckpt_path={out}"], tmp_path / "eval"))
+    assert again["test/sst2/acc"] == metrics["test/sst2/acc"] and again["test/gsm8k/acc"] == metrics["test/gsm8k/acc"]
