@@ -96,24 +96,38 @@ def _column(table, name: str, where: str, key: str) -> list:
 
 # ----------------------------------------------------------------------------- features
 
+def ends_added(tokenizer: Tokenizer) -> int:
+    """How many special tokens end one side of a pair: the tokenizer's own (its post-processor's: T5's `</s>`,
+    BART's `<s> ... </s>`), else 1 (our `<eos>`)."""
+    own = tokenizer.post_processor is not None and tokenizer.num_special_tokens_to_add(False) > 0
+    return tokenizer.num_special_tokens_to_add(False) if own else 0
+
+
+def end_sequence(tokenizer: Tokenizer, enc, eos_id: int, limit: int, keep: str = "start") -> list[int]:
+    """One side of a source/target pair from its encoding (made with add_special_tokens=False): cut to `limit`
+    tokens in all, ended by the tokenizer's own special tokens when its post-processor adds some (exactly as
+    `transformers` builds input_ids and labels), else by `eos_id`. keep="end" cuts from the left (a conversation
+    keeps its latest turns)."""
+    own = ends_added(tokenizer)
+    if own:
+        enc.truncate(limit - own, direction="left" if keep == "end" else "right")
+        return tokenizer.post_process(enc, None, add_special_tokens=True).ids
+    ids = enc.ids[len(enc.ids) - (limit - 1):] if keep == "end" and len(enc.ids) > limit - 1 else enc.ids[: limit - 1]
+    return ids + [eos_id]
+
+
 def encode_pairs(batch: Mapping[str, list], tokenizer: Tokenizer, eos_id: int, prefix: str, max_source_length: int,
                  max_target_length: int) -> dict[str, list]:
-    """Each side cut to its limit and ended with `<eos>`. A tokenizer whose post-processor adds special tokens
-    (a Hugging Face file: T5's `text </s>`, BART's `<s> text </s>`) adds them instead, on both sides, exactly as
-    `transformers` builds input_ids and labels; `*_needed`: a side's length before truncation."""
+    """Each side cut to its limit and ended with `<eos>`, or with a Hugging Face tokenizer's own special tokens
+    (`end_sequence`); `*_needed`: a side's length before truncation."""
     sources = tokenizer.encode_batch([prefix + s for s in batch["source"]], add_special_tokens=False)
     targets = tokenizer.encode_batch(batch["target"], add_special_tokens=False)
-    own = tokenizer.post_processor is not None and tokenizer.num_special_tokens_to_add(False) > 0
-    added = tokenizer.num_special_tokens_to_add(False) if own else 1
+    added = ends_added(tokenizer) or 1
     out: dict[str, list] = {"source_ids": [], "target_ids": [], "source_needed": [], "target_needed": []}
     for side, encodings, limit in (("source", sources, max_source_length), ("target", targets, max_target_length)):
         for enc in encodings:
             out[f"{side}_needed"].append(len(enc.ids) + added)
-            if own:
-                enc.truncate(limit - added)
-                out[f"{side}_ids"].append(tokenizer.post_process(enc, None, add_special_tokens=True).ids)
-            else:
-                out[f"{side}_ids"].append(enc.ids[: limit - 1] + [eos_id])
+            out[f"{side}_ids"].append(end_sequence(tokenizer, enc, eos_id, limit))
     return out
 
 
@@ -368,4 +382,4 @@ class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoaders
                 "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed}
 
 
-__all__ = ["Seq2SeqDataModule", "Seq2SeqCollator", "PairFeatures", "encode_pairs", "read_parallel", "SEQ2SEQ_VERSION"]
+__all__ = ["Seq2SeqDataModule", "Seq2SeqCollator", "PairFeatures", "encode_pairs", "end_sequence", "ends_added", "read_parallel", "SEQ2SEQ_VERSION"]

@@ -20,8 +20,9 @@ Layouts (`data.arch`, the model's architecture, which decides the batch's shape)
   restart with each one (`GPT.hidden_states`); evaluation rows hold one conversation each. Conversations longer
   than `max_length` + 1 tokens keep their last tokens (their final answer), with a warning when more than 5% are cut.
 - "encoder_decoder": every assistant turn is one example: source = the conversation before it with the template's
-  generation prompt, target = the turn's text (the tokenizer's own template adds its end token); evaluation splits
-  use each conversation's final turn.
+  generation prompt (cut from the left: the latest turns stay), target = the turn's text, each ended as the seq2seq
+  data ends them (`seq2seq.end_sequence`: <eos>, or the tokenizer's own specials); evaluation splits use each
+  conversation's final turn.
 """
 from __future__ import annotations
 
@@ -359,18 +360,22 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
         return ds, stats
 
     def _build_pairs(self, split: str, conversations: list[list[dict]]) -> tuple[datasets.Dataset, dict]:
+        from lit_llm.data.seq2seq import end_sequence, ends_added
+
         sources, targets, index, needed_src, needed_tgt = [], [], [], [], []
+        eos, added = self.special_ids["eos"], ends_added(self.tokenizer) or 1
         for i, messages in enumerate(conversations):
             turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
             if split != "train":
                 turns = turns[-1:]  # evaluation: the final answer
-            for j in turns:
-                src = self.tokenizer.encode(self.chat_template.render(messages[:j], add_generation_prompt=True)).ids
-                tgt = self.tokenizer.encode(messages[j]["content"]).ids
-                needed_src.append(len(src))
-                needed_tgt.append(len(tgt))
-                sources.append(src[-self.max_source_length:])
-                targets.append(tgt[: self.max_target_length])
+            for j in turns:  # as the seq2seq data: each side ended by <eos> (or the tokenizer's own specials)
+                src = self.tokenizer.encode(self.chat_template.render(messages[:j], add_generation_prompt=True),
+                                            add_special_tokens=False)
+                tgt = self.tokenizer.encode(messages[j]["content"], add_special_tokens=False)
+                needed_src.append(len(src.ids) + added)
+                needed_tgt.append(len(tgt.ids) + added)
+                sources.append(end_sequence(self.tokenizer, src, eos, self.max_source_length, keep="end"))
+                targets.append(end_sequence(self.tokenizer, tgt, eos, self.max_target_length))
                 index.append(i)
         cut_src = check_truncation(split, needed_src, self.max_source_length, "data.max_source_length", "turns")
         cut_tgt = check_truncation(split, needed_tgt, self.max_target_length, "data.max_target_length", "turns")

@@ -1,5 +1,7 @@
 """Autoregressive generation: `generate` for the GPT (greedy, temperature / top-k / top-p sampling, KV
 cache) and `generate_seq2seq` for the encoder-decoder (the same plus beam search) and `beam_search_gpt`, below.
+`stream_tokens` / `stream_seq2seq` yield one row's tokens one at a time (a chat prints them as they come); they
+pick exactly the tokens `generate` / `generate_seq2seq` pick for the same seeded generator.
 
 Two paths compute the same tokens:
 - `use_cache=False` (the reference): every step re-runs the model on the whole sequence,
@@ -13,6 +15,8 @@ sliding-window recompute for the remaining steps. Results then still equal the r
 only slower once the context is full.
 """
 from __future__ import annotations
+
+from typing import Collection, Iterator
 
 import torch
 
@@ -89,6 +93,48 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None,
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def stream_tokens(model: GPT, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, stop_ids: Collection[int] = (),
+                  generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[int]:
+    """`generate` for one (1, T) prompt, token by token: yields each new token id as soon as it is picked, the
+    same tokens `generate(model, input_ids, max_new_tokens, temperature, top_k, eos_id, use_cache, generator,
+    top_p)` appends (KV cache while the sequence fits, then the sliding window). Ends after yielding a token of
+    `stop_ids` (eos, a chat template's end of turn) or `max_new_tokens` tokens. Arguments are checked at the call,
+    not at the first `next`."""
+    if input_ids.dim() != 2 or input_ids.size(0) != 1 or input_ids.size(1) == 0:
+        raise ValueError(f"input_ids must be one row (1, seq_len >= 1), got {tuple(input_ids.shape)}")
+    if max_new_tokens < 0 or temperature < 0 or (top_k is not None and top_k <= 0) or \
+            (top_p is not None and not 0 < top_p <= 1):
+        raise ValueError(f"max_new_tokens={max_new_tokens} >= 0, temperature={temperature} >= 0, top_k={top_k} "
+                         f"> 0 or None and top_p={top_p} in (0, 1] or None are required")
+    return _stream_gpt(model, input_ids, max_new_tokens, temperature, top_k, top_p, frozenset(stop_ids),
+                       generator, use_cache)
+
+
+@torch.no_grad()
+def _stream_gpt(model, idx, max_new_tokens, temperature, top_k, top_p, stop_ids, generator, use_cache):
+    block_size = model.config.block_size
+    T = idx.size(1)
+    cache = None
+    if use_cache and T <= block_size and max_new_tokens > 0:  # as `generate` sizes it
+        cache = model.new_kv_cache(1, max_len=min(block_size, T + max_new_tokens - 1))
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            if cache is not None and idx.size(1) <= cache.max_len:
+                logits = model(idx[:, cache.length:], kv_cache=cache)[:, -1, :]
+            else:
+                logits = model(idx[:, -block_size:])[:, -1, :]
+            token = _pick(logits.float(), temperature, top_k, generator, top_p)
+            idx = torch.cat((idx, token[:, None]), dim=1)
+            yield int(token)
+            if int(token) in stop_ids:
+                return
+    finally:
+        model.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,25 +316,7 @@ def generate_seq2seq(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None
     was_training = model.training
     model.eval()
     try:
-        memory = model.encode(src_ids, src_mask)
-        if num_beams > 1:
-            memory = memory.repeat_interleave(num_beams, dim=0)
-            src_mask = None if src_mask is None else src_mask.repeat_interleave(num_beams, dim=0)
-        state = {"memory": memory, "mask": src_mask}
-        cache = model.new_cache(memory, src_mask, max_len=max_new_tokens + 1) if use_cache else None
-
-        def step(tokens: torch.Tensor) -> torch.Tensor:
-            if cache is not None:
-                return model.decode(tokens[:, cache.length :], cache=cache)[:, -1]
-            return model.decode(tokens, state["memory"], state["mask"])[:, -1]
-
-        def reorder(rows: torch.Tensor) -> None:
-            if cache is not None:
-                cache.reorder(rows)
-            else:
-                state["memory"] = state["memory"].index_select(0, rows)
-                state["mask"] = None if state["mask"] is None else state["mask"].index_select(0, rows)
-
+        step, reorder = _seq2seq_decoder(model, src_ids, src_mask, num_beams, max_new_tokens, use_cache)
         start = torch.full((src_ids.size(0), 1), start_id, dtype=torch.long, device=src_ids.device)
         if num_beams > 1:
             return beam_search(step, reorder, start, num_beams, max_new_tokens, eos_id, pad_id,
@@ -297,6 +325,69 @@ def generate_seq2seq(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None
         return decode_tokens(step, start, max_new_tokens, eos_id, pad_id, temperature=temperature, top_k=top_k,
                              top_p=top_p, min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
                              generator=generator)
+    finally:
+        model.train(was_training)
+
+
+def _seq2seq_decoder(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None, num_beams: int,
+                     max_new_tokens: int, use_cache: bool):
+    """(step, reorder) of an encoder-decoder for these sources: the encoder runs once, here."""
+    memory = model.encode(src_ids, src_mask)
+    if num_beams > 1:
+        memory = memory.repeat_interleave(num_beams, dim=0)
+        src_mask = None if src_mask is None else src_mask.repeat_interleave(num_beams, dim=0)
+    state = {"memory": memory, "mask": src_mask}
+    cache = model.new_cache(memory, src_mask, max_len=max_new_tokens + 1) if use_cache else None
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        if cache is not None:
+            return model.decode(tokens[:, cache.length :], cache=cache)[:, -1]
+        return model.decode(tokens, state["memory"], state["mask"])[:, -1]
+
+    def reorder(rows: torch.Tensor) -> None:
+        if cache is not None:
+            cache.reorder(rows)
+        else:
+            state["memory"] = state["memory"].index_select(0, rows)
+            state["mask"] = None if state["mask"] is None else state["mask"].index_select(0, rows)
+
+    return step, reorder
+
+
+def stream_seq2seq(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None, *, start_id: int,
+                   stop_ids: Collection[int], max_new_tokens: int = 64, min_new_tokens: int = 0,
+                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                   no_repeat_ngram_size: int = 0, use_cache: bool = True,
+                   generator: torch.Generator | None = None) -> Iterator[int]:
+    """`generate_seq2seq` (greedy or sampled, not beam search) for one (1, S) source, token by token: yields the
+    tokens it generates with eos_id in `stop_ids`, ending after a token of `stop_ids` (min_new_tokens bans them
+    all) or at max_new_tokens (capped at block_size - 1)."""
+    _check_options(1, temperature, top_k, top_p, max_new_tokens, min_new_tokens, 1.0)
+    if src_ids.dim() != 2 or src_ids.size(0) != 1:
+        raise ValueError(f"src_ids must be one row (1, src_len), got {tuple(src_ids.shape)}")
+    return _stream_seq2seq(model, src_ids, src_mask, start_id, frozenset(stop_ids),
+                           min(max_new_tokens, model.config.block_size - 1), min_new_tokens, temperature, top_k,
+                           top_p, no_repeat_ngram_size, use_cache, generator)
+
+
+@torch.no_grad()
+def _stream_seq2seq(model, src_ids, src_mask, start_id, stop_ids, max_new_tokens, min_new_tokens, temperature,
+                    top_k, top_p, no_repeat_ngram_size, use_cache, generator):
+    was_training = model.training
+    model.eval()
+    try:
+        step, _ = _seq2seq_decoder(model, src_ids, src_mask, 1, max_new_tokens, use_cache)
+        tokens = torch.full((1, 1), start_id, dtype=torch.long, device=src_ids.device)
+        for t in range(max_new_tokens):  # as decode_tokens, one row
+            logits = step(tokens).float()
+            if t < min_new_tokens:
+                logits[:, list(stop_ids)] = float("-inf")
+            logits = ban_repeated_ngrams(tokens, logits, no_repeat_ngram_size)
+            token = _pick(logits, temperature, top_k, generator, top_p)
+            tokens = torch.cat([tokens, token[:, None]], dim=1)
+            yield int(token)
+            if int(token) in stop_ids:
+                return
     finally:
         model.train(was_training)
 
