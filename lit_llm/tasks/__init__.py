@@ -69,6 +69,7 @@ TASKS: dict[str, TaskSpec] = {spec.kind: spec for spec in (
              (DataUse("ClassificationDataModule"),), "data=sst2"),
     TaskSpec("qa", "lit_llm.tasks.qa.QuestionAnsweringTask", (DataUse("QADataModule"),), "data=squad"),
     TaskSpec("sft", "lit_llm.tasks.sft.SFTTask", (DataUse("SFTDataModule"),), "data=instruct_mix"),
+    TaskSpec("dpo", "lit_llm.tasks.dpo.DPOTask", (DataUse("PreferenceDataModule"),), "data=hh_rlhf"),
     TaskSpec("seq2seq", "lit_llm.tasks.seq2seq.Seq2SeqTask",
              (DataUse("Seq2SeqDataModule"), DataUse("CorpusDataModule", "denoise")), "data=multi30k_de_en"),
 )}

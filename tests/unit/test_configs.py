@@ -24,15 +24,18 @@ TASK_OPTIM = {
     "classification": {**_ADAMW, "lr": 5.0e-4, "warmup_steps": 50},
     "qa": {**_ADAMW, "lr": 5.0e-4},
     "seq2seq": {**_ADAMW, "warmup_steps": 200},
+    "sft": {**_ADAMW, "lr": 2.0e-5, "weight_decay": 0.0, "warmup_steps": 0, "warmup_ratio": 0.03},
+    "dpo": {**_ADAMW, "lr": 5.0e-6, "weight_decay": 0.0, "warmup_steps": 0, "warmup_ratio": 0.1},
 }
 TASK_OF_TARGET = {"CausalLMTask": "clm", "MaskedLMTask": "mlm", "ClassificationTask": "classification",
-                  "QuestionAnsweringTask": "qa", "Seq2SeqTask": "seq2seq"}
+                  "QuestionAnsweringTask": "qa", "Seq2SeqTask": "seq2seq", "SFTTask": "sft", "DPOTask": "dpo"}
 # experiments that change task.optim (the others keep their task's)
 EXPERIMENT_OPTIM = {
     "quickstart": {"lr": 3.0e-3, "warmup_steps": 50},
     "shakespeare_gpt": {"lr": 2.0e-3, "warmup_steps": 50},
     "shakespeare_gpt_bpe": {"lr": 2.0e-3, "warmup_steps": 50},
     "gutenberg_gpt": {"lr": 1.0e-3, "warmup_steps": 200},
+    "instruct_mix_gpt": {"lr": 5.0e-4},
     # the fine-tuning recipes: a pretrained body's lr, warmup as a share of the run (tests/integration/test_recipes.py)
     "finetune_sst2": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
     "finetune_tydiqa": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
