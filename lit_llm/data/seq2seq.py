@@ -132,19 +132,22 @@ def encode_pairs(batch: Mapping[str, list], tokenizer: Tokenizer, eos_id: int, p
 
 
 class PairFeatures(torch.utils.data.Dataset):
-    """Tokenized pairs as flat numpy arrays + row offsets."""
+    """Tokenized pairs as flat numpy arrays + row offsets; `example_index` is the row, or the `index` column when
+    the split has one (several pairs of one example: the turns of a conversation, lit_llm.data.sft)."""
 
     def __init__(self, ds: datasets.Dataset):
         table = arrow_table(ds)
         self.src, self.src_row = flat_lists(table, "source_ids")
         self.tgt, self.tgt_row = flat_lists(table, "target_ids")
+        self.index = table.column("index").to_numpy() if "index" in table.column_names else None
 
     def __len__(self) -> int:
         return len(self.src_row) - 1
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"source_ids": self.src[self.src_row[i] : self.src_row[i + 1]],
-                "target_ids": self.tgt[self.tgt_row[i] : self.tgt_row[i + 1]], "example_index": int(i)}
+                "target_ids": self.tgt[self.tgt_row[i] : self.tgt_row[i + 1]],
+                "example_index": int(i if self.index is None else self.index[i])}
 
 
 class Seq2SeqCollator:

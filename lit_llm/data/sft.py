@@ -52,9 +52,10 @@ from lit_llm.data.base import (
     require_special_tokens,
     resolve_special_ids,
 )
-from lit_llm.data.collate import IGNORE_INDEX, pad_pairs
+from lit_llm.data.collate import IGNORE_INDEX
 from lit_llm.data.conversations import ChatDataMixin, encode_conversation, read_rows, to_messages
 from lit_llm.data.loading import ExampleLoadersMixin, ResumableTrainMixin
+from lit_llm.data.seq2seq import PairFeatures, Seq2SeqCollator, end_sequence, ends_added
 from lit_llm.data.sources import load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.utils_io import sha256_file, sha256_json
@@ -134,34 +135,6 @@ class PackedCollator:
             d = docs[:, :-1].copy()
             d[d < 0] = np.iinfo(np.int64).max  # padding: a document of its own
             batch["document_ids"] = torch.from_numpy(d)
-        return batch
-
-
-class TurnPairs(torch.utils.data.Dataset):
-    """(source, target) token pairs of the encoder-decoder layout."""
-
-    def __init__(self, ds: datasets.Dataset):
-        table = arrow_table(ds)
-        self.src, self.src_row = flat_lists(table, "source_ids")
-        self.tgt, self.tgt_row = flat_lists(table, "target_ids")
-        self.index = table.column("index").to_numpy()
-
-    def __len__(self) -> int:
-        return len(self.src_row) - 1
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"source_ids": self.src[self.src_row[i]:self.src_row[i + 1]],
-                "target_ids": self.tgt[self.tgt_row[i]:self.tgt_row[i + 1]], "example_index": int(self.index[i])}
-
-
-class PairCollator:
-    def __init__(self, pad_id: int, start_id: int):
-        self.pad_id, self.start_id = int(pad_id), int(start_id)
-
-    def __call__(self, items) -> dict[str, torch.Tensor]:
-        batch = pad_pairs([it["source_ids"] for it in items], [it["target_ids"] for it in items],
-                          self.pad_id, self.start_id)
-        batch["example_index"] = torch.tensor([it["example_index"] for it in items], dtype=torch.long)
         return batch
 
 
@@ -360,8 +333,6 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
         return ds, stats
 
     def _build_pairs(self, split: str, conversations: list[list[dict]]) -> tuple[datasets.Dataset, dict]:
-        from lit_llm.data.seq2seq import end_sequence, ends_added
-
         sources, targets, index, needed_src, needed_tgt = [], [], [], [], []
         eos, added = self.special_ids["eos"], ends_added(self.tokenizer) or 1
         for i, messages in enumerate(conversations):
@@ -389,13 +360,13 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
 
     def _open_split(self, split: str, path: Path) -> None:
         ds = datasets.load_from_disk(str(path))
-        self.opened[split] = (PackedConversations if self.arch == "gpt" else TurnPairs)(ds)
+        self.opened[split] = (PackedConversations if self.arch == "gpt" else PairFeatures)(ds)
 
     # -- 5. loaders ------------------------------------------------------------------------------------------
     def collator(self):
         if self.arch == "gpt":
             return PackedCollator(self.special_ids["pad"], self.packing)
-        return PairCollator(self.special_ids["pad"], self.special_ids["bos"])
+        return Seq2SeqCollator(self.special_ids["pad"], self.special_ids["bos"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
@@ -403,5 +374,5 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
                 "shuffle_seed": self.shuffle_seed}
 
 
-__all__ = ["SFTDataModule", "PackedCollator", "PairCollator", "PackedConversations", "TurnPairs", "pack_rows",
+__all__ = ["SFTDataModule", "PackedCollator", "PackedConversations", "pack_rows",
            "SFT_VERSION"]

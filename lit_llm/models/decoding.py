@@ -16,6 +16,7 @@ only slower once the context is full.
 """
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Collection, Iterator
 
 import torch
@@ -55,16 +56,32 @@ def generate(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p!r} must be in (0, 1] or None")
 
-    block_size = model.config.block_size
-    B, T = input_ids.shape
-    idx = input_ids
-    done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+    done = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+    out = [input_ids]
+    with closing(_gpt_tokens(model, input_ids, max_new_tokens, temperature, top_k, top_p, generator,
+                             use_cache)) as tokens:
+        for token in tokens:
+            if eos_id is not None:  # finished rows keep emitting eos (and feed it back: they no longer matter)
+                token.copy_(torch.where(done, torch.full_like(token, eos_id), token))
+                done |= token == eos_id
+            out.append(token[:, None])
+            if eos_id is not None and bool(done.all()):
+                break
+    return torch.cat(out, dim=1)
 
+
+@torch.no_grad()
+def _gpt_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+                top_p: float | None, generator: torch.Generator | None, use_cache: bool) -> Iterator[torch.Tensor]:
+    """The decoding loop `generate` and `stream_tokens` share: yields each step's (B,) next tokens, which the
+    caller may overwrite in place before they are fed back. KV cache while the sequence fits in block_size,
+    then the sliding-window recompute (see the module docstring)."""
+    block_size = model.config.block_size
+    B, T = idx.shape
     cache = None
     if use_cache and T <= block_size and max_new_tokens > 0:
         # Room for every token whose logits we will need while the sequence still fits.
         cache = model.new_kv_cache(B, max_len=min(block_size, T + max_new_tokens - 1))
-
     was_training = model.training
     model.eval()  # no dropout while generating
     try:
@@ -74,16 +91,11 @@ def generate(
                 logits = model(idx[:, cache.length:], kv_cache=cache)[:, -1, :]
             else:
                 logits = model(idx[:, -block_size:])[:, -1, :]
-            next_token = _pick(logits.float(), temperature, top_k, generator, top_p)
-            if eos_id is not None:
-                next_token = torch.where(done, torch.full_like(next_token, eos_id), next_token)
-                done |= next_token == eos_id
-            idx = torch.cat((idx, next_token[:, None]), dim=1)
-            if eos_id is not None and bool(done.all()):
-                break
+            token = _pick(logits.float(), temperature, top_k, generator, top_p)
+            yield token
+            idx = torch.cat((idx, token[:, None]), dim=1)
     finally:
         model.train(was_training)
-    return idx
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_k: int | None,
@@ -113,28 +125,12 @@ def stream_tokens(model: GPT, input_ids: torch.Tensor, max_new_tokens: int, temp
                        generator, use_cache)
 
 
-@torch.no_grad()
 def _stream_gpt(model, idx, max_new_tokens, temperature, top_k, top_p, stop_ids, generator, use_cache):
-    block_size = model.config.block_size
-    T = idx.size(1)
-    cache = None
-    if use_cache and T <= block_size and max_new_tokens > 0:  # as `generate` sizes it
-        cache = model.new_kv_cache(1, max_len=min(block_size, T + max_new_tokens - 1))
-    was_training = model.training
-    model.eval()
-    try:
-        for _ in range(max_new_tokens):
-            if cache is not None and idx.size(1) <= cache.max_len:
-                logits = model(idx[:, cache.length:], kv_cache=cache)[:, -1, :]
-            else:
-                logits = model(idx[:, -block_size:])[:, -1, :]
-            token = _pick(logits.float(), temperature, top_k, generator, top_p)
-            idx = torch.cat((idx, token[:, None]), dim=1)
+    with closing(_gpt_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)) as tokens:
+        for token in tokens:
             yield int(token)
             if int(token) in stop_ids:
                 return
-    finally:
-        model.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------
