@@ -41,7 +41,7 @@ def _text(row: Mapping[str, Any], key: str, where: str, optional: bool = False) 
     return value
 
 
-def _message_list(items: Any, key: str, where: str) -> list[dict[str, str]]:
+def message_list(items: Any, key: str, where: str) -> list[dict[str, str]]:
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{where}: field {key!r} must be a non-empty list of messages")
     out = []
@@ -68,7 +68,7 @@ def to_messages(row: Mapping[str, Any], where: str, need_assistant: bool = True)
         raise ConfigError(f"{where}: a row must be a JSON object with {SCHEMAS}")
     if "messages" in row or "conversations" in row:
         key = "messages" if "messages" in row else "conversations"
-        messages = _message_list(row[key], key, where)
+        messages = message_list(row[key], key, where)
     elif "instruction" in row or "output" in row:
         instruction, extra = _text(row, "instruction", where), _text(row, "input", where, optional=True)
         user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
@@ -200,5 +200,5 @@ def prompt_ids(tokenizer, template: ChatTemplate, messages: Sequence[Mapping[str
     return tokenizer.encode(template.render(messages, add_generation_prompt=True), add_special_tokens=False).ids
 
 
-__all__ = ["ChatDataMixin", "to_messages", "read_rows", "encode_conversation", "prompt_ids", "SCHEMAS", "parse_hh_rlhf", "hh_rlhf_parts",
+__all__ = ["ChatDataMixin", "to_messages", "message_list", "read_rows", "encode_conversation", "prompt_ids", "SCHEMAS", "parse_hh_rlhf", "hh_rlhf_parts",
            "HH_RLHF_PARTS"]

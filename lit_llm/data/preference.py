@@ -62,8 +62,8 @@ from lit_llm.data.conversations import (
     HH_RLHF_PARTS,
     HH_RLHF_SEED,
     ChatDataMixin,
-    _message_list,
     hh_rlhf_parts,
+    message_list,
     parse_hh_rlhf,
     read_rows,
 )
@@ -91,7 +91,7 @@ def _prompt_messages(value: Any, where: str) -> list[dict[str, str]]:
         return [{"role": "user", "content": value}]
     if not isinstance(value, list):
         raise ConfigError(f"{where}: field 'prompt' is a {type(value).__name__}; give a string or a list of messages")
-    messages = _message_list(value, "prompt", where)
+    messages = message_list(value, "prompt", where)
     if messages[-1]["role"] == "assistant":
         raise ConfigError(f"{where}: field 'prompt' ends with an assistant turn; the answers (chosen, rejected) are "
                           "the assistant's next turn, so the prompt must end with a user (or system) turn")
@@ -105,7 +105,7 @@ def _answer(value: Any, prompt: list[dict[str, str]], key: str, where: str) -> s
     if not isinstance(value, list):
         raise ConfigError(f"{where}: field {key!r} is a {type(value).__name__}; give the assistant's answer as a "
                           "string or a list of messages")
-    messages = _message_list(value, key, where)
+    messages = message_list(value, key, where)
     if messages[-1]["role"] != "assistant":
         raise ConfigError(f"{where}: field {key!r} must end with the assistant's answer (its last message has role "
                           f"{messages[-1]['role']!r})")
@@ -120,7 +120,7 @@ def _conversation(value: Any, key: str, where: str) -> list[dict[str, str]]:
     if isinstance(value, str):
         messages = parse_hh_rlhf(value, f"{where}, field {key!r}")
     elif isinstance(value, list):
-        messages = _message_list(value, key, where)
+        messages = message_list(value, key, where)
     else:
         raise ConfigError(f"{where}: field {key!r} is a {type(value).__name__}; without a `prompt` give a whole "
                           "conversation (an HH-RLHF transcript or a list of messages)")
