@@ -71,11 +71,13 @@ class SpeedMonitor(Callback):
         now = self._now(trainer)
         last, self._last = self._last, now
         self._steps += 1
-        if last is None or self._steps <= self.warmup_steps or not isinstance(batch, dict) or "input_ids" not in batch:
+        if last is None or self._steps <= self.warmup_steps or not isinstance(batch, dict):
+            return
+        shape = pl_module.batch_shape(batch) if hasattr(pl_module, "batch_shape") else batch_shape(batch)
+        if shape is None:
             return
         dt = now - last
         world = trainer.world_size
-        shape = batch_shape(batch)
         key = (shape["samples"], shape["input_len"], shape["target_len"])
         if key not in self._flops:  # the formula walks the parameters: once per batch shape, not per step
             self._flops[key] = batch_flops(getattr(pl_module, "backbone", None), shape)

@@ -261,6 +261,12 @@ class BackboneTask(pl.LightningModule):
         """Text the model writes from `prompt` (the GenerateSamples callback); None: this task does not generate."""
         return None
 
+    def batch_shape(self, batch: dict) -> dict[str, int] | None:
+        """What the throughput counter (SpeedMonitor) reads of a training batch (`perf.batch_shape`; None: skip)."""
+        from lit_llm.perf import batch_shape
+
+        return batch_shape(batch) if "input_ids" in batch else None
+
     def on_pretrained_loaded(self) -> None:
         """Called once `model.init_from`'s weights are in the backbone, before training (DPO copies its reference
         model here)."""
