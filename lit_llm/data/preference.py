@@ -390,8 +390,9 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
                 columns[f"{side}_ids"].append(ids)
                 columns[f"{side}_start"].append(start)
                 columns[f"{side}_end"].append(end)
-        cut = {side: check_truncation(split, needed[side], width, "data.max_length (+1)", f"{side} sequences")
-               for side in SIDES}
+        # a sequence of n tokens is n - 1 input positions (each predicts the next token), as in SFT data
+        cut = {side: check_truncation(split, [n - 1 for n in needed[side]], width - 1, "data.max_length",
+                                      f"{side} sequences") for side in SIDES}
         features = datasets.Features({f"{side}_{k}": (datasets.List(datasets.Value("int32")) if k == "ids"
                                                        else datasets.Value("int32"))
                                       for side in SIDES for k in ("ids", "start", "end")})

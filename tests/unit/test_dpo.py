@@ -314,7 +314,7 @@ def test_data_module_tokenizes_caches_and_warns_about_truncation(tmp_path, caplo
     assert dm.stats["train"]["pairs"] == 16 and dm.stats["validation"]["pairs"] == 4
     assert dm.test_names == ["validation"]
     cut = dm.stats["train"]["chosen_truncated"] + dm.stats["validation"]["chosen_truncated"]
-    assert cut == 1 and "truncated to data.max_length (+1)=61" in caplog.text
+    assert cut == 1 and "truncated to data.max_length=60" in caplog.text
     batch = next(iter(dm.train_dataloader()))
     assert batch["chosen_ids"].shape[1] <= 60 and batch["chosen_ids"].shape == batch["rejected_labels"].shape
     assert ((batch["chosen_labels"] != IGNORE_INDEX).sum(1) > 0).all()
