@@ -77,6 +77,7 @@ def test_ddp_sim_equals_one_process_classification(tmp_path, cache_dir):
     _assert_same_run(one, two, m1, m2, ["val/loss", "val/acc", "val/f1_macro"])
 
 
+@pytest.mark.slow  # ~45 s; the default run keeps the causal-LM and classification parity runs (make test-all runs it)
 @pytest.mark.ddp
 def test_ddp_sim_equals_one_process_with_lora(tmp_path, cache_dir):
     """task.peft=lora on a (4-step) pretrained encoder: 2 processes x B/2 == 1 x B, adapters and head."""
