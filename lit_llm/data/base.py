@@ -120,6 +120,21 @@ def hold_out_indices(n: int, sizes: Sequence[int], seed: int | None) -> list[np.
     return parts
 
 
+def limit_rows(n: int, limit: int | None, seed: int | None, key: str = "data.train_limit") -> np.ndarray | None:
+    """The rows kept by a `limit` on a split of n rows: a seeded random `limit` of them in row order, the first
+    `limit` of `np.random.default_rng(seed).permutation(n)` (as `hold_out_indices`), so with one seed a smaller
+    limit keeps a subset of a larger one's rows (nested training sets for a learning curve); None when there is
+    no limit or it keeps every row."""
+    if limit is None:
+        return None
+    require_int(key, limit)
+    if limit >= n:
+        if limit > n:
+            logging.getLogger("lit_llm").warning("%s=%d is more than the %d rows there are: keeping all of them", key, limit, n)
+        return None
+    return hold_out_indices(n, [limit], seed)[0]
+
+
 def hold_out_rows(rows: Sequence[Any], fraction: float, seed: int | None, unit: str = "rows") -> tuple[list, list]:
     """(validation, train): `holdout_size(len(rows), fraction)` of `rows` chosen by `hold_out_indices`,
     and the rest, each in the order of `rows`. A ConfigError when no training rows would be left."""

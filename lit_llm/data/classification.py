@@ -45,6 +45,7 @@ from lit_llm.data.base import (
     check_truncation,
     flat_lists,
     hold_out_indices,
+    limit_rows,
     require_fraction,
     require_int,
     require_one_source,
@@ -241,7 +242,8 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
     `column_names` names the columns of csv/tsv files without a header row (e.g. AG News).
     When validation (test) is missing it is a seeded `val_fraction` (`test_fraction`) of the
     train rows. Without any test split, testing runs on the validation split
-    (`test_names == ["validation"]`), else `test_names == ["test"]`.
+    (`test_names == ["validation"]`), else `test_names == ["test"]`. `train_limit` keeps a seeded random subset
+    of the remaining train rows (`base.limit_rows`: a labelled-data budget for learning curves).
     """
 
     CACHE_SUBDIR = "classification"  # <cache_dir>/classification/<key>/<split>
@@ -262,6 +264,8 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         val_fraction: float = 0.1,
         test_fraction: float = 0.0,
         split_seed: int = 1234,
+        train_limit: int | None = None,
+        train_limit_seed: int | None = None,
         max_length: int = 128,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -293,6 +297,8 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
+        self.train_limit = train_limit
+        self.train_limit_seed = split_seed if train_limit_seed is None else train_limit_seed
         self.max_length = max_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -356,6 +362,10 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
             splits.update(self._hold_out(splits.pop("train"), missing))
             holdout = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
                        "seed": self.split_seed, "splits": missing}
+        keep = limit_rows(len(splits["train"]), self.train_limit, self.train_limit_seed)
+        if keep is not None:  # a labelled-data budget: validation and test stay whole
+            splits["train"] = splits["train"].select(keep)
+            holdout["train_limit"] = {"rows": self.train_limit, "seed": self.train_limit_seed}
         order = [s for s in ("train", "validation", "test") if s in splits]
         self.raw = datasets.DatasetDict({s: splits[s] for s in order})
         self.test_names = ["test"] if "test" in splits else ["validation"]

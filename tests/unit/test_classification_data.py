@@ -182,6 +182,30 @@ def test_split_is_seeded_complete_and_disjoint(tmp_path):
     assert a["train"] == sorted(a["train"], key=lambda s: int(s[1:]))  # row order kept
 
 
+def test_train_limit_keeps_a_seeded_nested_subset_and_whole_eval_splits(tmp_path):
+    path = tsv(tmp_path / "t.tsv", [(f"s{i}", i % 2) for i in range(100)])
+
+    def load(limit, seed=7, limit_seed=None):
+        dm = make_dm(tmp_path, path, label_names=["a", "b"], val_fraction=0.1, split_seed=seed, train_limit=limit,
+                     train_limit_seed=limit_seed)
+        raw = dm.load_raw()
+        return {k: list(v["text"]) for k, v in raw.items()}, dm.data_fingerprint
+
+    full, fp_full = load(None)
+    small, fp_small = load(20)
+    mid, fp_mid = load(50)
+    assert len(small["train"]) == 20 and len(mid["train"]) == 50 and len(full["train"]) == 90
+    assert small["validation"] == mid["validation"] == full["validation"]  # validation drawn before the limit
+    assert set(small["train"]) <= set(mid["train"]) <= set(full["train"])  # nested with one seed
+    assert small["train"] == sorted(small["train"], key=lambda s: int(s[1:]))  # row order kept
+    assert load(20) == (small, fp_small)  # seeded
+    assert load(20, limit_seed=8)[0]["train"] != small["train"]
+    assert len({fp_full, fp_small, fp_mid}) == 3  # the cache and the records tell the subsets apart
+    assert load(500)[0] == full  # a limit above the row count keeps every row
+    with pytest.raises(ConfigError, match="data.train_limit"):
+        load(0)
+
+
 def test_given_files_are_used_and_test_falls_back_to_validation(tmp_path):
     train = tsv(tmp_path / "train.tsv", sentiment_rows(20))
     val = tsv(tmp_path / "val.tsv", sentiment_rows(6))
