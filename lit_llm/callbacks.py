@@ -31,6 +31,13 @@ class SpeedMonitor(Callback):
     A step's time runs from the end of the previous step (data loading included) to its own end; the
     first `warmup_steps` steps and the first step after each validation are left out. On a GPU the
     clock reads after a synchronize.
+
+    `compute` is the run's compute accounting (run.json's `compute`), totals over *every* training
+    micro-batch, warm-up included: analytic training FLOPs, tokens (padding included), real tokens and
+    examples, all processes (this process's batch x world size, as for `summary`); micro-batches and
+    optimizer steps (`trainer.global_step`); the wall time of fit (validation included) and the time
+    inside training steps. The totals travel in checkpoints (`state_dict`), so a resumed run ends with
+    the same totals as an uninterrupted one, wall times summed over its segments.
     """
 
     def __init__(self, warmup_steps: int = 5, log_every_n_steps: int = 10, peak_flops: float | None = None):
@@ -45,13 +52,51 @@ class SpeedMonitor(Callback):
         self._totals = {"time": 0.0, "tokens": 0, "real_tokens": 0, "samples": 0, "flops": 0.0, "steps": 0}
         self._step_times: list[float] = []
         self._flops: dict[tuple, float | None] = {}
+        # compute accounting: every micro-batch, kept in checkpoints (state_dict / load_state_dict)
+        self._counts: dict[str, Any] = {"train_flops": 0.0, "tokens": 0, "real_tokens": 0, "examples": 0,
+                                        "micro_batches": 0, "optimizer_steps": 0, "fit_wall_s": 0.0,
+                                        "train_step_s": 0.0, "counted_from_step": None}
+        self._context: dict[str, Any] = {}  # device, precision, world size, FLOPs formula: set at fit start
+        self._fit_start: float | None = None  # perf_counter at this segment's fit start; None outside fit
+        self._batch_start: float | None = None
+        self._fit_done = False
 
     def _now(self, trainer) -> float:
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize(trainer.strategy.root_device)
         return time.perf_counter()
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._counts, "fit_wall_s": self._fit_wall()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._fit_done:  # test(ckpt_path=best) after fit restores callbacks too: it must not rewind the totals
+            return
+        self._counts.update(state_dict)
+
+    def _fit_wall(self) -> float:
+        """Fit wall time of the earlier segments (resume) plus this one's so far."""
+        running = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self._counts["fit_wall_s"] + running
+
+    @property
+    def compute(self) -> dict[str, Any] | None:
+        """run.json's `compute`: the totals with the device and formula they come from; None when this
+        process did not fit (e.g. the launcher of `ddp_spawn`, whose workers held the counts)."""
+        if not self._context:
+            return None
+        c = self._counts
+        return {"train_flops": c["train_flops"], "tokens": c["tokens"], "real_tokens": c["real_tokens"],
+                "examples": c["examples"], "optimizer_steps": c["optimizer_steps"],
+                "micro_batches": c["micro_batches"], "fit_wall_s": round(self._fit_wall(), 3),
+                "train_step_s": round(c["train_step_s"], 3), "counted_from_step": c["counted_from_step"],
+                **self._context}
+
     def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start, self._fit_done = time.perf_counter(), False
+        self._context = {"device": _device_name(trainer.strategy.root_device), "precision": str(trainer.precision),
+                         "world_size": trainer.world_size,
+                         "flops_formula": flops_formula(getattr(pl_module, "backbone", None))}
         device = trainer.strategy.root_device
         dtype = precision_dtype(trainer.precision, device.type)
         if self.peak_flops:
@@ -67,21 +112,26 @@ class SpeedMonitor(Callback):
     def on_validation_start(self, trainer, pl_module) -> None:
         self._last = None  # validation time is not training time
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._counts["counted_from_step"] is None:  # not resumed with counts: they start at this step
+            self._counts["counted_from_step"] = trainer.global_step  # (restored by now, unlike at on_fit_start)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()  # no synchronize: the previous batch end did one
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = self._now(trainer)
         last, self._last = self._last, now
         self._steps += 1
-        if last is None or self._steps <= self.warmup_steps or not isinstance(batch, dict):
-            return
-        shape = pl_module.batch_shape(batch) if hasattr(pl_module, "batch_shape") else batch_shape(batch)
-        if shape is None:
+        shape = None
+        if isinstance(batch, dict):
+            shape = pl_module.batch_shape(batch) if hasattr(pl_module, "batch_shape") else batch_shape(batch)
+        flops = self._batch_flops(pl_module, shape)
+        self._count(trainer, shape, flops, now)
+        if last is None or self._steps <= self.warmup_steps or shape is None:
             return
         dt = now - last
         world = trainer.world_size
-        key = (shape["samples"], shape["input_len"], shape["target_len"])
-        if key not in self._flops:  # the formula walks the parameters: once per batch shape, not per step
-            self._flops[key] = batch_flops(getattr(pl_module, "backbone", None), shape)
-        flops = self._flops[key]
         t = self._totals
         t["time"] += dt
         t["steps"] += 1
@@ -98,7 +148,31 @@ class SpeedMonitor(Callback):
             if flops and self._peak:
                 pl_module.log("perf/mfu", flops / dt / self._peak, on_step=True, on_epoch=False, rank_zero_only=True)
 
+    def _batch_flops(self, pl_module, shape: dict | None) -> float | None:
+        if shape is None:
+            return None
+        key = (shape["samples"], shape["input_len"], shape["target_len"])
+        if key not in self._flops:  # the formula walks the parameters: once per batch shape, not per step
+            self._flops[key] = batch_flops(getattr(pl_module, "backbone", None), shape)
+        return self._flops[key]
+
+    def _count(self, trainer, shape: dict | None, flops: float | None, now: float) -> None:
+        """Adds one micro-batch to the compute totals (FLOPs become None, unknown, once a batch has none)."""
+        c, world = self._counts, trainer.world_size
+        c["micro_batches"] += 1
+        c["optimizer_steps"] = trainer.global_step
+        if self._batch_start is not None:
+            c["train_step_s"] += now - self._batch_start
+        if shape is not None:
+            c["tokens"] += shape["tokens"] * world
+            c["real_tokens"] += shape["real_tokens"] * world
+            c["examples"] += shape["samples"] * world
+        known = flops is not None and c["train_flops"] is not None
+        c["train_flops"] = c["train_flops"] + flops * world if known else None
+
     def on_train_end(self, trainer, pl_module) -> None:
+        self._counts.update(fit_wall_s=self._fit_wall(), optimizer_steps=trainer.global_step)
+        self._fit_start, self._fit_done = None, True
         t = self._totals
         if t["time"] <= 0:
             return
@@ -110,7 +184,7 @@ class SpeedMonitor(Callback):
             "step_time_ms_median": 1000 * statistics.median(self._step_times),
             "timed_steps": t["steps"],
             "world_size": trainer.world_size,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+            "device": _device_name(device),
             "precision": str(trainer.precision),
         }
         if not self.peak_flops and t["time"] > 60:  # a second probe after a long run: the higher is the peak
@@ -127,6 +201,19 @@ class SpeedMonitor(Callback):
                                mfu=achieved / (self._peak * devices))
         summary.update(peak_memory(device))
         self.summary = summary
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def flops_formula(backbone) -> str:
+    """One sentence naming the analytic formula behind a run's training FLOPs (run.json's `compute`)."""
+    name = type(backbone).__name__
+    if not hasattr(backbone, "train_flops"):
+        return f"none: {name} has no train_flops formula, so training FLOPs are unknown"
+    return (f"{name}.train_flops (PaLM appendix B / nanoGPT): 6 x matmul parameters x tokens + 12 x n_layer x n_embd x "
+            "attended positions per token, forward + backward, padding included, every micro-batch of every process")
 
 
 def format_perf(perf: dict) -> str:

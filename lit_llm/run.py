@@ -261,6 +261,7 @@ def write_outputs(cfg: DictConfig, trainer: pl.Trainer, task, run: RunState) -> 
     speed = callback_of(trainer, SpeedMonitor)
     run.meta.update(status="completed", seconds=round(time.time() - run.started, 1),
                     global_step=trainer.global_step, perf=speed.summary if speed is not None else {},
+                    compute=speed.compute if speed is not None else None,
                     best_checkpoint=(trainer.checkpoint_callback.best_model_path
                                      if trainer.checkpoint_callback else None))
     atomic_write_json(run.out_dir / "run.json", run.meta)
