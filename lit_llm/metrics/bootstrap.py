@@ -26,16 +26,23 @@ _CHUNK = 100  # resamples drawn at once: a chunk x n count matrix (40 MB at n = 
 
 @dataclass
 class Statistic:
-    """value = fn(features.sum(axis=0)); features: [n examples, k] float64."""
+    """value = fn(features.sum(axis=0)); features: [n examples, k] float64.
+
+    `kind` names fn ("mean", "ratio", "macro_f1", "perplexity", "bleu", "chrf": see `KINDS`), so that the
+    features can be saved with a run (`save_statistics`) and a metric recomputed from them later, e.g. for a
+    paired test between two runs (`lit_llm.metrics.paired`)."""
 
     features: np.ndarray
     fn: Callable[[np.ndarray], float]
     definition: str  # one human sentence saying exactly what the metric is
+    kind: str | None = None  # None: looked up from fn (the module's functions), else set by the factory
 
     def __post_init__(self) -> None:
         self.features = np.asarray(self.features, dtype=np.float64)
         if self.features.ndim != 2:
             raise ValueError(f"features must be [n examples, k statistics], got shape {self.features.shape}")
+        if self.kind is None:
+            self.kind = next((k for k, f in _KIND_FUNCTIONS.items() if f is self.fn), None)
 
     @property
     def n(self) -> int:
@@ -212,25 +219,38 @@ def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str]]:
     return [[refs[k] if k < len(refs) else refs[0] for refs in references] for k in range(n_refs)]
 
 
+def _sacrebleu_score(metric) -> Callable[[np.ndarray], float]:
+    def score(sums: np.ndarray) -> float:  # sacrebleu's own corpus formula, applied to summed sentence stats
+        return float(metric._compute_score_from_stats(sums).score)
+
+    return score
+
+
+def _bleu():
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize="13a", smooth_method="none")
+
+
+def _chrf():
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()
+
+
 def _sacrebleu_statistic(metric, preds, references, name: str) -> Statistic:
     _check_text(preds, references)
     if not preds:
         raise ValueError(f"{name} needs at least one example")
     stats = metric._extract_corpus_statistics(list(preds), _reference_streams(references))  # also sets nrefs
     definition = f"corpus {name} (0-100) from summed per-sentence statistics, sacreBLEU {metric.get_signature()}"
-
-    def score(sums: np.ndarray) -> float:  # sacrebleu's own corpus formula, applied to summed sentence stats
-        return float(metric._compute_score_from_stats(sums).score)
-
-    return Statistic(np.array(stats, dtype=np.float64), score, definition)
+    return Statistic(np.array(stats, dtype=np.float64), _sacrebleu_score(metric), definition, kind=name.lower())
 
 
 def bleu_statistic(preds: Sequence[str], references: Sequence[Sequence[str]]) -> Statistic:
     """Corpus BLEU 0-100: sacrebleu BLEU(tokenize="13a", smooth_method="none"); features per sentence:
     [hyp length, closest ref length, matches 1..4, totals 1..4]."""
-    from sacrebleu.metrics import BLEU
-
-    return _sacrebleu_statistic(BLEU(tokenize="13a", smooth_method="none"), preds, references, "BLEU")
+    return _sacrebleu_statistic(_bleu(), preds, references, "BLEU")
 
 
 def chrf_statistic(preds: Sequence[str], references: Sequence[Sequence[str]]) -> Statistic:
@@ -240,9 +260,7 @@ def chrf_statistic(preds: Sequence[str], references: Sequence[Sequence[str]]) ->
     Equal to `sacrebleu.corpus_chrf`. Not always equal to torchmetrics CHRFScore (what
     `text_overlap.translation_scores` logs today): that one averages per-order F-scores instead of precisions and
     recalls, and drops the reference n-grams of any sentence whose chrF is 0 (e.g. an empty hypothesis)."""
-    from sacrebleu.metrics import CHRF
-
-    return _sacrebleu_statistic(CHRF(), preds, references, "chrF")
+    return _sacrebleu_statistic(_chrf(), preds, references, "chrF")
 
 
 # --- ROUGE ------------------------------------------------------------------------------------------------------
@@ -302,6 +320,45 @@ def perplexity_statistic(nll_sums: Sequence[float], token_counts: Sequence[float
                      "(torchmetrics Perplexity)")
 
 
+# --- saving the per-example features with a run, for comparisons between runs ----------------------------------
+
+_KIND_FUNCTIONS: dict[str, Callable[[np.ndarray], float]] = {
+    "mean": _ratio, "ratio": _safe_ratio, "macro_f1": _macro_f1, "perplexity": _perplexity}
+KINDS = (*_KIND_FUNCTIONS, "bleu", "chrf")
+
+
+def function_of(kind: str) -> Callable[[np.ndarray], float]:
+    """The metric function of a statistic kind (what `Statistic.kind` names)."""
+    if kind in _KIND_FUNCTIONS:
+        return _KIND_FUNCTIONS[kind]
+    if kind in ("bleu", "chrf"):
+        return _sacrebleu_score(_bleu() if kind == "bleu" else _chrf())
+    raise ValueError(f"unknown statistic kind {kind!r}: expected one of {', '.join(KINDS)}")
+
+
+def save_statistics(path, stats: dict[str, Statistic]) -> dict[str, dict]:
+    """Write the per-example features of `stats` to `path` (.npz, atomically); return {name: {"kind", "n",
+    "definition"}} for report.json. Statistics of unknown kind (an fn of no kind) are left out."""
+    import io
+
+    from lit_llm.utils_io import atomic_write_bytes
+
+    kept = {name: st for name, st in sorted(stats.items()) if st.kind is not None}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"arr_{i}": st.features for i, st in enumerate(kept.values())})
+    atomic_write_bytes(path, buf.getvalue())
+    return {name: {"kind": st.kind, "n": st.n, "array": f"arr_{i}", "definition": st.definition}
+            for i, (name, st) in enumerate(kept.items())}
+
+
+def load_statistics(path, index: dict[str, dict]) -> dict[str, Statistic]:
+    """The statistics `save_statistics` wrote: {name: Statistic} from the .npz at `path` and its index."""
+    with np.load(path) as arrays:
+        return {name: Statistic(arrays[meta["array"]], function_of(meta["kind"]), meta.get("definition", name),
+                                kind=meta["kind"])
+                for name, meta in index.items()}
+
+
 # --- per-example scores, for ranking examples in reports ---------------------------------------------------------
 
 def sentence_scores(kind: str, preds: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
@@ -325,4 +382,4 @@ def sentence_scores(kind: str, preds: Sequence[str], references: Sequence[Sequen
 
 __all__ = ["Statistic", "bootstrap_interval", "mean_statistic", "ratio_statistic", "accuracy_statistic", "macro_f1_statistic",
            "squad_statistics", "bleu_statistic", "chrf_statistic", "rouge_statistics", "perplexity_statistic",
-           "sentence_scores", "METHOD"]
+           "sentence_scores", "METHOD", "KINDS", "function_of", "save_statistics", "load_statistics"]

@@ -42,7 +42,11 @@ EXPERIMENT_OPTIM = {
     "finetune_samsum": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.06},
     "finetune_multi30k": {"lr": 1.0e-4, "warmup_steps": 0, "warmup_ratio": 0.06},
     "finetune_shakespeare": {"lr": 3.0e-4, "warmup_steps": 0, "warmup_ratio": 0.06},
+    "sst2_pretraining_value": {"lr": 5.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
+    "sst2_tapt_mlm": {"lr": 2.0e-4, "warmup_steps": 50},
 }
+# values an experiment requires on the command line (a `???` in the recipe)
+REQUIRED = {"sst2_pretraining_value": ["study.mlm_run=/runs/mlm"]}
 REPORT = {"enabled": True, "resamples": 1000, "confidence": 0.95, "seed": 0, "examples": 3}
 
 
@@ -66,12 +70,28 @@ def test_required_experiments_exist():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_resolves(compose_train, experiment):
-    cfg = compose_train([f"experiment={experiment}"], tiny=False)
+    cfg = compose_train([f"experiment={experiment}", *REQUIRED.get(experiment, [])], tiny=False)
     OmegaConf.resolve(cfg)  # every interpolation resolves (paths, seeds, package files)
     assert cfg.task_name == experiment
     dm = instantiate(cfg.data, cache_dir=cfg.paths.cache_dir, _convert_="all")
     key, length = dm.max_sequence_length()
     assert key.startswith("data.") and length <= cfg.model.block_size
+
+
+@pytest.mark.parametrize("limit, steps, every", [(500, 48, 16), (2000, 189, 63), (8000, 750, 250)])
+def test_pretraining_study_budget_follows_the_labelled_data(compose_train, limit, steps, every):
+    """3 epochs over the labelled subset (batches of 32, the last one short), validation once an epoch; the starts
+    differ only in model.init_from, and both read the MLM run's tokenizer."""
+    cfgs = {start: compose_train(["experiment=sst2_pretraining_value", "study.mlm_run=/runs/mlm", f"start={start}",
+                                  f"data.train_limit={limit}"], tiny=False) for start in ("scratch", "mlm")}
+    for cfg in cfgs.values():
+        assert (cfg.trainer.max_steps, cfg.trainer.val_check_interval) == (steps, every)
+        assert cfg.tokenizer.path == "/runs/mlm/tokenizer.json" and cfg.callbacks.model_checkpoint.monitor == "val/acc"
+    assert cfgs["scratch"].model.init_from is None and cfgs["mlm"].model.init_from == "/runs/mlm"
+    a, b = (_leaves(cfgs[s]) for s in ("scratch", "mlm"))
+    assert {k for k in a if a[k] != b[k]} == {"model.init_from"}
+    with pytest.raises(Exception, match="study.mlm_run"):  # a missing run is named at once
+        compose_train(["experiment=sst2_pretraining_value"], tiny=False).tokenizer.path
 
 
 def test_data_dir_follows_environment(compose_train, monkeypatch, tmp_path):
@@ -145,7 +165,7 @@ def test_optim_defaults_in_code_are_the_shared_config_file():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_optim(compose_train, experiment):
-    cfg = compose_train([f"experiment={experiment}"], tiny=False)
+    cfg = compose_train([f"experiment={experiment}", *REQUIRED.get(experiment, [])], tiny=False)
     task = TASK_OF_TARGET[cfg.task._target_.rsplit(".", 1)[-1]]
     assert OmegaConf.to_container(cfg.task.optim) == {**TASK_OPTIM[task], **EXPERIMENT_OPTIM.get(experiment, {})}
 
