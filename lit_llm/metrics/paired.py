@@ -24,13 +24,14 @@ from typing import Sequence
 
 import numpy as np
 
+from lit_llm.errors import ConfigError
 from lit_llm.metrics.bootstrap import Statistic, _resample_sums
 
 METHOD = ("paired bootstrap over examples (same resamples for both systems; p-value as sacrebleu's paired "
           "bootstrap test)")
 
 
-class NotPaired(ValueError):
+class NotPaired(ConfigError):
     """Two systems that were not scored on the same examples (or with different metric definitions)."""
 
 

@@ -27,6 +27,8 @@ from typing import Any
 import yaml
 
 from lit_llm.errors import ConfigError
+from lit_llm.reporting.comparisons import ALPHA, verdict
+from lit_llm.reporting.compute import compute_of, fmt_flops, pareto_plot
 from lit_llm.utils_io import atomic_write_bytes, atomic_write_text
 
 # direction of a metric from the last part of its name (val/acc -> acc, test/validation/ppl -> ppl)
@@ -53,10 +55,25 @@ class Run:
     intervals: dict[str, dict] = field(default_factory=dict)
     optimized_metric: str | None = None
     direction: str | None = None  # from the run's Optuna sweeper config, when it had one
+    fingerprints: dict[str, str] = field(default_factory=dict)  # report.json: {test split: sha256 of its batches}
+    per_example: dict | None = None  # report.json's index of statistics.npz (per-example features)
+    compute: dict | None = None  # run.json's compute accounting (training FLOPs, tokens, steps, wall time)
 
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def has_statistics(self) -> bool:
+        return bool(self.per_example) and (self.path / self.per_example["file"]).is_file()
+
+    def load_statistics(self) -> dict:
+        """{metric: lit_llm.metrics.bootstrap.Statistic} saved with the run ({} when none)."""
+        from lit_llm.metrics.bootstrap import load_statistics
+
+        if not self.has_statistics:
+            return {}
+        return load_statistics(self.path / self.per_example["file"], self.per_example["statistics"])
 
     def value(self, metric: str | None) -> float | None:
         v = self.metrics.get(metric) if metric else None
@@ -115,6 +132,10 @@ def read_run(path: Path) -> Run:
     run.intervals = {k: v for k, v in (report.get("intervals") or {}).items()
                      if isinstance(v, dict) and "low" in v and "high" in v}
     run.optimized_metric = report.get("optimized_metric") or run.optimized_metric
+    run.fingerprints = dict((report.get("data") or {}).get("fingerprints") or {})
+    per_example = report.get("per_example")
+    run.per_example = per_example if isinstance(per_example, dict) and "file" in per_example else None
+    run.compute = compute_of(meta) if meta else None
     return run
 
 
@@ -225,6 +246,7 @@ class Leaderboard:
     metric_columns: list[str]
     groups: list[list[Run]]
     optuna: dict | None = None
+    comparisons: dict = field(default_factory=dict)  # add_comparisons(): paired tests (lit_llm.reporting.comparisons)
 
 
 def build(paths: list[Path], metrics: list[str] | None = None, direction: str | None = None) -> Leaderboard:
@@ -273,6 +295,48 @@ def _mean_run(group: list[Run], metric: str | None) -> Run:
                metrics={metric: statistics.fmean(values)} if metric and values else {})
 
 
+def paired_metric(board: Leaderboard) -> str | None:
+    """The metric paired tests rank by: the test metric (with per-example statistics) of the same name as the
+    optimised one (val/acc -> test/<split>/acc), else the first test metric with statistics."""
+    saved = sorted({m for r in board.runs if r.completed and r.per_example for m in r.per_example["statistics"]})
+    leaf = (board.metric or "").rsplit("/", 1)[-1]
+    return next((m for m in saved if m.rsplit("/", 1)[-1] == leaf), saved[0] if saved else None)
+
+
+def add_comparisons(board: Leaderboard, settings: dict, metric: str | None = None, baseline: str | None = None,
+                    paired: bool = False, order: list[Path] | None = None) -> None:
+    """Paired tests into `board.comparisons`: every entry against the best on `metric` (default `paired_metric`),
+    with `baseline` ("key=value") every entry against its baseline, with `paired` the two entries against each
+    other on every metric, in the order of `order` (the paths given); NotPaired when they were not tested on the
+    same examples."""
+    from lit_llm.reporting import comparisons as cmp
+
+    entries = cmp.make_entries(board.runs, board.varying)
+    out: dict[str, Any] = {"settings": settings, "entries": {e.name: [r.name for r in e.runs] for e in entries}}
+    if paired:
+        if len(entries) != 2:
+            raise ConfigError(f"--paired compares two runs (or two seed groups); these paths hold {len(entries)}: "
+                              f"{', '.join(e.name for e in entries)}")
+        if order:  # A vs B in the order the paths were given
+            roots = [p.resolve() for p in order]
+            entries.sort(key=lambda e: next((i for i, p in enumerate(roots) if e.runs[0].path.is_relative_to(p)),
+                                            len(roots)))
+        out["paired"] = cmp.compare(entries[0], entries[1], settings)
+    metric = metric or paired_metric(board)
+    if metric:
+        direction = metric_direction(metric) or board.direction or "max"
+        out["best"] = {"metric": metric, "direction": direction,
+                       **cmp.versus_best(entries, metric, direction, settings)}
+    if baseline:
+        key, sep, value = baseline.partition("=")
+        if not sep or key not in board.varying:
+            raise ConfigError(f"--baseline {baseline!r}: give key=value with a key that differs between the runs "
+                              f"({', '.join(board.varying) or 'none differs'})")
+        out["baseline"] = {"key": key, "value": value,
+                           "rows": cmp.versus_baseline(entries, key, value, settings)}
+    board.comparisons = out
+
+
 # ---------------------------------------------------------------------------------------------
 # writing
 
@@ -317,7 +381,9 @@ def to_csv(board: Leaderboard) -> str:
     header = ["rank", "run", "status", *board.varying, "seed"]
     for m in metric_names:
         header += [m] + ([f"{m}_low", f"{m}_high"] if m in with_ci else [])
-    header += ["error", "path"]
+    compute_keys = sorted({k for r in board.runs for k, v in (r.compute or {}).items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    header += [f"compute/{k}" for k in compute_keys] + ["error", "path"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -331,12 +397,118 @@ def to_csv(board: Leaderboard) -> str:
             if m in with_ci:
                 ci = r.intervals.get(m) or {}
                 row += [ci.get("low", ""), ci.get("high", "")]
+        row += [(r.compute or {}).get(k, "") for k in compute_keys]
         row += [(r.error or "").splitlines()[0] if r.error else "", str(r.path)]
         w.writerow(row)
     return buf.getvalue()
 
 
-def to_markdown(board: Leaderboard, plot_name: str | None) -> str:
+def _marks(board: Leaderboard) -> dict[str, str]:
+    """{entry name: "best" | "≈ best" (not distinguishable: `comparisons.verdict`) | "" | "not paired"}."""
+    best = board.comparisons.get("best") or {}
+    if not best.get("rows"):
+        return {}
+    marks = {best["best"]: "best"}
+    for name, row in best["rows"].items():
+        marks[name] = ("not paired" if "error" in row else
+                       "≈ best" if verdict(row, best["direction"]) == "not significant" else "")
+    return marks
+
+
+def _pm(row: dict) -> str:
+    return f"{fmt(row['difference'])} [{fmt(row['low'])}, {fmt(row['high'])}]"
+
+
+def _comparison_table(rows: list[dict], direction_of) -> list[str]:
+    lines = ["| run | vs | metric | value | vs value | difference [95%] | p | p (Holm) | McNemar p | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {_cell(r.get('entry', ''))} | | | | | | | | | not paired: {_cell(r['error'])} |")
+            continue
+        mc = r.get("mcnemar")
+        cells = [r["entry"], r["versus"], r["metric"], fmt(r["a"]), fmt(r["b"]), _pm(r), f"{r['p_value']:.4f}",
+                 f"{r['p_holm']:.4f}" if "p_holm" in r else "", f"{mc['p_value']:.4f}" if mc else "",
+                 verdict(r, direction_of(r["metric"]))]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def _comparison_sections(board: Leaderboard) -> list[str]:
+    cmp = board.comparisons
+    if not cmp:
+        return []
+    settings = cmp["settings"]
+    how = (f"paired bootstrap over the test examples ({settings.get('resamples', 1000)} resamples, seed "
+           f"{settings.get('seed', 0)}; seed groups pooled over their seeds), McNemar's exact test for single runs "
+           "of a right/wrong metric, Holm's correction over the comparisons of a metric")
+    direction_of = lambda m: metric_direction(m) or board.direction  # noqa: E731
+    lines: list[str] = []
+    if "paired" in cmp:
+        rows = cmp["paired"]
+        lines += ["", f"## Paired: {rows[0]['entry']} vs {rows[0]['versus']}", "", f"Tests: {how}.", ""]
+        lines += _comparison_table(rows, direction_of)
+    best = cmp.get("best") or {}
+    if best.get("rows"):
+        lines += ["", f"## Against the best on {best['metric']} ({best['best']})", "",
+                  f"Tests: {how}. \"≈ best\": not distinguishable from the best (Holm-adjusted p >= {ALPHA} or the "
+                  "difference's interval holds 0)."]
+        if best.get("resolution") is not None:
+            lines.append(f"Smallest difference these runs can resolve on {best['metric']}: about "
+                         f"±{fmt(best['resolution'])} (median half-width of the paired 95% intervals); smaller "
+                         "differences are within the test set's noise.")
+        rows = [{"entry": name, **r} if "error" in r else r for name, r in best["rows"].items()]
+        lines += [""] + _comparison_table(rows, direction_of)
+    base = cmp.get("baseline")
+    if base:
+        lines += ["", f"## Against {base['key']}={base['value']}", "",
+                  f"Each run (or seed group) against the one equal to it but for `{base['key']}={base['value']}`. "
+                  f"Tests: {how}.", ""]
+        lines += _comparison_table(base["rows"], direction_of)
+    return lines
+
+
+def _line(r: dict, direction: str | None) -> str:
+    if "error" in r:
+        return f"  {r.get('entry', '')}: not paired: {r['error']}"
+    p = f"p={r['p_value']:.4f}" + (f" (Holm {r['p_holm']:.4f})" if "p_holm" in r else "")
+    mc = f", McNemar p={r['mcnemar']['p_value']:.4f}" if r.get("mcnemar") else ""
+    return (f"  {r['metric']}: {r['entry']} {fmt(r['a'])} vs {r['versus']} {fmt(r['b'])}: {_pm(r)}, {p}{mc}: "
+            f"{verdict(r, direction)}")
+
+
+def comparison_lines(board: Leaderboard) -> list[str]:
+    """The paired tests in a few console lines (the markdown has them all)."""
+    cmp, out = board.comparisons, []
+    direction_of = lambda m: metric_direction(m) or board.direction  # noqa: E731
+    for r in cmp.get("paired") or []:
+        out.append(_line(r, direction_of(r["metric"])))
+    best = cmp.get("best") or {}
+    if best.get("rows"):
+        marks = _marks(board)
+        same = [n for n, m in marks.items() if m == "≈ best"]
+        out.append(f"paired tests on {best['metric']}: best {best['best']}; not distinguishable from it: "
+                   f"{', '.join(same) or 'none'}" + (f"; resolution about ±{fmt(best['resolution'])}"
+                                                     if best.get("resolution") is not None else ""))
+    base = cmp.get("baseline")
+    if base:
+        metric = best.get("metric")
+        out.append(f"against {base['key']}={base['value']}:")
+        out += [_line(r, direction_of(r.get("metric", ""))) for r in base["rows"]
+                if "error" in r or r["metric"] == metric or metric is None]
+    return out
+
+
+def _compute_cells(run: Run) -> list[str]:
+    c = run.compute or {}
+    return [fmt_flops(c.get("train_flops")), f"{c['examples']:,}" if "examples" in c else "",
+            str(c.get("optimizer_steps", "")), f"{c['fit_wall_s']:,.0f}" if "fit_wall_s" in c else ""]
+
+
+COMPUTE_COLUMNS = ["train FLOPs", "examples seen", "steps", "fit s"]
+
+
+def to_markdown(board: Leaderboard, plot_name: str | None, pareto_name: str | None = None) -> str:
     done = [r for r in board.runs if r.completed]
     arrow = {"max": "higher is better", "min": "lower is better"}.get(board.direction or "", "direction unknown")
     lines = [f"# Leaderboard: {board.root}", ""]
@@ -356,18 +528,24 @@ def to_markdown(board: Leaderboard, plot_name: str | None) -> str:
                      f"{fmt(board.optuna.get('best_value'))} with {params or '(no parameters)'}.")
     lines.append("")
 
-    header = ["#", "run", "status", *board.varying, "seed", *board.metric_columns]
+    marks = _marks(board)
+    run_marks = any(r.name in marks for r in board.runs)
+    computed = any(r.compute for r in board.runs)
+    header = ["#", "run", "status", *board.varying, "seed", *board.metric_columns,
+              *(["vs best"] if run_marks else []), *(COMPUTE_COLUMNS if computed else [])]
     lines += ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     rank = 0
     for r in board.runs:
         rank += r.completed
         row = [rank if r.completed else "", r.name, r.status, *(r.overrides.get(k, "") for k in board.varying),
-               r.seed if r.seed is not None else "", *(_with_interval(r, m) for m in board.metric_columns)]
+               r.seed if r.seed is not None else "", *(_with_interval(r, m) for m in board.metric_columns),
+               *([marks.get(r.name, "")] if run_marks else []), *(_compute_cells(r) if computed else [])]
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
 
     if board.groups:
         lines += ["", "## Across seeds (runs that differ only by `seed`): mean ± std", ""]
-        header = ["overrides", "seeds", *board.metric_columns]
+        group_marks = any(_group_label(g, board.varying) in marks for g in board.groups)
+        header = ["overrides", "seeds", *board.metric_columns, *(["vs best"] if group_marks else [])]
         lines += ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
         for g in board.groups:
             cells = []
@@ -376,7 +554,10 @@ def to_markdown(board: Leaderboard, plot_name: str | None) -> str:
                 mean, std = mean_std(values) if values else (None, None)
                 cells.append(f"{fmt(mean)} ± {fmt(std)} (n={len(values)})" if values else "")
             seeds = ", ".join(str(s) for s in sorted((r.seed for r in g), key=_natural_key))
-            lines.append("| " + " | ".join(_cell(c) for c in [_group_label(g, board.varying), seeds, *cells]) + " |")
+            label = _group_label(g, board.varying)
+            cells += [marks.get(label, "")] if group_marks else []
+            lines.append("| " + " | ".join(_cell(c) for c in [label, seeds, *cells]) + " |")
+    lines += _comparison_sections(board)
 
     failed = [r for r in board.runs if not r.completed]
     if failed:
@@ -385,6 +566,8 @@ def to_markdown(board: Leaderboard, plot_name: str | None) -> str:
                   for r in failed]
     if plot_name:
         lines += ["", f"![{board.metric} against the swept parameters]({plot_name})"]
+    if pareto_name:
+        lines += ["", f"![{board.metric} against training FLOPs, Pareto front]({pareto_name})"]
     return "\n".join(lines) + "\n"
 
 
@@ -436,5 +619,21 @@ def write(board: Leaderboard, out_dir: Path) -> dict[str, Path]:
     png = plot(board)
     if png is not None:
         files["png"] = atomic_write_bytes(out_dir / "leaderboard.png", png)
-    files["md"] = atomic_write_text(out_dir / "leaderboard.md", to_markdown(board, "leaderboard.png" if png else None))
+    pareto = _pareto_png(board)
+    if pareto is not None:
+        files["pareto"] = atomic_write_bytes(out_dir / "leaderboard_pareto.png", pareto)
+    if board.comparisons:
+        files["comparisons"] = atomic_write_text(out_dir / "comparisons.json",
+                                                 json.dumps(board.comparisons, indent=2, default=str) + "\n")
+    files["md"] = atomic_write_text(out_dir / "leaderboard.md", to_markdown(
+        board, "leaderboard.png" if png else None, "leaderboard_pareto.png" if pareto is not None else None))
     return files
+
+
+def _pareto_png(board: Leaderboard) -> bytes | None:
+    """The optimised metric against training FLOPs (completed runs with both); None when fewer than 2."""
+    runs = [r for r in board.runs if r.value(board.metric) is not None and (r.compute or {}).get("train_flops")]
+    if len(runs) < 2 or not board.direction:
+        return None
+    return pareto_plot([r.name for r in runs], [r.compute["train_flops"] for r in runs],
+                       [r.value(board.metric) for r in runs], board.metric, board.direction)

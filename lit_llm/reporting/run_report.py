@@ -13,6 +13,7 @@ from lit_llm.errors import ConfigError
 from lit_llm.utils_io import atomic_write_json
 
 log = logging.getLogger("lit_llm")
+STATISTICS_FILE = "statistics.npz"  # per-example features of the report's metrics (lit_llm.metrics.bootstrap)
 
 
 def flat_metrics(callback_metrics: dict) -> dict[str, float]:
@@ -46,6 +47,7 @@ def write_run_report(task, metrics: dict, meta: dict, *, settings: dict, config:
                      checkpoint: str | None, out_dir: Path, started: float, metrics_csv: Path | None,
                      world_size: int = 1) -> dict:
     """report.json + report.md (+ plots) of a tested task (see lit_llm.reporting.report)."""
+    from lit_llm.metrics.bootstrap import save_statistics
     from lit_llm.reporting.report import build_report, write_report
 
     notes, statistics, scored = [], task.report_statistics(), task.report_examples()
@@ -62,6 +64,9 @@ def write_run_report(task, metrics: dict, meta: dict, *, settings: dict, config:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=time.time() - started,
         metric_info=task.metric_info or meta.get("metric_info"), task_plots=task.report_plots(out_dir),
         metrics_csv=metrics_csv, optimized_metric=config.get("optimized_metric"), notes=notes)
+    if statistics:  # the per-example features behind the intervals: what paired tests between runs read
+        report["per_example"] = {"file": STATISTICS_FILE,
+                                 "statistics": save_statistics(out_dir / STATISTICS_FILE, statistics)}
     write_report(out_dir, report)
     log.info("report: %s", out_dir / "report.md")
     return report
