@@ -38,8 +38,22 @@ def package_versions() -> dict:
     return versions
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name and whether it has AVX-512 / AVX512-BF16 (machines of one kind differ in both, and
+    with them float results and speed), from /proc/cpuinfo; None where that file does not exist."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    isa = "AVX512-BF16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else "no AVX-512"
+    return f"{name} ({isa})"
+
+
 def device_info() -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
