@@ -107,3 +107,44 @@ def test_auto_pooling_is_the_backbone_familys_own():
     assert ClassificationTask(encoder, optim, num_labels=2, pooling="auto").pooling == "cls"
     assert ClassificationTask(gpt, optim, num_labels=2, pooling="auto").pooling == "last"
     assert ClassificationTask(gpt, optim, num_labels=2, pooling="mean").pooling == "mean"
+
+
+def test_pretraining_study_pairs_its_two_starts(compose_train, tmp_path, capsys):
+    """sst2_pretraining_value at toy scale (tiny sentiment data, a 2-step masked LM continued 2 steps by the TAPT
+    recipe): both starts share tokenizer, architecture and test examples, so report.py pairs them."""
+    import importlib.util
+
+    body = ["model=bert_tiny", "model.block_size=128", "model.pos_embedding=rope", "model.norm_first=true",
+            "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.intermediate_size=256"]
+    mlm, tapt = tmp_path / "mlm", tmp_path / "tapt"
+    train(compose_train(["experiment=quickstart", *body, "data.block_size=32", "task=mlm", "data.objective=mlm",
+                         "trainer.max_steps=2", "test=false", "callbacks.generate_samples=null"], mlm, tiny=False))
+    train(compose_train(["experiment=sst2_tapt_mlm", f"model.init_from={mlm}", "data.files=" + str(
+        ROOT / "lit_llm" / "corpora" / "quickstart.txt"), "data.text_column=text", "data.block_size=32",
+        "trainer.max_steps=2", "test=false", "callbacks.generate_samples=null", "trainer.limit_val_batches=2"],
+        tapt, tiny=False))
+    sweep = tmp_path / "sweep"
+    for start in ("scratch", "mlm"):
+        train(compose_train(["experiment=sst2_pretraining_value", f"study.mlm_run={tapt}", f"start={start}",
+                             "data=tiny_sentiment", "data.train_limit=40", "data.batch_size=8", "study.epochs=1",
+                             "model=bert_tiny", "seed=3", "callbacks.generate_samples=null",
+                             "report.resamples=50"], sweep / start, tiny=False))
+    runs = {s: json.loads((sweep / s / "run.json").read_text()) for s in ("scratch", "mlm")}
+    assert runs["mlm"]["init_from"] == str(tapt) and runs["scratch"]["init_from"] is None
+    scratch_model = runs["scratch"]["model"]  # same architecture (the checkpoint's config also lists defaults)
+    assert {k: runs["mlm"]["model"].get(k) for k in scratch_model} == scratch_model
+    assert runs["mlm"]["data"]["train"]["examples"] == 40 and runs["mlm"]["global_step"] == 5  # 1 epoch of 40 / 8
+    assert runs["mlm"]["compute"]["examples"] == 40 and runs["mlm"]["compute"]["optimizer_steps"] == 5
+    reports = {s: json.loads((sweep / s / "report.json").read_text()) for s in ("scratch", "mlm")}
+    assert reports["mlm"]["data"]["fingerprints"] == reports["scratch"]["data"]["fingerprints"]
+    for s in ("scratch", "mlm"):  # hydra's overrides, as a multirun job would have them
+        (sweep / s / ".hydra").mkdir(exist_ok=True)
+        (sweep / s / ".hydra" / "overrides.yaml").write_text(f"- start={s}\n- seed=3\n")
+    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "pipelines" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(sweep), "--baseline", "start=scratch", "--resamples", "50"]) == 0
+    rows = json.loads((sweep / "comparisons.json").read_text())["baseline"]["rows"]
+    assert {(r["entry"], r["versus"], r["metric"]) for r in rows} == {
+        ("mlm", "scratch", "test/test/acc"), ("mlm", "scratch", "test/test/f1_macro")}
+    assert "mcnemar" in next(r for r in rows if r["metric"] == "test/test/acc")
