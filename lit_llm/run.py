@@ -38,6 +38,7 @@ from lit_llm.checkpointing import (
 )
 from lit_llm.errors import ConfigError
 from lit_llm.peft import peft_base_reference
+from lit_llm.reporting.compute import pretraining_flops
 from lit_llm.reporting.metadata import run_metadata
 from lit_llm.reporting.run_report import flat_metrics, print_summary, report_settings, write_results, write_run_report
 from lit_llm.tokenization import get_tokenizer, load_tokenizer, tokenizer_fingerprint
@@ -259,9 +260,12 @@ def write_outputs(cfg: DictConfig, trainer: pl.Trainer, task, run: RunState) -> 
     export_safetensors(task.backbone, run.out_dir / "model.safetensors")
     run.meta["exported_weights"] = {"file": "model.safetensors", "from": best if tested and best else "final weights"}
     speed = callback_of(trainer, SpeedMonitor)
+    compute = speed.compute if speed is not None else None
+    if compute is not None:  # what the pretrained start cost (lit-llm runs only)
+        compute["pretraining_flops"] = pretraining_flops(run.meta.get("init_from"))
     run.meta.update(status="completed", seconds=round(time.time() - run.started, 1),
                     global_step=trainer.global_step, perf=speed.summary if speed is not None else {},
-                    compute=speed.compute if speed is not None else None,
+                    compute=compute,
                     best_checkpoint=(trainer.checkpoint_callback.best_model_path
                                      if trainer.checkpoint_callback else None))
     atomic_write_json(run.out_dir / "run.json", run.meta)

@@ -8,7 +8,9 @@ backbone's `flops_formula`) are estimates of the same thing, not measurements.
 from __future__ import annotations
 
 import io
+import json
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 from lit_llm.reporting.plots import _PNG_METADATA, _pyplot
@@ -21,6 +23,24 @@ def compute_of(run_json: dict) -> dict[str, Any] | None:
     without the SpeedMonitor callback."""
     compute = run_json.get("compute")
     return compute if isinstance(compute, dict) else None
+
+
+def pretraining_flops(init_from: str | None) -> float | None:
+    """Training FLOPs of the lit-llm runs a run starts from (`model.init_from`: a run directory or a checkpoint in
+    one), their own starts included; None when the start is not such a run (a Hugging Face model: unknown) or its
+    run.json has no compute accounting. What a pretrained start cost, for comparisons at equal total compute."""
+    if not init_from or str(init_from).startswith("hf:"):
+        return None
+    path = Path(init_from)
+    run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    compute = compute_of(meta) if isinstance(meta, dict) else None
+    if not compute or not _finite(compute.get("train_flops")):
+        return None
+    return float(compute["train_flops"]) + float(compute.get("pretraining_flops") or 0.0)
 
 
 def _finite(x: Any) -> bool:

@@ -135,6 +135,10 @@ def test_pretraining_study_pairs_its_two_starts(compose_train, tmp_path, capsys)
     assert {k: runs["mlm"]["model"].get(k) for k in scratch_model} == scratch_model
     assert runs["mlm"]["data"]["train"]["examples"] == 40 and runs["mlm"]["global_step"] == 5  # 1 epoch of 40 / 8
     assert runs["mlm"]["compute"]["examples"] == 40 and runs["mlm"]["compute"]["optimizer_steps"] == 5
+    # what the pretrained start cost: the TAPT run and the masked LM it continued
+    earlier = [json.loads((d / "run.json").read_text())["compute"]["train_flops"] for d in (mlm, tapt)]
+    assert runs["mlm"]["compute"]["pretraining_flops"] == pytest.approx(sum(earlier))
+    assert runs["scratch"]["compute"]["pretraining_flops"] is None
     reports = {s: json.loads((sweep / s / "report.json").read_text()) for s in ("scratch", "mlm")}
     assert reports["mlm"]["data"]["fingerprints"] == reports["scratch"]["data"]["fingerprints"]
     for s in ("scratch", "mlm"):  # hydra's overrides, as a multirun job would have them
