@@ -4,6 +4,7 @@ the tokenizer and the data, a data module with its tokenizer attached, and the L
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,6 +13,7 @@ import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as _hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from lit_llm.checkpointing import AtomicCheckpointIO
 from lit_llm.errors import ConfigError
@@ -41,8 +43,17 @@ def instantiate(node, *args, **kwargs):
 
 
 def container(node) -> dict:
-    """A config node as a plain, resolved dict."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    """A config node as a plain, resolved dict; a required value (`???`) left unset is a ConfigError naming it."""
+    if not isinstance(node, DictConfig):
+        return dict(node)
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as e:
+        missing = re.search(r"Missing mandatory value: (\S+)", str(e))
+        key = missing.group(1) if missing else getattr(e, "full_key", "?")
+        via = f" ({e.full_key} refers to it)" if getattr(e, "full_key", None) not in (None, key) else ""
+        raise ConfigError(f"{key} is required{via}: give {key}=<value> on the command line "
+                          "(the recipe's comment says what it names)") from None
 
 
 # -- the model config ----------------------------------------------------------------------------

@@ -152,3 +152,12 @@ def test_pretraining_study_pairs_its_two_starts(compose_train, tmp_path, capsys)
     assert {(r["entry"], r["versus"], r["metric"]) for r in rows} == {
         ("mlm", "scratch", "test/test/acc"), ("mlm", "scratch", "test/test/f1_macro")}
     assert "mcnemar" in next(r for r in rows if r["metric"] == "test/test/acc")
+
+
+def test_a_required_study_run_left_out_is_named(compose_train, tmp_path):
+    """`study.tapt_run: ???` behind start=tapt: one ConfigError naming the key (not OmegaConf's traceback)."""
+    cfg = compose_train(["experiment=sst2_pretraining_value", "study.mlm_run=/runs/mlm", "start=tapt"],
+                        tmp_path / "run", tiny=False)
+    with pytest.raises(ConfigError, match=r"^study.tapt_run is required \(model.init_from refers to it\): give "
+                                          r"study.tapt_run=<value>"):
+        train(cfg)
