@@ -165,8 +165,12 @@ def versus_baseline(entries: list[Entry], key: str, value: str, settings: dict,
                     metrics: list[str] | None = None) -> list[dict]:
     """Each entry with `key` != value against the entry equal to it but for key=value, on every shared metric
     (or `metrics`); Holm over the comparisons of each metric. Rows: comparisons, or {"entry", "error"}."""
+    # matched on the keys the baselines set: a key only the other entries have (e.g. the path of a start that only
+    # they use, study.tapt_run with start=tapt) does not keep them from their baseline
+    shared = sorted({k for e in entries if e.overrides.get(key) == value for k in e.overrides} - {key})
+
     def rest(e: Entry) -> tuple:
-        return tuple(sorted((k, v) for k, v in e.overrides.items() if k != key))
+        return tuple(e.overrides.get(k) for k in shared)
 
     baselines = {rest(e): e for e in entries if e.overrides.get(key) == value}
     rows: list[dict] = []

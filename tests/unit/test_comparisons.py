@@ -131,3 +131,17 @@ def test_seeds_with_their_own_test_sets_pair_seed_by_seed(tmp_path):
     runs = {(r.overrides["lr"], r.seed): r.load_statistics()["test/test/acc"] for r in board.runs}
     stacked = [np.concatenate([runs[(lr, s)].features[:, 0] for s in (1, 2)]) for lr in ("0.1", "0.001")]
     assert row["difference"] == pytest.approx(stacked[0].mean() - stacked[1].mean())
+
+
+def test_baseline_ignores_keys_only_the_other_entries_set(tmp_path):
+    """start=tapt runs also name study.tapt_run, which the start=scratch runs lack: they still find their twin."""
+    root = tmp_path / "sweep"
+    for job, (start, extra) in enumerate([("scratch", {}), ("tapt", {"study.tapt_run": "/runs/tapt"})]):
+        for size in (500, 2000):
+            write_run(root / f"{job}_{start}_{size}", {"data.train_limit": size, "start": start, **extra}, 1,
+                      predictions(0.7 + 0.1 * (start == "tapt"), size + job))
+    board = leaderboard.build([root])
+    leaderboard.add_comparisons(board, {"resamples": 100, "seed": 0}, baseline="start=scratch")
+    rows = [r for r in board.comparisons["baseline"]["rows"] if r["metric"] == "test/test/acc"]
+    assert sorted((r["entry"], r["versus"]) for r in rows) == [("1_tapt_2000", "0_scratch_2000"),
+                                                              ("1_tapt_500", "0_scratch_500")]
