@@ -9,6 +9,10 @@ the resolved config, with `optimized_metric`; `hydra.yaml`: the sweeper, e.g. Op
 - Runs that differ only by `seed` are grouped: mean ± sample standard deviation over the seeds.
 - Failed (or unfinished) runs are listed with their error line but left out of every statistic.
 - The plot: the optimised metric against each swept parameter (log x when the values span > 10x).
+- Compute (run.json `compute`): training FLOPs, examples, steps and fit time as columns, and the optimised metric
+  against training FLOPs with its Pareto front (`leaderboard_pareto.png`, `lit_llm.reporting.compute`).
+- `add_comparisons`: paired tests between runs tested on the same examples (`lit_llm.reporting.comparisons`):
+  "best" / "≈ best" marks and the resolution line, `--baseline key=value`, `--paired`; also `comparisons.json`.
 """
 from __future__ import annotations
 
