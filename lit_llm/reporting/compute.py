@@ -27,8 +27,9 @@ def compute_of(run_json: dict) -> dict[str, Any] | None:
 
 def pretraining_flops(init_from: str | None) -> float | None:
     """Training FLOPs of the lit-llm runs a run starts from (`model.init_from`: a run directory or a checkpoint in
-    one), their own starts included; None when the start is not such a run (a Hugging Face model: unknown) or its
-    run.json has no compute accounting. What a pretrained start cost, for comparisons at equal total compute."""
+    one), their own starts included; None when any start of the chain is not such a run (a Hugging Face model:
+    unknown) or has no compute accounting in its run.json. What a pretrained start cost, for comparisons at equal
+    total compute."""
     if not init_from or str(init_from).startswith("hf:"):
         return None
     path = Path(init_from)
@@ -40,7 +41,10 @@ def pretraining_flops(init_from: str | None) -> float | None:
     compute = compute_of(meta) if isinstance(meta, dict) else None
     if not compute or not _finite(compute.get("train_flops")):
         return None
-    return float(compute["train_flops"]) + float(compute.get("pretraining_flops") or 0.0)
+    earlier = compute.get("pretraining_flops")
+    if meta.get("init_from") and not _finite(earlier):  # a link of the chain is unknown: so is the total
+        return None
+    return float(compute["train_flops"]) + float(earlier or 0.0)
 
 
 def _finite(x: Any) -> bool:

@@ -123,3 +123,22 @@ def test_without_the_speed_monitor_compute_is_null(compose_train, tmp_path):
     train(compose_train(["experiment=quickstart", "callbacks=none", "trainer.max_steps=2", "test=false"], out))
     run = _run_json(out)
     assert run["status"] == "completed" and run["compute"] is None
+
+
+def test_pretraining_flops_follow_the_chain_of_starts(tmp_path):
+    from lit_llm.reporting.compute import pretraining_flops
+
+    def run(name, flops, init_from=None, earlier=None):
+        d = tmp_path / name
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"init_from": init_from, "compute": {
+            "train_flops": flops, "pretraining_flops": earlier}}))
+        return str(d)
+
+    base = run("base", 10.0)
+    tapt = run("tapt", 5.0, base, 10.0)
+    assert pretraining_flops(base) == 10.0 and pretraining_flops(tapt) == 15.0
+    assert pretraining_flops(f"{tapt}/checkpoints/last.ckpt") == 15.0  # a checkpoint inside a run directory
+    assert pretraining_flops(run("from_hf", 3.0, "hf:gpt2", None)) is None  # an unknown link: unknown total
+    assert pretraining_flops("hf:gpt2") is None and pretraining_flops(None) is None
+    assert pretraining_flops(str(tmp_path / "nowhere")) is None
