@@ -89,14 +89,16 @@ def pareto_plot(names: list[str], flops: list[float | None], values: list[float 
     if keep:
         xs, ys = [float(flops[i]) for i in keep], [float(values[i]) for i in keep]
         ax.scatter(xs, ys, s=18, color="tab:blue", zorder=3)
-        for i, x, y in zip(keep, xs, ys):
-            ax.annotate(str(names[i]), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6)
         front = pareto_front(list(zip(xs, ys)), direction)
+        for k in front:  # only the front is labelled (a sweep's runs would pile up), by the run's own directory name
+            ax.annotate(Path(str(names[keep[k]])).name, (xs[k], ys[k]), xytext=(3, 3), textcoords="offset points",
+                        fontsize=6)
         if front:
             ax.step([xs[k] for k in front], [ys[k] for k in front], where="post", color="tab:red", lw=1.2,
                     label="Pareto front", zorder=2)
             ax.legend(fontsize=7, loc="best")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels (3e12, 4e12 ...) overlap on a short axis
     else:
         ax.text(0.5, 0.5, "no runs with training FLOPs", ha="center", va="center", transform=ax.transAxes)
     better = "higher" if direction == "max" else "lower"
