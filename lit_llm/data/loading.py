@@ -16,7 +16,7 @@ the tokenized-split cache) lives in `lit_llm.data.base`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -30,12 +30,19 @@ class ResumableRandomSampler(DistributedSampler):
     """Seeded shuffling that a resumed run can fast-forward: epoch e uses
     `torch.randperm(n, generator=torch.Generator().manual_seed(seed + e))`.
 
-    - `set_epoch(e)` picks the permutation (Lightning calls it every epoch).
-    - `start_index`: samples of this replica's share to skip in the next iteration only, then 0.
+    - `follow(position)`: the sampler of a training run asks `position()` -> (data epoch, samples of
+      this replica's share already seen) each time an iteration starts, and starts there
+      (`ResumableTrainMixin.make_train_sampler` derives it from the trainer's global step). The data
+      epoch so comes from the optimizer steps taken, never from Lightning's epoch counter: a run
+      resumed from a checkpoint saved at an epoch's end replays that finished epoch in Lightning's
+      count (set_epoch(e), then set_epoch(e + 1)), which would otherwise shift every later epoch's
+      order by one.
+    - Without `follow` (no trainer): `set_epoch(e)` picks the permutation and `start_index` is the
+      number of samples to skip in the next iteration only.
     - `num_replicas`/`rank`: under DDP every rank takes `perm[rank:total:num_replicas]` (the
       tail that does not divide evenly is dropped). Subclassing `DistributedSampler` tells
       Lightning not to wrap it in another (re-shuffling) distributed sampler.
-    - `len()` is always the full share, whatever `start_index`: Lightning computes the number of
+    - `len()` is always the full share, whatever the start: Lightning computes the number of
       batches per epoch once and, on resume, counts the batches already done itself.
     """
 
@@ -53,20 +60,15 @@ class ResumableRandomSampler(DistributedSampler):
         self.total_size = self.num_samples * self.num_replicas
         self.epoch = 0
         self.start_index = 0
-        # Lightning calls set_epoch(its epoch number) at each epoch start. After a resume its
-        # number need not be the data's epoch (a checkpoint saved after fit() ended counts the
-        # last, unfinished epoch as done), so the first call after `resume_at` fixes the offset.
-        self.epoch_offset = 0
-        self._align = False
+        self._position: Callable[[], tuple[int, int]] | None = None
 
-    def resume_at(self, epoch: int, start_index: int) -> None:
-        """Continue with data epoch `epoch`, skipping its first `start_index` samples."""
-        self.epoch, self.start_index, self._align = int(epoch), int(start_index), True
+    def follow(self, position: Callable[[], tuple[int, int]]) -> None:
+        """Start every iteration where `position()` -> (epoch, samples already seen) says."""
+        self._position = position
 
     def set_epoch(self, epoch: int) -> None:
-        if self._align:
-            self.epoch_offset, self._align = self.epoch - int(epoch), False
-        self.epoch = int(epoch) + self.epoch_offset
+        if self._position is None:  # a followed sampler knows its epoch from the trainer's progress
+            self.epoch = int(epoch)
 
     def permutation(self, epoch: int | None = None) -> list[int]:
         """This replica's full order for `epoch` (default: the current one)."""
@@ -75,6 +77,11 @@ class ResumableRandomSampler(DistributedSampler):
         return perm[self.rank : self.total_size : self.num_replicas].tolist()
 
     def __iter__(self) -> Iterator[int]:
+        if self._position is not None:
+            self.epoch, self.start_index = self._position()
+            if self.start_index:
+                log.info("data: resuming in epoch %d, skipping the %d samples already seen", self.epoch,
+                         self.start_index)
         order = self.permutation()
         start, self.start_index = self.start_index, 0
         return iter(order[start:])
@@ -157,11 +164,12 @@ class ResumableTrainMixin:
         return ResumableRandomSampler(self._train_size(), self.shuffle_seed, num_replicas=num_replicas, rank=rank)
 
     def make_train_sampler(self) -> ResumableRandomSampler:
-        """The train sampler, fast-forwarded to the attached trainer's restored progress.
+        """The train sampler, following the attached trainer's progress (`ResumableRandomSampler.follow`).
 
-        consumed batches = global_step * accumulate_grad_batches (per process), so a run
-        resumed from a checkpoint sees exactly the batches an uninterrupted run would (as
-        long as batches per epoch is a multiple of accumulate_grad_batches).
+        consumed batches = global_step * accumulate_grad_batches (per process), read when an iteration
+        starts; (data epoch, batches into it) = divmod(consumed, batches per epoch). So a run resumed from
+        a checkpoint (saved at an epoch's end, mid-epoch, or after fit) sees exactly the batches an
+        uninterrupted run would (as long as batches per epoch is a multiple of accumulate_grad_batches).
         """
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
@@ -170,11 +178,16 @@ class ResumableTrainMixin:
             return sampler
         self._check_restored_state()
         batches_per_epoch = limit_batches(sampler.num_samples // self.batch_size, trainer.limit_train_batches)
-        consumed = int(trainer.global_step) * int(trainer.accumulate_grad_batches)
-        if consumed and batches_per_epoch > 0:
+        batch_size = self.batch_size
+
+        def position() -> tuple[int, int]:
+            consumed = int(trainer.global_step) * int(trainer.accumulate_grad_batches)
+            if batches_per_epoch <= 0:
+                return 0, 0
             epoch, done = divmod(consumed, batches_per_epoch)
-            sampler.resume_at(epoch, done * self.batch_size)
-            log.info("data: resuming at epoch %d, skipping %d batches already seen", epoch, done)
+            return epoch, done * batch_size
+
+        sampler.follow(position)
         return sampler
 
     def eval_sampler(self, size: int, split: str) -> EvalShardSampler | None:

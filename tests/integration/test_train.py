@@ -55,24 +55,33 @@ def test_loss_falls_when_overfitting_one_batch(compose_train, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_resume_equals_uninterrupted(compose_train, tmp_path, dropout):
+@pytest.mark.parametrize("dropout,batches,first,total", [(0.0, 5, 6, 12), (0.1, 5, 6, 12), (0.0, 4, 4, 8)])
+def test_resume_equals_uninterrupted(compose_train, tmp_path, dropout, batches, first, total):
     # limit_train_batches=5 makes 12 steps cross two epoch boundaries (data order must resume too);
-    # decay_steps=12 gives the 6-step run the same LR schedule as the 12-step one; dropout > 0
-    # checks that the RNG stream resumes too.
-    common = ["experiment=quickstart", f"model.dropout={dropout}", "trainer.limit_train_batches=5",
-              "trainer.val_check_interval=3", "task.optim.decay_steps=12", "test=false"]
-    full, first, resumed = tmp_path / "full", tmp_path / "first", tmp_path / "resumed"
-    train(compose_train(common + ["trainer.max_steps=12"], full))
-    train(compose_train(common + ["trainer.max_steps=6"], first))
-    train(compose_train(common + ["trainer.max_steps=12", f"ckpt_path={first}/checkpoints/last.ckpt"], resumed))
+    # decay_steps=total gives the shorter run the same LR schedule as the full one; dropout > 0
+    # checks that the RNG stream resumes too. 4 of 8 stops exactly at an epoch's end: Lightning then
+    # replays the finished epoch in its own count (its epoch numbers must not pick the data order).
+    common = ["experiment=quickstart", f"model.dropout={dropout}", f"trainer.limit_train_batches={batches}",
+              "trainer.val_check_interval=3", f"task.optim.decay_steps={total}", "test=false",
+              "trainer.log_every_n_steps=1"]
+    full, part, resumed = tmp_path / "full", tmp_path / "first", tmp_path / "resumed"
+    train(compose_train(common + [f"trainer.max_steps={total}"], full))
+    train(compose_train(common + [f"trainer.max_steps={first}"], part))
+    train(compose_train(common + [f"trainer.max_steps={total}", f"ckpt_path={part}/checkpoints/last.ckpt"], resumed))
 
     a, b = _state(full / "checkpoints" / "last.ckpt"), _state(resumed / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
-    # and the resumed run did start from step 6, not from scratch
-    assert json.loads((resumed / "run.json").read_text())["global_step"] == 12
+    # and the resumed run did start from the checkpoint's step, not from scratch
+    assert json.loads((resumed / "run.json").read_text())["global_step"] == total
+    assert _first_logged_step(resumed) >= first
+
+
+def _first_logged_step(run_dir: Path) -> int:
+    """The first step at which the run logged its learning rate (a run from scratch logs step 0)."""
+    with open(run_dir / "metrics.csv") as f:
+        return min(int(r["step"]) for r in csv.DictReader(f) if any(r[k] for k in r if k.startswith("lr-")))
 
 
 def test_same_seed_deterministic_runs_give_identical_metrics(compose_train, tmp_path):
