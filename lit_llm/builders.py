@@ -125,14 +125,15 @@ def attach_tokenizer(dm, tokenizer, tokenizer_fingerprint: str, special_ids: Map
 
 
 # -- the trainer ---------------------------------------------------------------------------------
-def build_trainer(trainer_cfg, out_dir: Path, callbacks_cfg=None, logger_cfg=None) -> pl.Trainer:
-    """`trainer_cfg` (a `pytorch_lightning.Trainer` config) with the configured callbacks and loggers
-    (none: no logger) and atomic checkpoint writes."""
+def build_trainer(trainer_cfg, out_dir: Path, callbacks_cfg=None, logger_cfg=None,
+                  extra_callbacks: list | None = None) -> pl.Trainer:
+    """`trainer_cfg` (a `pytorch_lightning.Trainer` config) with the configured callbacks, `extra_callbacks`
+    (those every run has: `lit_llm.faults`) and loggers (none: no logger) and atomic checkpoint writes."""
     def build(group) -> list[Any]:
         return [instantiate(c, _convert_="all") for c in (group or {}).values() if c is not None and "_target_" in c]
 
     loggers = build(logger_cfg)
-    return instantiate(trainer_cfg, callbacks=build(callbacks_cfg), logger=loggers or False,
+    return instantiate(trainer_cfg, callbacks=build(callbacks_cfg) + list(extra_callbacks or []), logger=loggers or False,
                        plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir), _convert_="all")
 
 

@@ -37,6 +37,17 @@ from lit_llm.checkpointing import (
     resolve_ckpt_path,
 )
 from lit_llm.errors import ConfigError
+from lit_llm.faults import (
+    FaultSettings,
+    NonFiniteGuard,
+    RunStopped,
+    SignalStop,
+    clear_stale_temp_files,
+    earlier_attempt,
+    is_rank_zero,
+    resume_checkpoint,
+    run_dir_lock,
+)
 from lit_llm.peft import peft_base_reference
 from lit_llm.reporting.compute import pretraining_flops
 from lit_llm.reporting.metadata import run_metadata
@@ -66,22 +77,36 @@ class RunState:
     meta: dict                          # run.json
     tokenizer_fingerprint: str
     metrics: dict[str, float] = field(default_factory=dict)
+    stopper: SignalStop | None = None   # the signals that stop the run (lit_llm.faults)
+    guard: NonFiniteGuard | None = None  # the non-finite loss check
+    attempt: dict | None = None         # what the run directory's run.json said before this run
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train (or resume) a model as `cfg` says; write the run directory; return flat metrics."""
+    """Train (or resume) a model as `cfg` says; write the run directory; return flat metrics.
+
+    The run holds its directory's lock throughout (a second run there is refused), and a signal or a
+    non-finite loss ends it as `lit_llm.faults` describes."""
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True)
-    settings = model_settings(cfg)                                       # cheap checks first
-    dm, tokenizer, tok_fp = data_and_tokenizer(cfg, settings)
-    task = build_task(cfg, settings, dm, tokenizer, tok_fp)
-    trainer = build_trainer(cfg.trainer, out_dir, cfg.get("callbacks"), cfg.get("logger"))
-    run = start_run(cfg, settings, trainer, task, dm, tokenizer, RunState(out_dir, started, {}, tok_fp))
-    fit_and_test(cfg, trainer, task, dm, settings.ckpt_path, run)
-    if trainer.is_global_zero:
-        write_outputs(cfg, trainer, task, run)
+    faults = FaultSettings.from_config(cfg.get("faults"))
+    run = RunState(out_dir, started, {}, "", stopper=SignalStop(faults, out_dir / "checkpoints"),
+                   guard=NonFiniteGuard(faults))
+    with run_dir_lock(out_dir), run.stopper.installed():
+        if is_rank_zero():
+            clear_stale_temp_files(out_dir)
+            run.attempt = earlier_attempt(out_dir)
+        pl.seed_everything(cfg.seed, workers=True)
+        settings = model_settings(cfg)                                       # cheap checks first
+        dm, tokenizer, run.tokenizer_fingerprint = data_and_tokenizer(cfg, settings)
+        task = build_task(cfg, settings, dm, tokenizer, run.tokenizer_fingerprint)
+        trainer = build_trainer(cfg.trainer, out_dir, cfg.get("callbacks"), cfg.get("logger"),
+                                extra_callbacks=[run.stopper, run.guard])
+        start_run(cfg, settings, trainer, task, dm, tokenizer, run)
+        fit_and_test(cfg, trainer, task, dm, settings.ckpt_path, run)
+        if trainer.is_global_zero:
+            write_outputs(cfg, trainer, task, run)
     return run.metrics
 
 
@@ -102,7 +127,7 @@ def model_settings(cfg: DictConfig) -> ModelSettings:
             "in the local cache, or hf:<dir>) or model.init_from=<a pretraining run's directory or .ckpt>")
     if init_from in ("required", "???"):  # model.init_encoder_from satisfies a recipe too
         init_from = None
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir)))
     pretrained = load_pretrained(init_from) if init_from else None
     init_encoder_from = model_cfg.pop("init_encoder_from", None)
     if init_encoder_from:  # a pretrained encoder inside a fresh encoder-decoder
@@ -209,6 +234,8 @@ def start_run(cfg: DictConfig, settings: ModelSettings, trainer: pl.Trainer, tas
                        "peft": task.peft.to_dict() if task.peft is not None else None},
         "baselines": task.baselines(dm),
     }
+    if run.attempt is not None and settings.ckpt_path:  # resumed: the attempts before this one
+        run.meta["attempts"] = [*run.attempt["earlier"], run.attempt["this"]]
     git_diff = run.meta.pop("_git_diff")
     if trainer.is_global_zero:
         if git_diff:
@@ -225,10 +252,16 @@ def fit_and_test(cfg: DictConfig, trainer: pl.Trainer, task, dm, ckpt_path: str 
     try:
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     except BaseException as e:  # the run directory says how the run ended, whatever happened
+        stopped = run.stopper.interrupted or (e if isinstance(e, RunStopped) else None)
         if trainer.is_global_zero:
-            run.meta.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000],
-                            seconds=round(time.time() - run.started, 1), global_step=trainer.global_step)
+            run.meta.update(status=stopped.status if stopped else "failed", error=f"{type(e).__name__}: {e}"[:2000],
+                            seconds=round(time.time() - run.started, 1), global_step=trainer.global_step,
+                            skipped_batches=run.guard.skipped)
+            if stopped is not None:
+                run.meta["error"] = f"{type(stopped).__name__}: {stopped}"[:2000]
             atomic_write_json(run.out_dir / "run.json", run.meta)
+        if stopped is not None and stopped is not e:
+            raise stopped from None  # Lightning's SIGTERMException (a SystemExit) -> our Interrupted
         raise
     metrics = flat_metrics(trainer.callback_metrics)
     if not trainer.fast_dev_run and task.last_val_step != trainer.global_step:
@@ -265,7 +298,7 @@ def write_outputs(cfg: DictConfig, trainer: pl.Trainer, task, run: RunState) -> 
         compute["pretraining_flops"] = pretraining_flops(run.meta.get("init_from"))
     run.meta.update(status="completed", seconds=round(time.time() - run.started, 1),
                     global_step=trainer.global_step, perf=speed.summary if speed is not None else {},
-                    compute=compute,
+                    compute=compute, skipped_batches=run.guard.skipped,
                     best_checkpoint=(trainer.checkpoint_callback.best_model_path
                                      if trainer.checkpoint_callback else None))
     atomic_write_json(run.out_dir / "run.json", run.meta)

@@ -82,8 +82,8 @@ def _is_rank_zero() -> bool:
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK"))
 
 
-def mark_failed(run_dir: Path, error: str, cfg: Any = None) -> None:
-    """Record a failure in `run_dir/run.json`: status "failed" and the error line, keeping what the
+def mark_failed(run_dir: Path, error: str, cfg: Any = None, status: str = "failed") -> None:
+    """Record a failure in `run_dir/run.json`: `status` ("failed", "interrupted") and the error line, keeping what the
     run already wrote there (lit_llm.run writes run.json once training starts); a small new run.json
     when the job failed before that (a config check, tokenization, building the model)."""
     import json
@@ -102,7 +102,9 @@ def mark_failed(run_dir: Path, error: str, cfg: Any = None) -> None:
     if not meta and cfg is not None:
         meta = {"task_name": cfg.get("task_name"), "seed": cfg.get("seed"), "output_dir": str(run_dir),
                 "command": [sys.executable, *sys.argv]}
-    meta.update(status="failed", error=error[:2000])
+    if meta.get("status") == "interrupted" and status == "failed":
+        return  # lit_llm.run already said how it ended
+    meta.update(status=status, error=error[:2000])
     atomic_write_json(path, meta)
 
 
@@ -128,6 +130,7 @@ def run_job(cfg: Any, task: Callable[[Any], float | None]) -> float | None:
     FAIL) and the sweep goes on with the next job. In both modes run.json says the run failed.
     """
     from lit_llm.errors import ConfigError, cli_errors
+    from lit_llm.faults import Interrupted, RunStopped
 
     multirun, num, overrides = _hydra_job()
     run_dir = Path(cfg.paths.output_dir)
@@ -138,9 +141,16 @@ def run_job(cfg: Any, task: Callable[[Any], float | None]) -> float | None:
                 # optuna cannot take a NaN (see the module docstring): report it as a failed trial
                 raise FloatingPointError(f"optimized_metric={cfg.get('optimized_metric')} is nan "
                                          "(the run diverged? try a lower task.optim.lr)")
+        except Interrupted as e:  # a signal: the whole process stops, a multirun's later jobs too
+            mark_failed(run_dir, f"{type(e).__name__}: {e}", cfg, status=e.status)
+            print(f"stopped: {e}", file=sys.stderr, flush=True)
+            sys.exit(e.exit_code)
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
             mark_failed(run_dir, error, cfg)
+            if isinstance(e, RunStopped) and not multirun:  # e.g. a non-finite loss: its message says it all
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                sys.exit(e.exit_code)
             if multirun:
                 log.error("job %d failed (%s)", num, error, exc_info=not isinstance(e, ConfigError))
                 OUTCOMES.append(JobOutcome(num, str(run_dir), overrides, error))

@@ -301,6 +301,9 @@ class BackboneTask(pl.LightningModule):
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from lit_llm.faults import start_next_epoch_afresh
+
+        start_next_epoch_afresh(checkpoint)  # before Lightning restores its loops from it
         meta = checkpoint.get("lit_llm", {})
         self.tokenizer_json = meta.get("tokenizer_json", self.tokenizer_json)
         if meta.get("peft_base"):  # a LoRA checkpoint: its frozen base weights come back from where they came from

@@ -55,12 +55,13 @@ def test_loss_falls_when_overfitting_one_batch(compose_train, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-@pytest.mark.parametrize("dropout,batches,first,total", [(0.0, 5, 6, 12), (0.1, 5, 6, 12), (0.0, 4, 4, 8)])
+@pytest.mark.parametrize("dropout,batches,first,total", [(0.0, 5, 6, 12), (0.1, 5, 6, 12), (0.0, 4, 4, 10)])
 def test_resume_equals_uninterrupted(compose_train, tmp_path, dropout, batches, first, total):
     # limit_train_batches=5 makes 12 steps cross two epoch boundaries (data order must resume too);
     # decay_steps=total gives the shorter run the same LR schedule as the full one; dropout > 0
-    # checks that the RNG stream resumes too. 4 of 8 stops exactly at an epoch's end: Lightning then
-    # replays the finished epoch in its own count (its epoch numbers must not pick the data order).
+    # checks that the RNG stream resumes too. 4 of 10 stops exactly at an epoch's end: Lightning then
+    # keeps the finished epoch's batch counts (lit_llm.faults.start_next_epoch_afresh), and its epoch numbers must not
+    # pick the data order; 10 steps cross the next epoch boundary too.
     common = ["experiment=quickstart", f"model.dropout={dropout}", f"trainer.limit_train_batches={batches}",
               "trainer.val_check_interval=3", f"task.optim.decay_steps={total}", "test=false",
               "trainer.log_every_n_steps=1"]
