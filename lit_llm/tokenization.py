@@ -5,8 +5,9 @@ Every tokenizer is a `tokenizers.Tokenizer` (saved as `tokenizer.json`) whose fi
 (no post-processor template): data modules insert `<bos>`/`<eos>`/`<cls>`/`<sep>` ids explicitly,
 so `tokenizer.encode_batch(texts)` gives the same ids whatever `add_special_tokens` says.
 
-Trained tokenizers are cached under `<cache_dir>/tokenizers/`, keyed by the training corpus'
-content fingerprint and the settings, so the second run loads instead of training.
+Trained tokenizers are cached under `<cache_dir>/tokenizers/<kind>-<key>/tokenizer.json`, keyed by the training
+corpus' content fingerprint and the settings, so the second run loads instead of training; each entry carries a
+manifest (size and checksum, `utils_io.cached_dir`), so a truncated or altered file is reported and retrained.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import tokenizers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from lit_llm.errors import ConfigError
-from lit_llm.utils_io import atomic_write_text, build_lock, sha256_json, sha256_text
+from lit_llm.utils_io import cached_dir, sha256_json, sha256_text
 
 log = logging.getLogger("lit_llm")
 
@@ -31,6 +32,7 @@ KINDS = ("bpe", "char", "pretrained")
 TOKENIZER_VERSION = 1
 
 _BATCH = 1000  # texts per batch fed to the Rust trainer
+TOKENIZER_FILE = "tokenizer.json"  # the file of a tokenizer cache entry
 
 
 def token_id(tokenizer: Tokenizer, token: str) -> int:
@@ -180,7 +182,8 @@ def tokenizer_cache_path(
     cache_dir: str | os.PathLike, kind: str, corpus_fingerprint: str, vocab_size: int, min_frequency: int,
     lowercase: bool = False,
 ) -> Path:
-    """`<cache_dir>/tokenizers/<kind>-<key>.json`; the key covers everything that shapes the result."""
+    """The cache entry `<cache_dir>/tokenizers/<kind>-<key>` (a directory: `tokenizer.json` and its manifest);
+    the key covers everything that shapes the result."""
     key = sha256_json(
         {
             "kind": kind,
@@ -194,7 +197,7 @@ def tokenizer_cache_path(
             "tokenizers": ".".join(tokenizers.__version__.split(".")[:2]),
         }
     )
-    return Path(cache_dir) / "tokenizers" / f"{kind}-{key[:32]}.json"
+    return Path(cache_dir) / "tokenizers" / f"{kind}-{key[:32]}"
 
 
 def get_tokenizer(
@@ -228,14 +231,13 @@ def get_tokenizer(
         log.info("tokenizer loaded from %s (vocab %d)", path, tok.get_vocab_size())
         return tok, tokenizer_fingerprint(tok)
 
-    cache_file = tokenizer_cache_path(cache_dir, kind, fingerprint, vocab_size, min_frequency, lowercase)
-    if cache_file.is_file():
-        return _cached_tokenizer(kind, cache_file)
-    if texts is None:
-        raise ValueError("get_tokenizer: texts is required to train a tokenizer")
-    with build_lock(cache_file):  # DDP ranks starting together train it once
-        if cache_file.is_file():
-            return _cached_tokenizer(kind, cache_file)
+    entry = tokenizer_cache_path(cache_dir, kind, fingerprint, vocab_size, min_frequency, lowercase)
+    trained: list[Tokenizer] = []
+
+    def train(out_dir: Path) -> None:  # runs only when the entry is absent or damaged; DDP ranks train once
+        if texts is None:
+            raise ValueError("get_tokenizer: texts is required to train a tokenizer")
+        _drop_unchecked_entry(entry)
         tok = (train_bpe(texts(), vocab_size, min_frequency, lowercase) if kind == "bpe"
                else train_char(texts(), lowercase))
         if kind == "bpe" and tok.get_vocab_size() < vocab_size:
@@ -243,21 +245,31 @@ def get_tokenizer(
                 "tokenizer.vocab_size=%d: the corpus only supports %d tokens (min_frequency=%d)",
                 vocab_size, tok.get_vocab_size(), min_frequency,
             )
-        text = tok.to_str()
-        atomic_write_text(cache_file, text)
-    log.info("tokenizer %s trained (vocab %d), saved to %s", kind, tok.get_vocab_size(), cache_file)
-    return tok, sha256_text(text)
+        (out_dir / TOKENIZER_FILE).write_text(tok.to_str(), encoding="utf-8")
+        trained.append(tok)
 
-
-def _cached_tokenizer(kind: str, cache_file: Path) -> tuple[Tokenizer, str]:
+    cache_file = cached_dir(entry, train) / TOKENIZER_FILE
+    if trained:
+        tok = trained[0]
+        log.info("tokenizer %s trained (vocab %d), saved to %s", kind, tok.get_vocab_size(), cache_file)
+        return tok, tokenizer_fingerprint(tok)
     tok = tokenizer_from_file(cache_file)
     log.info("tokenizer %s loaded from cache %s (vocab %d)", kind, cache_file, tok.get_vocab_size())
     return tok, tokenizer_fingerprint(tok)
+
+
+def _drop_unchecked_entry(entry: Path) -> None:
+    """Delete `<entry>.json`, the single-file entry of the same key written before entries had a manifest:
+    it cannot be checked, so it is retrained (once, with a warning) into `entry`."""
+    old = entry.with_name(entry.name + ".json")
+    if old.is_file():
+        log.warning("cache: %s has no manifest (written by an older lit-llm); retraining it into %s", old, entry)
+        old.unlink(missing_ok=True)
 
 
 __all__ = [
     "SPECIAL_TOKENS", "PAD", "UNK", "BOS", "EOS", "MASK", "CLS", "SEP", "KINDS", "TOKENIZER_VERSION",
     "token_id", "special_ids", "tokenizer_fingerprint", "without_length_settings", "tokenizer_from_file",
     "tokenizer_from_str", "train_bpe", "train_char", "load_tokenizer",
-    "tokenizer_cache_path", "get_tokenizer",
+    "tokenizer_cache_path", "get_tokenizer", "TOKENIZER_FILE",
 ]

@@ -21,11 +21,12 @@ reading files and hub datasets in `lit_llm.data.sources`; batch collators in `li
 
 `TokenizedSplitsMixin` gives `prepare_data` / `setup` over the splits of `load_raw()`: each split
 is built once into `<cache_dir>/<CACHE_SUBDIR>/<key>/<split>` (key: `_cache_key()`, e.g. data and
-tokenizer fingerprints), written to a temporary directory and renamed, with its statistics in
-`lit_llm_stats.json` last, so a directory holding that file is complete. A crash mid-build leaves
-nothing behind; a concurrent writer's complete copy wins. The mixin also holds the state every data
-module has (`raw`, `data_fingerprint`, `tokenizer`, `tokenizer_fingerprint`, `special_ids`, `stats`, and
-`opened`: the opened splits), `_use_tokenizer(...)` for `set_tokenizer` and `opened_split(split)`.
+tokenizer fingerprints) by `utils_io.cached_dir`: written to a temporary directory with its statistics in
+`lit_llm_stats.json` and, last, a manifest of every file's size and checksum, then renamed. A crash mid-build
+leaves nothing behind; a concurrent writer's complete copy wins; an entry found truncated or altered when it
+is opened (checked once per data module) is reported in one warning and rebuilt. The mixin also holds the
+state every data module has (`raw`, `data_fingerprint`, `tokenizer`, `tokenizer_fingerprint`, `special_ids`,
+`stats`, and `opened`: the opened splits), `_use_tokenizer(...)` for `set_tokenizer` and `opened_split(split)`.
 A data module sets `CACHE_SUBDIR`, `cache_dir` and `SPLIT_DATASET` (the map-style dataset a saved split
 opens as; or it overrides `_open_split`) and implements `load_raw()`, `_cache_key()` and
 `_build_split(split, out_dir) -> stats` (save the split's dataset into `out_dir`).
@@ -45,7 +46,7 @@ from tokenizers import Tokenizer
 
 from lit_llm.errors import ConfigError, renamed_keys
 from lit_llm.tokenization import EOS, SPECIAL_TOKENS, tokenizer_fingerprint
-from lit_llm.utils_io import atomic_dir, build_lock, sha256_json
+from lit_llm.utils_io import cached_dir, sha256_json
 
 STATS_FILE = "lit_llm_stats.json"
 
@@ -257,6 +258,7 @@ class TokenizedSplitsMixin:
         self.special_ids: dict[str, int] = {}
         self.stats: dict[str, dict[str, Any]] = {}  # per split, from the cache
         self.opened: dict[str, Any] = {}  # per split, `_open_split`'s dataset
+        self._checked: set[Path] = set()  # cache entries verified against their manifest by this data module
 
     # -- what each data module supplies
     def _cache_key(self) -> dict[str, Any]:
@@ -304,17 +306,18 @@ class TokenizedSplitsMixin:
                 self.stats[split] = json.loads((path / STATS_FILE).read_text())
 
     def _cached_split(self, split: str) -> Path:
-        """The cache directory of `split`, built if absent; temporary directories are never read."""
+        """The cache directory of `split`: built if absent, rebuilt (one warning) if it fails its manifest;
+        temporary directories are never read. Checked once per data module: `prepare_data` then `setup`
+        read the files once."""
         final = self.tokenized_dir / split
-        if (final / STATS_FILE).is_file():
-            return final
-        with build_lock(final):  # processes sharing the cache (DDP ranks) build it once
-            if (final / STATS_FILE).is_file():
-                return final
-            with atomic_dir(final) as tmp:
-                stats = self._build_split(split, tmp)
-                (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        if final not in self._checked:
+            cached_dir(final, lambda tmp: self._write_split(split, tmp))  # DDP ranks build it once
+            self._checked.add(final)
         return final
+
+    def _write_split(self, split: str, out_dir: Path) -> None:
+        stats = self._build_split(split, out_dir)
+        (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- Arrow access

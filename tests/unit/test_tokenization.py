@@ -109,7 +109,7 @@ def test_get_tokenizer_caches_and_does_not_retrain(tmp_path, caplog):
         tok1, fp1 = get_tokenizer("bpe", texts, "corpus-fp", str(tmp_path), vocab_size=300, min_frequency=1)
     assert texts.calls == 1 and "trained" in caplog.text
     files = list((tmp_path / "tokenizers").iterdir())
-    assert len(files) == 1 and files[0].name.startswith("bpe-") and files[0].suffix == ".json"
+    assert len(files) == 1 and files[0].name.startswith("bpe-") and (files[0] / "tokenizer.json").is_file()
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="lit_llm"):
@@ -127,7 +127,7 @@ def test_get_tokenizer_cache_key_covers_settings_and_corpus(tmp_path):
     get_tokenizer("bpe", texts, "fp-b", tmp_path, vocab_size=300, min_frequency=1)  # corpus
     get_tokenizer("bpe", texts, "fp-a", tmp_path, vocab_size=300, min_frequency=2)  # min frequency
     assert texts.calls == 4
-    assert len(list((tmp_path / "tokenizers").glob("bpe-*.json"))) == 4
+    assert len(list((tmp_path / "tokenizers").glob("bpe-*/tokenizer.json"))) == 4
     # a character vocabulary does not depend on vocab_size: no retraining
     get_tokenizer("char", texts, "fp-a", tmp_path, vocab_size=300)
     get_tokenizer("char", texts, "fp-a", tmp_path, vocab_size=999)
@@ -178,7 +178,7 @@ def test_lowercase_gives_an_uncased_vocabulary_with_its_own_cache_key(tmp_path, 
     assert uncased.decode(uncased.encode("The Fox").ids) == "the fox"
     if kind == "char":  # (byte-level BPE keeps all 256 bytes in its alphabet either way)
         assert "T" not in uncased.get_vocab() and "T" in cased.get_vocab()
-    assert len(list((tmp_path / "tokenizers").glob("*.json"))) == 2  # two cache entries, not one overwritten
+    assert len(list((tmp_path / "tokenizers").glob("*/tokenizer.json"))) == 2  # two cache entries, not one overwritten
     saved = tmp_path / "uncased.json"
     uncased.save(str(saved))
     assert load_tokenizer(saved).encode("ABC").ids == uncased.encode("abc").ids  # the normalizer travels
