@@ -8,6 +8,7 @@ run writes and prints is `lit_llm.reporting.run_report`.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,17 +98,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if is_rank_zero():
             clear_stale_temp_files(out_dir)
             run.attempt = earlier_attempt(out_dir)
-        pl.seed_everything(cfg.seed, workers=True)
-        settings = model_settings(cfg)                                       # cheap checks first
-        dm, tokenizer, run.tokenizer_fingerprint = data_and_tokenizer(cfg, settings)
-        task = build_task(cfg, settings, dm, tokenizer, run.tokenizer_fingerprint)
-        trainer = build_trainer(cfg.trainer, out_dir, cfg.get("callbacks"), cfg.get("logger"),
-                                extra_callbacks=[run.stopper, run.guard])
-        start_run(cfg, settings, trainer, task, dm, tokenizer, run)
-        fit_and_test(cfg, trainer, task, dm, settings.ckpt_path, run)
-        if trainer.is_global_zero:
-            write_outputs(cfg, trainer, task, run)
+            run.meta = {"status": "running", "task_name": cfg.get("task_name"), "seed": cfg.seed,
+                        "output_dir": str(out_dir), "started": _clock(started),
+                        "command": [sys.executable, *sys.argv]}
+            atomic_write_json(out_dir / "run.json", run.meta)  # replaced by start_run's once the run is built
+        trainer = None
+        try:
+            pl.seed_everything(cfg.seed, workers=True)
+            settings = model_settings(cfg)                                       # cheap checks first
+            dm, tokenizer, run.tokenizer_fingerprint = data_and_tokenizer(cfg, settings)
+            task = build_task(cfg, settings, dm, tokenizer, run.tokenizer_fingerprint)
+            trainer = build_trainer(cfg.trainer, out_dir, cfg.get("callbacks"), cfg.get("logger"),
+                                    extra_callbacks=[run.stopper, run.guard])
+            start_run(cfg, settings, trainer, task, dm, tokenizer, run)
+            fit_and_test(cfg, trainer, task, dm, settings.ckpt_path, run)
+            if trainer.is_global_zero:
+                write_outputs(cfg, trainer, task, run)
+        except BaseException as e:  # the run directory says how the run ended, whatever happened
+            stopped = run.stopper.interrupted or (e if isinstance(e, RunStopped) else None)
+            if is_rank_zero() and run.meta:
+                run.meta.update(status=stopped.status if stopped else "failed",
+                                error=f"{type(stopped or e).__name__}: {stopped or e}"[:2000],
+                                seconds=round(time.time() - run.started, 1), skipped_batches=run.guard.skipped,
+                                **({"global_step": trainer.global_step} if trainer is not None else {}))
+                atomic_write_json(out_dir / "run.json", run.meta)
+            if stopped is not None and stopped is not e:
+                raise stopped from None  # Lightning's SIGTERMException (a SystemExit) -> our Interrupted
+            raise
     return run.metrics
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 # -- 1. model config --------------------------------------------------------------------------------
@@ -222,6 +244,7 @@ def start_run(cfg: DictConfig, settings: ModelSettings, trainer: pl.Trainer, tas
         "task_name": cfg.get("task_name"),
         "seed": cfg.seed,
         "output_dir": str(run.out_dir),
+        "started": _clock(run.started),
         "ckpt_path": settings.ckpt_path,
         "init_from": settings.init_from,
         **run_metadata(lit_llm.project_root()),
@@ -247,22 +270,9 @@ def start_run(cfg: DictConfig, settings: ModelSettings, trainer: pl.Trainer, tas
 
 # -- 5. fit and test --------------------------------------------------------------------------------------
 def fit_and_test(cfg: DictConfig, trainer: pl.Trainer, task, dm, ckpt_path: str | None, run: RunState) -> None:
-    """Fit (run.json says how a failed fit ended), validate the final weights, save last.ckpt, then test
+    """Fit, validate the final weights, save last.ckpt, then test
     the best checkpoint; the metrics go into `run.metrics`."""
-    try:
-        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
-    except BaseException as e:  # the run directory says how the run ended, whatever happened
-        stopped = run.stopper.interrupted or (e if isinstance(e, RunStopped) else None)
-        if trainer.is_global_zero:
-            run.meta.update(status=stopped.status if stopped else "failed", error=f"{type(e).__name__}: {e}"[:2000],
-                            seconds=round(time.time() - run.started, 1), global_step=trainer.global_step,
-                            skipped_batches=run.guard.skipped)
-            if stopped is not None:
-                run.meta["error"] = f"{type(stopped).__name__}: {stopped}"[:2000]
-            atomic_write_json(run.out_dir / "run.json", run.meta)
-        if stopped is not None and stopped is not e:
-            raise stopped from None  # Lightning's SIGTERMException (a SystemExit) -> our Interrupted
-        raise
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)  # a failure: train() records it in run.json
     metrics = flat_metrics(trainer.callback_metrics)
     if not trainer.fast_dev_run and task.last_val_step != trainer.global_step:
         trainer.validate(task, datamodule=dm, verbose=False)  # report the final weights

@@ -11,12 +11,15 @@ checksum), written last inside the temporary directory, so an entry truncated or
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
@@ -75,14 +78,16 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int | None = 2, **dumps_
 def atomic_dir(final_path: PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory that becomes `final_path` when the block succeeds.
 
-    The temporary directory is `<final>.tmp-<pid>-<random>` next to `final_path` (same file
+    The temporary directory is `<final>.tmp-<pid>@<host>-<random>` next to `final_path` (same file
     system, so the rename is atomic). On an exception it is removed. If `final_path` already
     exists when the block ends (a concurrent writer won the race), the temporary copy is deleted
-    and the existing directory is kept.
+    and the existing directory is kept. Temporary directories of `final_path` left by a process of
+    this host that no longer lives (killed while it built the entry) are deleted first.
     """
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    remove_orphaned_temp_dirs(final)
+    tmp = final.parent / f"{final.name}.tmp-{os.getpid()}@{socket.gethostname()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         yield tmp
@@ -98,6 +103,37 @@ def atomic_dir(final_path: PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if not final.exists():
             raise
+
+
+_TEMP_OWNER = re.compile(r"\.tmp-(\d+)@(.+)-[0-9a-f]{8}$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_orphaned_temp_dirs(final_path: PathLike) -> list[Path]:
+    """Delete the temporary directories of `final_path` (`atomic_dir`'s) whose process, on this host, is gone:
+    a build killed half-way. Those of live processes, and of other hosts sharing the file system, stay."""
+    final = Path(final_path)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    host = socket.gethostname()
+    for p in final.parent.glob(f"{glob.escape(final.name)}.tmp-*"):
+        owner = _TEMP_OWNER.search(p.name)
+        if owner and owner.group(2) == host and not _pid_alive(int(owner.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+            log.info("cache: removed %s, left by process %s that is gone (killed while building)", p.name,
+                     owner.group(1))
+    return removed
 
 
 @contextlib.contextmanager

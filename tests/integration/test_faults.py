@@ -81,8 +81,8 @@ def test_a_signal_saves_the_step_and_the_resumed_run_ends_equal(compose_train, t
     assert_same_weights(out, uninterrupted)
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "completed" and run["global_step"] == 10
-    assert run["attempts"] == [{"status": "interrupted", "global_step": step, "seconds": pytest.approx(
-        run["attempts"][0]["seconds"]), "error": run["attempts"][0]["error"]}]
+    [attempt] = run["attempts"]
+    assert attempt["status"] == "interrupted" and attempt["global_step"] == step and "by " + name in attempt["error"]
 
 
 def test_a_requeued_slurm_job_resumes_by_itself(compose_train, tmp_path, uninterrupted, monkeypatch):
