@@ -132,9 +132,31 @@ def build_trainer(trainer_cfg, out_dir: Path, callbacks_cfg=None, logger_cfg=Non
     def build(group) -> list[Any]:
         return [instantiate(c, _convert_="all") for c in (group or {}).values() if c is not None and "_target_" in c]
 
+    check_trainer_numbers(trainer_cfg)
     loggers = build(logger_cfg)
     return instantiate(trainer_cfg, callbacks=build(callbacks_cfg) + list(extra_callbacks or []), logger=loggers or False,
                        plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir), _convert_="all")
+
+
+# trainer settings that take numbers (int: a count of steps/batches; "number": an int count or a float fraction)
+TRAINER_NUMBERS = {"max_steps": "int", "max_epochs": "int", "min_steps": "int", "min_epochs": "int",
+                   "num_nodes": "int", "accumulate_grad_batches": "int", "log_every_n_steps": "int",
+                   "num_sanity_val_steps": "int", "check_val_every_n_epoch": "int",
+                   "val_check_interval": "number", "limit_train_batches": "number", "limit_val_batches": "number",
+                   "limit_test_batches": "number", "overfit_batches": "number", "gradient_clip_val": "number"}
+
+
+def check_trainer_numbers(trainer_cfg) -> None:
+    """A ConfigError naming a `trainer.*` count or fraction given as something else (trainer.max_steps=abc), which
+    Lightning would report as a TypeError deep inside its loops."""
+    for key, kind in TRAINER_NUMBERS.items():
+        value = trainer_cfg.get(key)
+        if value is None:
+            continue
+        ok = not isinstance(value, bool) and (isinstance(value, int) if kind == "int" else isinstance(value, (int, float)))
+        if not ok:
+            need = "an integer" if kind == "int" else "a number (an integer count or a fraction)"
+            raise ConfigError(f"trainer.{key}={value!r} must be {need} or null")
 
 
 def callback_of(trainer: pl.Trainer, cls: type):

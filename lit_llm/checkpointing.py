@@ -40,8 +40,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """`ckpt_path` may name a checkpoint file or a run directory (then its checkpoints/last.ckpt)."""
+def resolve_ckpt_path(ckpt_path: str | None, key: str = "ckpt_path") -> str | None:
+    """`ckpt_path` may name a checkpoint file or a run directory (then its checkpoints/last.ckpt); `key` is the
+    setting that named it (ckpt_path, model.init_from), for the messages."""
     if not ckpt_path:
         return None
     p = Path(ckpt_path)
@@ -49,39 +50,81 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
         for candidate in (p / "checkpoints" / "last.ckpt", p / "last.ckpt"):
             if candidate.is_file():
                 return str(candidate)
-        raise ConfigError(f"ckpt_path={ckpt_path} is a directory without checkpoints/last.ckpt; "
-                          "point ckpt_path at a .ckpt file")
+        raise ConfigError(f"{key}={ckpt_path} is a directory without checkpoints/last.ckpt; "
+                          f"point {key} at a .ckpt file")
     if not p.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file; "
+        raise ConfigError(f"{key}={ckpt_path}: no such checkpoint file; "
                           "give the path of a .ckpt (e.g. <run dir>/checkpoints/last.ckpt)")
     return str(p)
 
 
-def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+def read_checkpoint(path: str | Path, map_location: Any = "cpu", key: str = "ckpt_path") -> dict:
     """A checkpoint's content, loaded without running code: `torch.load(weights_only=True)` unpickles only
     tensors and plain types (ours hold nothing else). A file that needs more, e.g. one crafted to run a command
-    when unpickled, is refused with a ConfigError before any of it runs; so is a truncated or foreign file."""
+    when unpickled, is refused with a ConfigError before any of it runs; so is a truncated or foreign file, and
+    one that holds no dict (a tensor or a list saved with torch.save). `key` names the setting in messages."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        content = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         detail = next((line for line in str(e).splitlines() if "GLOBAL" in line), "")
         if not detail:  # not a pickle of ours at all (junk, a truncated file): the generic message
-            raise ConfigError(f"ckpt_path={path} is not a readable checkpoint (not a PyTorch checkpoint, or a "
-                              "truncated one); use another checkpoint") from None
-        raise ConfigError(f"ckpt_path={path} is refused: it holds Python objects other than tensors and plain types, "
+            raise ConfigError(_unreadable(path, key, e)) from None
+        raise ConfigError(f"{key}={path} is refused: it holds Python objects other than tensors and plain types, "
                           f"and loading them could run code from the file ({detail.strip()}); "
                           "lit-llm loads only checkpoints that need no code (those pipelines/train.py writes)") from None
     except Exception as e:  # truncated/foreign file: say which file and what to do
-        raise ConfigError(f"ckpt_path={path} is not a readable checkpoint ({type(e).__name__}: {e}); "
-                          "use another checkpoint") from e
+        raise ConfigError(_unreadable(path, key, e)) from e
+    if not isinstance(content, dict):
+        raise ConfigError(f"{key}={path} holds a {type(content).__name__}, not a checkpoint (a dict with the weights "
+                          "and lit-llm's metadata); give a .ckpt written by pipelines/train.py")
+    return content
+
+
+def _unreadable(path: str | Path, key: str, e: BaseException) -> str:
+    """Why `torch.load` could not read `path`, in words: empty, a damaged or truncated checkpoint, or another kind
+    of file (what its first bytes say it is)."""
+    from lit_llm.data.sources import binary_kind
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        size, head = -1, b""
+    if size == 0:
+        why = "it is empty (0 bytes: a copy or a save that did not finish?)"
+    elif head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # torch's zip format, or its legacy pickle
+        why = f"a truncated or damaged PyTorch file ({size:,} bytes; {type(e).__name__}: {str(e)[:120]})"
+    else:
+        kind = binary_kind(head) or ("a text file" if _is_text(head) else None)
+        why = f"not a PyTorch checkpoint ({f'it is {kind}' if kind else f'it starts with {head[:8]!r}'})"
+    return (f"{key}={path} is not a readable checkpoint: {why}; use another checkpoint "
+            "(e.g. <run dir>/checkpoints/last.ckpt)")
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        return b"\x00" not in head and bool(head.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        return False
+
+
+def lit_llm_meta(ckpt: dict, path: str, key: str = "ckpt_path") -> dict:
+    """The lit-llm metadata of a checkpoint (`ckpt["lit_llm"]`); a ConfigError for a file another program wrote
+    (a Hugging Face or plain PyTorch state dict, a Lightning checkpoint of another project)."""
+    meta = ckpt.get("lit_llm")
+    if not isinstance(meta, dict) or not isinstance(meta.get("backbone_config"), dict):
+        hint = (" (a Hugging Face model: model.init_from=hf:<its directory>)" if key == "model.init_from" else
+                "; to start from a pretrained model's weights use model.init_from=<run dir | .ckpt | hf:...>")
+        raise ConfigError(f"{key}={path} was not written by lit-llm (no 'lit_llm' metadata with a backbone config): "
+                          f"give a checkpoint pipelines/train.py wrote, e.g. <run dir>/checkpoints/last.ckpt{hint}")
+    return meta
 
 
 def check_compatible(path: str, backbone_config: dict, tokenizer_fingerprint: str | None = None) -> dict:
     """Stops with a clear message when a checkpoint was trained with another model or tokenizer."""
     ckpt = read_checkpoint(path)
-    meta = ckpt.get("lit_llm")
-    if meta is None:
-        raise ConfigError(f"ckpt_path={path} was not written by lit-llm (no 'lit_llm' metadata)")
+    meta = lit_llm_meta(ckpt, path)
     from lit_llm.models import canonical_backbone_config
 
     saved = canonical_backbone_config(meta["backbone_config"])
@@ -139,9 +182,7 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
         return model.to(device).eval(), tokenizer
 
     ckpt = read_checkpoint(resolve_ckpt_path(path))
-    meta = ckpt.get("lit_llm")
-    if meta is None:
-        raise ConfigError(f"ckpt_path={path} was not written by lit-llm (no 'lit_llm' metadata)")
+    meta = lit_llm_meta(ckpt, path)
     model = backbone_from_checkpoint(ckpt)
     tokenizer = tokenizer_from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
     return model.to(device).eval(), tokenizer
@@ -211,11 +252,12 @@ def load_pretrained(spec: str) -> Pretrained:
                           hf_io.hf_chat_template(directory))
 
 
-    path = resolve_ckpt_path(spec)
-    ckpt = read_checkpoint(path)
-    meta = ckpt.get("lit_llm")
-    if meta is None or not meta.get("tokenizer_json"):
-        raise ConfigError(f"model.init_from={spec} is not a lit-llm checkpoint with a tokenizer inside")
+    path = resolve_ckpt_path(spec, "model.init_from")
+    ckpt = read_checkpoint(path, key="model.init_from")
+    meta = lit_llm_meta(ckpt, spec, "model.init_from")
+    if not meta.get("tokenizer_json"):
+        raise ConfigError(f"model.init_from={spec} is not a lit-llm checkpoint with a tokenizer inside; give a "
+                          "checkpoint pipelines/train.py wrote (e.g. <run dir>/checkpoints/last.ckpt)")
     state = backbone_from_checkpoint(ckpt).state_dict()  # a LoRA run's: merged
     from lit_llm.models import canonical_backbone_config
 

@@ -89,6 +89,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     The run holds its directory's lock throughout (a second run there is refused), and a signal or a
     non-finite loss ends it as `lit_llm.faults` describes."""
     started = time.time()
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer, e.g. seed=1234")
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     faults = FaultSettings.from_config(cfg.get("faults"))

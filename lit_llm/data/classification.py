@@ -55,7 +55,7 @@ from lit_llm.data.base import (
 )
 from lit_llm.data.collate import pad_collate
 from lit_llm.data.loading import ExampleLoadersMixin, ResumableRandomSampler, ResumableTrainMixin
-from lit_llm.data.sources import load_files, load_hub_dataset, resolve_files
+from lit_llm.data.sources import file_extension, load_files, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.utils_io import sha256_file, sha256_json
 
@@ -409,12 +409,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
             key = SPLIT_KEYS[split]
             parts[split], layout[split] = [], []
             for path in resolve_files(spec, key):
-                try:
-                    ds, loader = load_files([path], split, "line", hf_cache, key, builder_kwargs=extra)
-                except ConfigError as e:  # datasets refuses a file without data rows (a header only)
-                    if "corresponds to no data" not in str(e.__cause__):
-                        raise
-                    raise ConfigError(f"{path} has no rows; fix the file or drop {key}.") from e
+                ds, loader = load_files([path], split, "line", hf_cache, key, builder_kwargs=extra)
                 parts[split].append((f"{key} ({path})", self._standardize(ds, f"{path}", key)))
                 layout[split].append({"file": sha256_file(path), "loader": loader})
         return parts, layout
@@ -425,7 +420,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         if len(table) == 0:
             raise ConfigError(f"{where} has no rows; fix the file or drop {files_key or 'the split'}.")
         hint = (" (for a csv/tsv file without a header row, set data.column_names=[...])"
-                if files_key and not self.column_names else "")
+                if files_key and not self.column_names and file_extension(where) in (".csv", ".tsv") else "")
         columns: dict[str, pa.ChunkedArray] = {}
         wanted = [("text", self.text_column, "data.text_column"), ("label", self.label_column, "data.label_column")]
         if self.text_pair_column is not None:
@@ -439,8 +434,8 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
                 rows = pc.indices_nonzero(pc.is_null(values)).to_pylist()[:5]
                 raise ConfigError(
                     f"{key}={column!r}: {values.null_count} null values in {where} (rows "
-                    f"{', '.join(str(r + 1) for r in rows)}{', ...' if values.null_count > 5 else ''}); "
-                    f"fill or drop those rows.")
+                    f"{', '.join(str(r + 1) for r in rows)}{', ...' if values.null_count > 5 else ''}): an empty field, "
+                    f"or a row with fewer fields than the header; fill or drop those rows.")
             if name != "label":
                 if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
                     raise ConfigError(f"{key}={column!r} in {where} holds {values.type}, not text; set {key} "

@@ -87,18 +87,19 @@ def to_messages(row: Mapping[str, Any], where: str, need_assistant: bool = True)
     return messages
 
 
-def read_rows(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
-    """(where, row) of every row of a JSON Lines, JSON or parquet file; `where` names the file and line."""
+def read_rows(path: str | os.PathLike, key: str | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, row) of every row of a JSON Lines, JSON or parquet file; `where` names the file and line. A file that
+    is not UTF-8 text or not parquet is a ConfigError naming `key` (the config key, when given), the file and line."""
+    from lit_llm.data.sources import read_parquet_rows, read_text, text_lines
+
     path = Path(path)
     name = path.name
     if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
+        for i, row in enumerate(read_parquet_rows(path, key)):
             yield f"{path}, row {i + 1}", row
         return
     if name.endswith(".json"):
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, key)
         try:
             data = json.loads(text)
         except json.JSONDecodeError:  # many ".json" files are JSON Lines
@@ -110,15 +111,15 @@ def read_rows(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
             for i, row in enumerate(rows):
                 yield f"{path}, item {i}", row
             return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            yield f"{path}, line {n}", row
+    for n, line in text_lines(path, key):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}); fix or remove the "
+                              "line") from None
+        yield f"{path}, line {n}", row
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")

@@ -285,7 +285,7 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
         path = resolve_files(self.hh_rlhf_file, "data.hh_rlhf_file")
         if len(path) != 1:
             raise ConfigError(f"data.hh_rlhf_file={self.hh_rlhf_file!r} matches {len(path)} files; give one")
-        rows = list(read_rows(path[0]))
+        rows = list(read_rows(path[0], "data.hh_rlhf_file"))
         parts = hh_rlhf_parts(len(rows))
         out = {}
         for split, part in HH_SPLITS.items():
@@ -296,11 +296,20 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
     def _read_files(self, spec: Any, key: str) -> tuple[tuple[list[dict], int, int], list]:
         pairs, total, dropped, layout = [], 0, 0, []
         for path in resolve_files(spec, key):
-            rows = list(read_rows(path))
+            rows = list(read_rows(path, key))
+            if not rows:
+                raise ConfigError(f"{key}: {path} holds no preference pairs (an empty file?); fill it or drop it from "
+                                  f"{key}")
             got, lost = read_pairs(rows)
             pairs, total, dropped = pairs + got, total + len(rows), dropped + lost
             layout.append(sha256_file(path))
         return (pairs, total, dropped), layout
+
+    def _require_pairs(self, split: str, pairs: list, total: int, dropped: int) -> None:
+        if not pairs:
+            where = "data.hh_rlhf_file" if self.hh_rlhf_file is not None else SPLIT_KEYS.get(split, "the data files")
+            raise ConfigError(f"the {split} split has no preference pairs ({total} rows, {dropped} dropped for "
+                              f"a prompt mismatch); check {where}")
 
     def load_raw(self) -> datasets.DatasetDict:
         if self.raw is not None:
@@ -313,6 +322,8 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
             for split, spec in self.files.items():
                 if spec is not None:
                     sources[split], layout[split] = self._read_files(spec, SPLIT_KEYS[split])
+            if not sources["train"][0]:  # before a validation split is held out of nothing
+                self._require_pairs("train", *sources["train"])
             if "validation" not in sources:
                 pairs, total, dropped = sources["train"]
                 validation, train = hold_out_rows(pairs, self.val_fraction, self.split_seed, "pairs")
@@ -323,9 +334,7 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
             if dropped:
                 log.warning("data: %s: dropped %d of %d pairs whose chosen and rejected conversations do not share "
                             "the prompt", split, dropped, total)
-            if not pairs:
-                raise ConfigError(f"the {split} split has no preference pairs ({total} rows, {dropped} dropped for "
-                                  "a prompt mismatch); check the data files")
+            self._require_pairs(split, pairs, total, dropped)
             self.load_stats[split] = {"rows": total, "pairs": len(pairs), "dropped_prompt_mismatch": dropped}
             raw[split] = datasets.Dataset.from_list(pairs, features=EXAMPLES)
         self.raw = datasets.DatasetDict(raw)

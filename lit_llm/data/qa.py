@@ -60,7 +60,7 @@ from lit_llm.data.base import (
     resolve_special_ids,
 )
 from lit_llm.data.loading import ExampleLoadersMixin, ResumableTrainMixin
-from lit_llm.data.sources import file_extension, load_hub_dataset, resolve_files
+from lit_llm.data.sources import file_extension, load_hub_dataset, read_parquet_rows, read_text, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.utils_io import sha256_file, sha256_json
 
@@ -89,7 +89,8 @@ FEATURE_COLUMNS = datasets.Features({
 
 def _record(where: str, qa: Mapping, context: Any, title: Any) -> dict[str, Any]:
     if not isinstance(context, str):
-        raise ConfigError(f"{where}: 'context' must be a string, got {type(context).__name__}; fix the file.")
+        got = "it is missing" if context is None else f"got {type(context).__name__}"
+        raise ConfigError(f"{where}: 'context' must be a string, {got}; fix the file.")
     question = qa.get("question")
     if not isinstance(question, str):
         raise ConfigError(f"{where}: 'question' is missing or not a string; fix the file.")
@@ -145,17 +146,20 @@ def _flat(rows: Any, path: str, unit: str) -> list[dict[str, Any]]:
     return out
 
 
-def read_qa_file(path: str) -> list[dict[str, Any]]:
+def read_qa_file(path: str, key: str | None = None) -> list[dict[str, Any]]:
     """Records of one file: SQuAD v1.1 JSON (an object with 'data'), or the flattened schema
     (`id, title?, context, question, answers{text, answer_start}`) as JSON lines (.jsonl, or .json
-    with one object per line), a JSON list, or .parquet."""
+    with one object per line), a JSON list, or .parquet. `key` (the config key) starts the messages about files
+    that are not UTF-8 text, empty or not parquet."""
     ext = file_extension(path)
     if ext not in (".json", ".jsonl", ".parquet"):
         raise ConfigError(f"{path}: unsupported file type {ext!r} for question answering; use SQuAD v1.1 .json, "
                           ".jsonl or .parquet.")
     if ext == ".parquet":
-        return _flat(datasets.load_dataset("parquet", data_files=path, split="train").to_list(), path, "row")
-    text = Path(path).read_text(encoding="utf-8")
+        return _flat(read_parquet_rows(path, key), path, "row")
+    text = read_text(path, key)
+    if not text.strip():
+        raise ConfigError(f"{key + ': ' if key else ''}{path} is empty; fill it or drop it from {key or 'the files'}.")
     if ext == ".json":
         try:
             doc = json.loads(text)
@@ -473,7 +477,7 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
     def _read(self, spec: Any, key: str) -> tuple[list[dict], list[str]]:
         records, layout = [], []
         for path in resolve_files(spec, key):
-            records += read_qa_file(path)
+            records += read_qa_file(path, key)
             layout.append(sha256_file(path))
         if not records:
             raise ConfigError(f"{key}: {spec!r} holds no questions; fix the path or the file.")

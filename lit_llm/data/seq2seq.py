@@ -51,7 +51,7 @@ from lit_llm.data.base import (
 )
 from lit_llm.data.collate import pad_pairs
 from lit_llm.data.loading import ExampleLoadersMixin, ResumableTrainMixin
-from lit_llm.data.sources import file_extension, load_files, load_hub_dataset, resolve_files
+from lit_llm.data.sources import file_extension, load_files, load_hub_dataset, read_text, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.utils_io import sha256_file, sha256_json
 
@@ -73,10 +73,12 @@ def read_parallel(stem: str, source_lang: str, target_lang: str, key: str) -> tu
     if missing:
         raise ConfigError(f"{key}={stem!r}: no file {missing[0]} (parallel text needs <stem>.{source_lang} and "
                           f"<stem>.{target_lang}); fix the path or data.source_lang / data.target_lang.")
-    lines = [Path(p).read_text(encoding="utf-8").split("\n") for p in paths]
+    lines = [read_text(p, key).split("\n") for p in paths]
     for i, ls in enumerate(lines):
         if ls and ls[-1] == "":
             ls.pop()  # the final newline
+    if not lines[0] and not lines[1]:
+        raise ConfigError(f"{key}={stem!r}: {paths[0]} and {paths[1]} are empty; fill them or fix the path.")
     if len(lines[0]) != len(lines[1]):
         raise ConfigError(f"{key}: the parallel files are misaligned: {paths[0]} has {len(lines[0])} lines, "
                           f"{paths[1]} has {len(lines[1])}; every line of one must translate the same line of the other.")

@@ -195,10 +195,14 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
     def _read_files(self, spec: Any, key: str) -> tuple[list[dict], list]:
         rows, layout = [], []
         for path in resolve_files(spec, key):
-            for where, row in read_rows(path):
+            before = len(rows)
+            for where, row in read_rows(path, key):
                 messages = to_messages(row, where)
                 task = row.get("task", "chat") if isinstance(row.get("task"), str) else "chat"
                 rows.append(_row(messages, task))
+            if len(rows) == before:
+                raise ConfigError(f"{key}: {path} holds no conversations (an empty file?); fill it or drop it from "
+                                  f"{key}")
             layout.append(sha256_file(path))
         return rows, layout
 

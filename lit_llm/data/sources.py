@@ -9,7 +9,13 @@ extra splits named `eval_<name>` in the same DatasetDict.
 
 The task data modules (classification, seq2seq, QA) read their tables with the same pieces:
 `resolve_files` (paths, globs, directories), `load_files` (one split from files of one format, all
-columns) and `load_hub_dataset`.
+columns) and `load_hub_dataset`; modules that parse files themselves (QA, conversations, parallel text)
+read them with `read_text` / `text_lines` / `read_parquet_rows`.
+
+Bad files are refused before anything is cached, with a `ConfigError` that names the file, the line and
+the fix: bytes that are not UTF-8 text (a binary file such as a PNG or a gzip archive under a .txt/.csv
+name, text in another encoding), an empty file, a JSON Lines line that is not JSON, a CSV/TSV row with
+more fields than the header, a file that is not parquet under a .parquet name.
 
 Offline machines: a hub name triggers a ~1.5 s TCP probe of the hub; when it is unreachable,
 `datasets`/`huggingface_hub` are switched to offline mode for the call (their module-level
@@ -18,16 +24,21 @@ so an uncached dataset fails at once with a `ConfigError` instead of ~20 s of re
 """
 from __future__ import annotations
 
+import bz2
 import contextlib
 import functools
 import glob
+import gzip
+import json
 import logging
+import lzma
 import os
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Mapping
-from typing import Any, Iterator, Sequence, Union
+from typing import IO, Any, Iterator, Sequence, Union
 from urllib.parse import urlparse
 
 import datasets
@@ -138,6 +149,182 @@ def _format_groups(files: list[str], key: str) -> list[list[str]]:
     return list(groups.values())
 
 
+# ----------------------------------------------------------------------------- reading bytes as text
+
+_CHUNK = 1 << 20
+# what a file that is not text starts with, for the message
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive (or a .docx/.xlsx, or a PyTorch checkpoint)"),
+    (b"\x1f\x8b", "gzip-compressed data"), (b"BZh", "bzip2-compressed data"), (b"\xfd7zXZ\x00", "xz-compressed data"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data"), (b"PAR1", "a parquet file"), (b"\x80\x02", "a Python pickle"),
+    (b"\xff\xfe", "UTF-16 text"), (b"\xfe\xff", "UTF-16 text"),
+)
+
+
+def _at(key: str | None, path: Any) -> str:
+    """How messages start: `data.files: /x/a.txt` (the config key, when known, then the file)."""
+    return f"{key}: {os.fspath(path)}" if key else os.fspath(path)
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What a file that starts with `head` is when it is not text ("a PNG image", ...), None when unknown."""
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _open_bytes(path: str | os.PathLike, key: str | None) -> IO[bytes]:
+    """The bytes of `path`, decompressed when its name ends in .gz/.bz2/.xz or its content is gzip/xz data
+    (as `datasets` reads them)."""
+    name = os.fspath(path).lower()
+    with open(path, "rb") as f:
+        magic = f.read(10)
+    if name.endswith(".gz") or magic.startswith(b"\x1f\x8b"):
+        return gzip.open(path, "rb")
+    if name.endswith(".bz2") or (magic.startswith(b"BZh") and magic[4:] == b"1AY&SY"):
+        return bz2.open(path, "rb")
+    if name.endswith(".xz") or magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(path, "rb")
+    if name.endswith((".zst", ".lz4")):
+        raise ConfigError(f"{_at(key, path)}: {os.path.splitext(name)[1]} files are not read here; decompress it "
+                          "(or use .gz, .bz2 or .xz).")
+    return open(path, "rb")
+
+
+def _not_text(path: Any, key: str | None, head: bytes, piece: bytes, pos: int, line: int) -> ConfigError:
+    line += piece.count(b"\n", 0, pos)
+    column = len(piece[piece.rfind(b"\n", 0, pos) + 1 : pos].decode("utf-8")) + 1  # in characters, as editors count
+    kind = binary_kind(head)
+    if kind:
+        return ConfigError(f"{_at(key, path)} is {kind}, not UTF-8 text; check the path (or the file's extension).")
+    return ConfigError(f"{_at(key, path)} is not UTF-8 text: line {line}, column {column} has the byte "
+                       f"0x{piece[pos]:02x} (text in another encoding, e.g. Latin-1 or Windows-1252, or binary data); "
+                       "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) or fix that line.")
+
+
+def _text_pieces(path: str | os.PathLike, key: str | None) -> Iterator[str]:
+    """The text of a UTF-8 file in pieces of whole lines (a piece ends with a newline, except the last); a
+    ConfigError naming the file, line and column at the first byte that is not UTF-8 text, or the first NUL."""
+    line, rest, head = 1, b"", None
+    try:
+        with _open_bytes(path, key) as f:
+            while True:
+                chunk = f.read(_CHUNK)
+                if head is None:
+                    head = chunk[:16]
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1 if chunk else len(data)
+                piece, rest = data[:cut], data[cut:]
+                if piece:
+                    try:
+                        text = piece.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise _not_text(path, key, head, piece, e.start, line) from None
+                    nul = text.find("\x00")
+                    if nul >= 0:
+                        kind = binary_kind(head)
+                        raise ConfigError(
+                            f"{_at(key, path)} is {kind}, not UTF-8 text; check the path (or the file's extension)."
+                            if kind else f"{_at(key, path)} line {line + text.count(chr(10), 0, nul)} holds a NUL "
+                            "byte (binary data, or UTF-16 text?); give a UTF-8 text file.")
+                    yield text
+                    line += text.count("\n")
+                if not chunk:
+                    return
+    except (OSError, EOFError, lzma.LZMAError) as e:  # unreadable, or a damaged/truncated compressed file
+        raise ConfigError(f"{_at(key, path)} could not be read ({type(e).__name__}: {e}); "
+                          "check the file (a truncated or damaged copy?).") from None
+
+
+def read_text(path: str | os.PathLike, key: str | None = None) -> str:
+    """The whole text of a UTF-8 file (.gz/.bz2/.xz decompressed); a ConfigError naming `key`, the file, the line
+    and the column when it is not UTF-8 text (see `_text_pieces`)."""
+    return "".join(_text_pieces(path, key))
+
+
+def text_lines(path: str | os.PathLike, key: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line without its line end) of a UTF-8 text file, read as it goes (`read_text`'s errors)."""
+    n = 0
+    for piece in _text_pieces(path, key):
+        lines = piece.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the piece's final newline
+        for line in lines:
+            n += 1
+            yield n, line[:-1] if line.endswith("\r") else line
+
+
+def nonblank_lines(path: str | os.PathLike, key: str | None = None, up_to: int = 2) -> int:
+    """How many lines of `path` hold more than whitespace, counted up to `up_to` (0: an empty file, 1: a header
+    alone); the whole file is checked, a ConfigError when it is not UTF-8 text (`read_text`'s)."""
+    count = 0
+    for piece in _text_pieces(path, key):
+        if count < up_to and not piece.isspace():
+            count += sum(1 for line in piece.split("\n", up_to) if line.strip())
+    return min(count, up_to)
+
+
+def check_parquet_file(path: str | os.PathLike, key: str | None = None) -> None:
+    """A ConfigError unless `path` starts and ends with parquet's magic bytes `PAR1`."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+        f.seek(max(size - 4, 0))
+        tail = f.read(4)
+    if size < 12 or not head.startswith(b"PAR1") or tail != b"PAR1":
+        what = None if head.startswith(b"PAR1") else (
+            binary_kind(head) or ("empty" if size == 0 else "text" if _looks_like_text(head) else None))
+        got = f"it is {what}" if what else "no PAR1 magic bytes at its start and end: a truncated copy?"
+        raise ConfigError(f"{_at(key, path)} is not a parquet file ({got}); check the path or the file.")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in head
+
+
+def read_parquet_rows(path: str | os.PathLike, key: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a parquet file as dicts; a ConfigError naming the file when it is not a readable parquet file."""
+    import pyarrow.parquet as pq
+
+    check_parquet_file(path, key)
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as e:  # noqa: BLE001 - a damaged file: pyarrow's own error says what
+        raise ConfigError(f"{_at(key, path)} could not be read as parquet ({type(e).__name__}: {str(e)[:200]}); "
+                          "check the file (a truncated copy?).") from e
+
+
+def json_problem(path: str | os.PathLike, key: str | None = None) -> str | None:
+    """Where a JSON Lines file (or one JSON document) stops being what it should: "line 3 is not JSON
+    (Expecting value at column 1)", "line 2 is a JSON list, not an object"; None when nothing is wrong."""
+    text = read_text(path, key)
+    try:
+        json.loads(text)
+        return None  # one JSON document
+    except json.JSONDecodeError as whole:
+        lines = text.split("\n")
+        first = next((i for i, line in enumerate(lines) if line.strip()), None)
+        if first is None:
+            return "is empty"
+        try:
+            json.loads(lines[first])
+        except json.JSONDecodeError:  # not JSON Lines: one document, broken where the parser stopped
+            return f"is not valid JSON at line {whole.lineno}, column {whole.colno} ({whole.msg})"
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            return f"line {n} is not JSON ({e.msg} at column {e.colno})"
+        if not isinstance(row, dict):
+            return f"line {n} is a JSON {type(row).__name__}, not an object"
+    return None
+
+
 # ----------------------------------------------------------------------------- loading
 
 def _is_text_feature(feature: Any) -> bool:
@@ -185,17 +372,74 @@ def load_files(
         kwargs["sample_by"] = sample_by
     elif builder == "csv" and builder_kwargs:
         kwargs.update(builder_kwargs)
+    check_files(files, builder, key, "column_names" in kwargs)
+    before = _builder_dirs(hf_cache, builder)
     try:
         ds = datasets.load_dataset(builder, data_files={split: files}, split=split, cache_dir=hf_cache, **kwargs)
     except (KeyboardInterrupt, ConfigError):
         raise
     except Exception as e:  # parse errors surface as DatasetGenerationError, ArrowInvalid, ...
-        cause = e.__cause__ or e
-        raise ConfigError(
-            f"{key}: could not read {files[:3]} as {ext} ({type(cause).__name__}: {str(cause)[:300]}); "
-            f"check the file format or its extension."
-        ) from e
+        _drop_failed_builds(hf_cache, builder, before)
+        raise ConfigError(_read_error(files, ext, builder, key, e, "column_names" in kwargs)) from e
     return ds, builder + repr(sorted(kwargs.items()))
+
+
+def check_files(files: list[str], builder: str, key: str, column_names: bool = False) -> None:
+    """Refuse, before `datasets` caches anything, what it would fail on obscurely or read wrongly: a file that is
+    not UTF-8 text (pyarrow's JSON reader even takes invalid UTF-8 in and fails later), an empty table file, a
+    CSV/TSV with a header and no rows (unless `column_names` are given: then there is no header), a .parquet that
+    is not parquet. Plain text files may be blank, as long as one of them is not."""
+    if builder == "parquet":
+        for f in files:
+            check_parquet_file(f, key)
+        return
+    # .zst/.lz4: `datasets` decompresses them (with the zstandard/lz4 packages), the standard library cannot
+    lines = {f: 2 if f.lower().endswith((".zst", ".lz4")) else nonblank_lines(f, key) for f in files}
+    blank = [f for f in files if lines[f] == 0]
+    if blank and (builder != "text" or len(blank) == len(files)):
+        raise ConfigError(f"{key}: {blank[0]} is empty (no non-empty text); fill it or drop it from {key}.")
+    header_only = [f for f in files if lines[f] == 1] if builder == "csv" and not column_names else []
+    if header_only:
+        raise ConfigError(f"{key}: {header_only[0]} has no rows (a header line only); fill it or drop it from {key}.")
+
+
+_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def _read_error(files: list[str], ext: str, builder: str, key: str, e: Exception, named: bool = False) -> str:
+    """The message for a file `datasets` could not read: the file and line where we can tell, else its error."""
+    cause = e.__cause__ or e
+    where = files[0] if len(files) == 1 else f"one of {files[:3]}{' ...' if len(files) > 3 else ''}"
+    if "corresponds to no data" in str(cause):
+        return f"{key}: {where} has no rows (a header line only?); fill it or drop it from {key}."
+    ragged = _RAGGED.search(str(cause))
+    if ragged:
+        expected, line, saw = ragged.groups()
+        quote = "remove the extra tab" if ext == ".tsv" else 'quote a field that holds a comma ("a, b")'
+        header = "data.column_names names" if named else "the header has"
+        return (f"{key}: {where} line {line} has {saw} fields but {header} {expected} (a ragged {ext[1:].upper()}); "
+                f"fix that row ({quote}) or remove it.")
+    if builder == "json":
+        for f in files:
+            problem = json_problem(f, key)
+            if problem:
+                return f"{key}: {f} {problem}; {'fix or remove that line' if problem.startswith('line') else 'fix the file'}."
+    return (f"{key}: could not read {files[:3]} as {ext} ({type(cause).__name__}: {str(cause).strip()[:300]}); "
+            "check the file format or its extension.")
+
+
+def _builder_dirs(hf_cache: str | None, builder: str) -> set[str]:
+    root = os.path.join(hf_cache, builder) if hf_cache else None
+    return set(os.listdir(root)) if root and os.path.isdir(root) else set()
+
+
+def _drop_failed_builds(hf_cache: str | None, builder: str, before: set[str]) -> None:
+    """A failed `load_dataset` leaves `<hf_cache>/<builder>/<config>/` directories holding only lock files: remove
+    those this call created (no data in them), so a failed read leaves no cache entry behind."""
+    for name in _builder_dirs(hf_cache, builder) - before:
+        path = os.path.join(hf_cache, builder, name)
+        if not any(f.endswith((".json", ".arrow")) for _, _, names in os.walk(path) for f in names):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _split_specs(files: Any, eval_files: Any) -> dict[str, tuple[Any, str]]:
@@ -378,6 +622,7 @@ def load_hub_dataset(name: str, config: str | None, hf_cache: str | None) -> dat
 
 __all__ = [
     "SUPPORTED_EXTENSIONS", "SAMPLE_BY", "load_text_dataset", "load_files", "nonempty_rows", "resolve_files",
-    "file_extension",
+    "file_extension", "read_text", "text_lines", "nonblank_lines", "check_parquet_file", "check_files",
+    "read_parquet_rows", "json_problem", "binary_kind",
     "hub_reachable", "hub_offline_mode", "load_hub_dataset",
 ]

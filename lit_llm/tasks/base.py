@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,14 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # OmegaConf ListConfig -> tuple
+        for f in fields(self):  # a number given as a word (task.optim.lr=abc) is named, not a TypeError later
+            values = getattr(self, f.name) if f.name == "betas" else [getattr(self, f.name)]
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                kind = "an integer" if f.type == "int" else "two numbers, e.g. [0.9, 0.98]" if f.name == "betas" \
+                    else "a number"
+                raise ConfigError(f"task.optim.{f.name}={getattr(self, f.name)!r} must be {kind}")
+            if f.type == "int" and not isinstance(values[0], int):
+                raise ConfigError(f"task.optim.{f.name}={values[0]!r} must be an integer")
         if self.lr <= 0:
             raise ConfigError(f"task.optim.lr={self.lr} must be > 0")
         if self.warmup_steps < 0:
