@@ -47,6 +47,8 @@ class SpeedMonitor(Callback):
         self.summary: dict[str, Any] = {}
         self._peak: float | None = None
         self._peak_source = ""
+        self._peak_when = ""  # when the peak in use was measured (fit start, or the step that re-probed it)
+        self._mfu_refused = False
         self._last: float | None = None
         self._steps = 0
         self._totals = {"time": 0.0, "tokens": 0, "real_tokens": 0, "samples": 0, "flops": 0.0, "steps": 0}
@@ -101,8 +103,10 @@ class SpeedMonitor(Callback):
         dtype = precision_dtype(trainer.precision, device.type)
         if self.peak_flops:
             self._peak, self._peak_source = float(self.peak_flops), "configured (callbacks.speed_monitor.peak_flops)"
+            self._peak_when = "given"
         else:
             self._peak, self._peak_source = device_peak_flops(device, dtype)
+            self._peak_when = f"at fit start ({time.strftime('%H:%M:%S')})"
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
@@ -146,7 +150,34 @@ class SpeedMonitor(Callback):
             pl_module.log("perf/samples_per_s", shape["samples"] * world / dt, on_step=True, on_epoch=False,
                           rank_zero_only=True)
             if flops and self._peak:
-                pl_module.log("perf/mfu", flops / dt / self._peak, on_step=True, on_epoch=False, rank_zero_only=True)
+                mfu = self._honest_mfu(trainer, flops / dt, f"step {trainer.global_step}")
+                if mfu is not None:
+                    pl_module.log("perf/mfu", mfu, on_step=True, on_epoch=False, rank_zero_only=True)
+
+    def _honest_mfu(self, trainer, achieved: float, where: str, devices: int = 1) -> float | None:
+        """achieved / peak, never above 1: a measured peak that makes MFU exceed 1 read low (the probe ran while
+        other work loaded the machine), so the peak is measured again (the higher reading is kept, and the
+        summary says when); still above 1 (or above a configured peak), no MFU is reported, with one warning."""
+        mfu = achieved / (self._peak * devices)
+        if mfu <= 1.0:
+            return mfu
+        if not self.peak_flops and not self._peak_source.startswith("datasheet"):
+            device = trainer.strategy.root_device
+            before = self._peak
+            self._peak, self._peak_source = device_peak_flops(device, precision_dtype(trainer.precision, device.type),
+                                                              remeasure=True)
+            self._peak_when = (f"re-measured at {where} ({time.strftime('%H:%M:%S')}): MFU read {mfu:.2f} against the "
+                               f"earlier {before / 1e9:,.0f} GFLOP/s")
+            log.info("perf: %s", self._peak_when)
+            mfu = achieved / (self._peak * devices)
+            if mfu <= 1.0:
+                return mfu
+        if not self._mfu_refused:
+            self._mfu_refused = True
+            log.warning(f"perf: MFU not reported: {achieved / 1e9:,.1f} GFLOP/s achieved at {where} is above the peak "
+                        f"{self._peak * devices / 1e9:,.1f} GFLOP/s ({self._peak_source}); the peak is wrong for this "
+                        "device (set callbacks.speed_monitor.peak_flops)")
+        return None
 
     def _batch_flops(self, pl_module, shape: dict | None) -> float | None:
         if shape is None:
@@ -187,9 +218,12 @@ class SpeedMonitor(Callback):
             "device": _device_name(device),
             "precision": str(trainer.precision),
         }
-        if not self.peak_flops and t["time"] > 60:  # a second probe after a long run: the higher is the peak
+        if not self.peak_flops and t["time"] > 60 and not self._peak_source.startswith("datasheet"):
+            before = self._peak  # a second probe after a long run: the higher is the peak
             self._peak, self._peak_source = device_peak_flops(device, precision_dtype(trainer.precision, device.type),
                                                               remeasure=True)
+            if before and self._peak > before:
+                self._peak_when = f"re-measured at the end of fit ({time.strftime('%H:%M:%S')}), higher than before"
         if t["flops"]:
             achieved = t["flops"] / t["time"]
             summary["model_flops_per_token"] = t["flops"] / t["tokens"]
@@ -197,8 +231,9 @@ class SpeedMonitor(Callback):
             if self._peak:
                 # the peak is one device's: N processes have N devices (on CPU they share the cores)
                 devices = trainer.world_size if device.type == "cuda" else 1
+                mfu = self._honest_mfu(trainer, achieved, "the end of fit", devices)
                 summary.update(peak_flops_per_s=self._peak * devices, peak_source=self._peak_source,
-                               mfu=achieved / (self._peak * devices))
+                               peak_measured=self._peak_when, mfu=mfu)
         summary.update(peak_memory(device))
         self.summary = summary
 
@@ -224,8 +259,12 @@ def format_perf(perf: dict) -> str:
              f"{perf['step_time_ms_median']:.0f} ms/step"]
     if "model_flops_per_s" in perf:
         parts.append(f"{perf['model_flops_per_s'] / 1e9:,.1f} GFLOP/s")
-    if "mfu" in perf:
+    if perf.get("mfu") is not None:
+        when = f", {perf['peak_measured']}" if perf.get("peak_measured") else ""
         parts.append(f"MFU {100 * perf['mfu']:.1f}% of {perf['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s "
+                     f"({perf['peak_source']}{when})")
+    elif "peak_flops_per_s" in perf:
+        parts.append(f"MFU not reported: above the peak of {perf['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s "
                      f"({perf['peak_source']})")
     mem = perf.get("peak_memory_gb", perf.get("peak_rss_gb"))
     if mem is not None:

@@ -122,3 +122,46 @@ def test_format_perf_names_the_peak_and_memory():
     assert line == ("performance (cpu (2 threads), 32-true, x1): 1,234 tokens/s, 9.6 samples/s, 830 ms/step, "
                     "50.0 GFLOP/s, MFU 50.0% of 100 GFLOP/s (measured), peak memory 1.50 GB (RSS)")
     assert SpeedMonitor().summary == {}
+
+
+class _Trainer:
+    """What SpeedMonitor reads of a trainer to re-probe the peak."""
+    precision = "32-true"
+    strategy = type("S", (), {"root_device": torch.device("cpu")})()
+
+
+def test_mfu_above_one_re_probes_the_peak_and_says_when(monkeypatch):
+    """A probe taken while other work ran reads low (85 instead of ~180 GFLOP/s here): MFU 1.14 against it is
+    measured again, and the figure reported is against the new peak, with the step that re-probed it."""
+    import lit_llm.callbacks as callbacks
+
+    monkeypatch.setattr(callbacks, "device_peak_flops", lambda device, dtype, remeasure=False: (190e9, "measured: x"))
+    sm = SpeedMonitor()
+    sm._peak, sm._peak_source, sm._peak_when = 85e9, "measured: x", "at fit start"
+    assert sm._honest_mfu(_Trainer(), 50e9, "step 3") == pytest.approx(50 / 85)  # below 1: the peak stays
+    assert sm._peak == 85e9
+    assert sm._honest_mfu(_Trainer(), 97e9, "step 7") == pytest.approx(97 / 190)
+    assert sm._peak == 190e9 and sm._peak_when.startswith("re-measured at step 7 (")
+    assert "MFU read 1.14 against the earlier 85 GFLOP/s" in sm._peak_when
+
+
+def test_mfu_above_a_peak_that_stays_too_low_is_not_reported(monkeypatch, caplog):
+    import lit_llm.callbacks as callbacks
+
+    monkeypatch.setattr(callbacks, "device_peak_flops", lambda device, dtype, remeasure=False: (85e9, "measured: x"))
+    sm = SpeedMonitor()
+    sm._peak, sm._peak_source = 85e9, "measured: x"
+    with caplog.at_level("WARNING", logger="lit_llm"):
+        assert sm._honest_mfu(_Trainer(), 97e9, "step 7") is None
+        assert sm._honest_mfu(_Trainer(), 98e9, "step 8") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "perf: MFU not reported: 97.0 GFLOP/s achieved at step 7 is above the peak 85.0 GFLOP/s (measured: x); the "
+        "peak is wrong for this device (set callbacks.speed_monitor.peak_flops)"]
+    configured = SpeedMonitor(peak_flops=50e9)  # a configured peak is not probed again
+    configured._peak, configured._peak_source = 50e9, "configured"
+    monkeypatch.setattr(callbacks, "device_peak_flops", None)
+    assert configured._honest_mfu(_Trainer(), 60e9, "step 1") is None
+    line = format_perf({"tokens_per_s": 1.0, "samples_per_s": 1.0, "step_time_ms_median": 1.0, "mfu": None,
+                        "model_flops_per_s": 6e10, "peak_flops_per_s": 5e10, "peak_source": "configured",
+                        "device": "cpu", "precision": "32-true", "world_size": 1})
+    assert "MFU not reported: above the peak of 50 GFLOP/s (configured)" in line
