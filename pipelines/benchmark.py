@@ -6,7 +6,8 @@ directory and prints the tables. Sections (each `<name>.enabled`; SECTIONS names
 lit_llm/benchmarks, whose `run(cfg) -> rows`): training (Lightning vs plain loop), hf_training (ours vs
 Hugging Face GPT-2, Llama, T5), generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack),
 families (import / fine-tune / export a tiny checkpoint of each Hugging Face family), memory (activation
-checkpointing). A row with a target says it (`target`) and whether it is met (`meets`).
+checkpointing), packing (tokenize + pack memory vs corpus size; off by default). A row with a target says it
+(`target`) and whether it is met (`meets`).
 A user error (lit_llm.errors.ConfigError, e.g. device=cuda without CUDA) prints one line `error: ...` and
 exits with status 2, before any work.
 """
@@ -31,6 +32,7 @@ SECTIONS = {  # config key -> (module in lit_llm/benchmarks, table title), in th
     "families": ("families", "Hugging Face families: import, fine-tune and export a tiny random checkpoint of each"),
     "memory": ("memory", "Memory: one training step (forward + backward) vs sequence length, with/without activation "
                          "checkpointing"),
+    "packing": ("packing", "Tokenize + pack vs corpus size: peak memory, tokens/s, cached reload (fresh processes)"),
 }
 
 

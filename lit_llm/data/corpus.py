@@ -18,7 +18,20 @@ batches masked once with a fixed seed so every validation sees the same masks).
 
 Packed splits are cached in `<cache_dir>/tokenized/<key>/<split>` (key: data fingerprint,
 tokenizer fingerprint, block size, packing version), written to a temporary directory and
-renamed, so an interrupted run never leaves a directory that looks complete.
+renamed, so an interrupted run never leaves a directory that looks complete. A split is tokenized in
+batches straight into a token file there (`data/token_stream.py`: uint16 ids when the vocabulary has at
+most 65,536 tokens, else uint32) and its blocks are a memory-mapped view of that file, so neither
+building nor loading a split holds the corpus in memory.
+
+Streaming (`streaming=True`, `data/streaming.py`): the training split is read lazily
+(`datasets.load_dataset(..., streaming=True)`: files or a hub dataset) and packed on the fly into the
+same blocks, in source order, endlessly (pass after pass); the position in the stream (the source's
+`state_dict()`, the tokens read but not yet packed, the blocks done) is saved with the data module's
+state in every checkpoint, so a resumed run continues at the block where the interrupted one stopped.
+Validation is bounded: the first `val_documents` documents of the source's "validation" split, or,
+when it has none, the first `val_documents` documents of the training stream, which training then
+skips; a source "test" split gives its first `val_documents` too, `eval_files` corpora are read
+whole. These are tokenized and cached as above.
 
 This module holds only what is particular to corpora (packing, the "tail" hold-out, the objectives);
 the shared mechanics (hold-out permutation, special tokens, the split cache) are in `data/base.py`,
@@ -34,7 +47,6 @@ from typing import Any, Iterator, Mapping
 
 import datasets
 import numpy as np
-import pyarrow as pa
 import pytorch_lightning as pl
 import torch
 from tokenizers import Tokenizer
@@ -57,13 +69,15 @@ from lit_llm.data.base import (
 from lit_llm.data.collate import InfillingCollator, MLMCollator
 from lit_llm.data.loading import ResumableDataLoader, ResumableTrainMixin
 from lit_llm.data.sources import load_text_dataset, nonempty_rows
+from lit_llm.data.streaming import PackedStream, load_text_streams, materialize
+from lit_llm.data.token_stream import TokenBlocks, num_blocks, open_blocks, write_token_stream
 from lit_llm.errors import ConfigError
 from lit_llm.tokenization import MASK, PAD
 from lit_llm.utils_io import sha256_json
 
 log = logging.getLogger("lit_llm")
 
-PACKING_VERSION = 1  # bump when tokenization/packing changes: old cache entries are then ignored
+PACKING_VERSION = 2  # bump when tokenization/packing changes: old cache entries are then ignored
 HOLDOUTS = ("rows", "tail")  # data.holdout (formerly data.split)
 OBJECTIVES = ("clm", "mlm", "denoise")
 
@@ -85,54 +99,21 @@ def pack_blocks(stream: np.ndarray, block_size: int) -> np.ndarray:
     return np.concatenate([body, last[:, None]], axis=1)
 
 
-def _encode_batch(batch: dict[str, list], tokenizer: Tokenizer, eos_id: int) -> dict[str, list]:
-    encodings = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
-    return {"ids": [enc.ids + [eos_id] for enc in encodings]}
-
-
-def tokenize_split(ds: datasets.Dataset, tokenizer: Tokenizer, eos_id: int, num_proc: int = 1,
-                   fingerprint: str | None = None) -> np.ndarray:
-    """Tokenize every document of `ds` (`text` column) and return one int32 stream, `<eos>` after each."""
-    mapped = ds.map(
-        _encode_batch,
-        batched=True,
-        batch_size=1000,
-        num_proc=num_proc if num_proc > 1 and len(ds) > 1 else None,
-        remove_columns=ds.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "eos_id": eos_id},
-        features=datasets.Features({"ids": datasets.List(datasets.Value("int32"))}),
-        new_fingerprint=fingerprint,  # given, so datasets does not hash the tokenizer
-        desc="tokenizing",
-    )
-    if mapped._indices is not None:
-        mapped = mapped.flatten_indices()
-    chunks = mapped.data.column("ids").chunks
-    parts = [c.flatten().to_numpy(zero_copy_only=False) for c in chunks]
-    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.empty(0, np.int32)
-
-
-def _blocks_to_dataset(blocks: np.ndarray) -> datasets.Dataset:
-    width = blocks.shape[1]
-    values = pa.array(np.ascontiguousarray(blocks, dtype=np.int32).ravel())
-    table = pa.table({"ids": pa.FixedSizeListArray.from_arrays(values, width)})
-    return datasets.Dataset(datasets.table.InMemoryTable(table))
-
-
-def _dataset_to_blocks(ds: datasets.Dataset) -> np.ndarray:
-    """[n, width] int32 array over the (memory-mapped) Arrow data; no copy for a single chunk."""
-    column = ds.data.column("ids")
-    width = ds.features["ids"].length
-    parts = [c.flatten().to_numpy(zero_copy_only=False) for c in column.chunks]
-    flat = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, np.int32)
-    return flat.reshape(-1, width)
+def tokenize_split(ds: datasets.Dataset, tokenizer: Tokenizer, eos_id: int, out_dir: Path,
+                   num_proc: int = 1) -> dict[str, Any]:
+    """Tokenize every document of `ds` (`text` column), `<eos>` after each, into one token file in `out_dir`
+    (`token_stream.write_token_stream`); return {"documents", "tokens", "dtype"}. `open_blocks(out_dir,
+    block_size)` then gives the blocks `pack_blocks` would cut from that stream, memory-mapped."""
+    return write_token_stream(ds, tokenizer, eos_id, out_dir, num_proc=num_proc)
 
 
 # ----------------------------------------------------------------------------- batches
 
 class BlockDataset(torch.utils.data.Dataset):
-    """Rows of a [n, block_size + 1] token array; `__getitems__` gathers a whole batch at once."""
+    """Rows of a [n, block_size + 1] token array (a `TokenBlocks` pickles as its file name, so DataLoader
+    workers open the file themselves); `__getitems__` gathers a whole batch at once."""
 
-    def __init__(self, blocks: np.ndarray):
+    def __init__(self, blocks: np.ndarray | TokenBlocks):
         self.blocks = blocks
 
     def __len__(self) -> int:
@@ -170,6 +151,9 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
     `mlm_probability` of the tokens, e.g. 0.3; `collate.InfillingCollator`), "clm" (next-token labels)
     or "mlm" (BERT masking of `block[:, :-1]` with
     probability `mlm_probability`; see the module docstring). Packing and caches are shared.
+
+    `streaming`: read the training split lazily and pack it on the fly (see the module docstring);
+    `val_documents` bounds the held-out validation then (`holdout` and `val_fraction` are not used).
     """
 
     def __init__(
@@ -193,9 +177,15 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
         objective: str = "clm",
         mlm_probability: float = 0.15,
         split: str | None = None,
+        streaming: bool = False,
+        val_documents: int = 1000,
     ):
         super().__init__()
         holdout = renamed_setting("split", "holdout", split, holdout) or "rows"
+        if streaming and holdout == "tail":
+            raise ConfigError("data.holdout=tail cuts every document, which data.streaming=true does not hold in memory; "
+                              "drop data.holdout (streaming holds out the first data.val_documents documents).")
+        require_int("data.val_documents", val_documents)
         require_choice("data.objective", objective, OBJECTIVES)
         require_fraction("data.mlm_probability", mlm_probability, why=", e.g. 0.15")
         require_choice("data.holdout", holdout, HOLDOUTS)
@@ -221,14 +211,20 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
         self.shuffle_seed = shuffle_seed
         self.objective = objective
         self.mlm_probability = float(mlm_probability)
+        self.streaming = bool(streaming)
+        self.val_documents = val_documents
+        self.train_stream: datasets.IterableDataset | None = None  # streaming: the training documents
+        self._stream: PackedStream | None = None  # streaming: the train loader's packed stream
+        self._restored_stream: dict[str, Any] | None = None  # streaming: the position in a checkpoint
 
         self.mlm_collator: MLMCollator | InfillingCollator | None = None
         self.test_names: list[str] = ["validation"]
 
     @property
     def blocks(self) -> dict[str, np.ndarray]:
-        """The opened splits: {split: packed blocks [n, block_size + 1]}."""
-        return self.opened
+        """The opened splits: {split: packed blocks [n, block_size + 1]} (read-only memory-mapped views;
+        with streaming, no "train")."""
+        return {split: blocks.array for split, blocks in self.opened.items()}
 
     # -- the data-module protocol (base.DataModuleProtocol) -----------------------------------
     def max_sequence_length(self) -> tuple[str, int]:
@@ -237,8 +233,8 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
         return "data.block_size", self.block_size
 
     def test_split_names(self) -> list[str]:
-        """train, validation (the held-out split) and each evaluation corpus by name."""
-        return ["train", "validation", *self._eval_corpora()]
+        """train (not when streaming), validation (the held-out split) and each evaluation corpus by name."""
+        return [*([] if self.streaming else ["train"]), "validation", *self._eval_corpora()]
 
     def _eval_corpora(self) -> list[str]:
         """The names of the evaluation corpora (splits "eval_<name>")."""
@@ -246,9 +242,12 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
 
     # -- 1. raw text -----------------------------------------------------------------------
     def load_raw(self) -> datasets.DatasetDict:
-        """Load the source, hold out validation if needed; set `raw` and `data_fingerprint`."""
+        """Load the source, hold out validation if needed; set `raw` and `data_fingerprint`
+        (streaming: `raw` holds the evaluation splits, `train_stream` the training documents)."""
         if self.raw is not None:
             return self.raw
+        if self.streaming:
+            return self._load_streams()
         source, source_fp = load_text_dataset(
             files=self.files, hub_name=self.hub_name, hub_config=self.hub_config,
             text_column=self.text_column, sample_by=self.sample_by,
@@ -277,6 +276,36 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
         self.raw = datasets.DatasetDict(raw)
         self.test_names = ["validation", *self._eval_corpora()]
         self.data_fingerprint = sha256_json({"source": source_fp, "holdout": split_info, "splits": list(raw)})
+        return self.raw
+
+    def _load_streams(self) -> datasets.DatasetDict:
+        streams, source_fp = load_text_streams(
+            files=self.files, hub_name=self.hub_name, hub_config=self.hub_config, text_column=self.text_column,
+            sample_by=self.sample_by, eval_files=self.eval_files)
+        if "train" not in streams:
+            raise ConfigError(f"the source has no 'train' split (splits: {list(streams)}); name the training files "
+                              "data.files.train=<path or glob>.")
+        train, n = streams["train"], self.val_documents
+        held_out_from = "validation" if "validation" in streams else "train"
+        validation = materialize(streams[held_out_from], n)
+        if held_out_from == "train":
+            train = train.skip(n)
+        if len(validation) == 0:
+            raise ConfigError(f"the {held_out_from} split has no documents to validate on; check data.files.")
+        raw = {"validation": validation}
+        for name, stream in streams.items():
+            if name.startswith("eval_"):
+                raw[name] = materialize(stream)
+            elif name == "test" and "eval_test" not in streams:
+                raw["eval_test"] = materialize(stream, n)
+            elif name not in ("train", "validation"):
+                log.info("data: ignoring source split %r (use data.eval_files to evaluate on it)", name)
+        self.train_stream, self.raw = train, datasets.DatasetDict(raw)
+        self.test_names = ["validation", *self._eval_corpora()]
+        holdout = {"streaming": True, "val_documents": n, "from": held_out_from}
+        self.data_fingerprint = sha256_json({"source": source_fp, "holdout": holdout, "splits": ["train", *raw]})
+        log.info("data: streaming the training split; validation: the first %d documents of the %s split%s",
+                 len(validation), held_out_from, ", which training skips" if held_out_from == "train" else "")
         return self.raw
 
     def _hold_out(self, ds: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -308,8 +337,12 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
     def train_texts(self, batch_size: int = 1000) -> Iterator[list[str]]:
         """Batches (lists of str) of the train split's texts, for tokenizer training.
 
-        Pass the bound method itself as `get_tokenizer(texts=dm.train_texts, ...)`.
+        Pass the bound method itself as `get_tokenizer(texts=dm.train_texts, ...)`. Streaming: one
+        pass over the training stream (or give a trained tokenizer: tokenizer=pretrained).
         """
+        if self.streaming:
+            self.load_raw()
+            return (batch["text"] for batch in self.train_stream.iter(batch_size=batch_size))
         return text_batches(self.load_raw()["train"], ("text",), batch_size)
 
     def set_tokenizer(self, tokenizer: Tokenizer, tokenizer_fingerprint: str | None = None,
@@ -347,21 +380,19 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
 
     def _open_split(self, split: str, path: Path) -> None:
         log.info("data: %s blocks loaded from %s", split, path)
-        self.opened[split] = _dataset_to_blocks(datasets.load_from_disk(str(path)))
+        self.opened[split] = open_blocks(path, self.block_size)
 
-    def _build_split(self, split: str, out_dir: Path) -> dict[str, int]:
-        """Tokenize `split`, pack it into blocks, save them in `out_dir`; return its statistics."""
+    def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
+        """Tokenize `split` into a token file in `out_dir` (its blocks: a view of it); return its statistics."""
         t0 = time.perf_counter()
         ds = self.raw[split]
-        eos_id = self._document_end_id()
-        fp = sha256_json([ds._fingerprint, self.tokenizer_fingerprint, eos_id, PACKING_VERSION])[:32]
-        stream = tokenize_split(ds, self.tokenizer, eos_id, self.num_proc, fingerprint=fp)
-        blocks = pack_blocks(stream, self.block_size)
-        if len(blocks) == 0:
-            raise ConfigError(self._too_short_message(split, len(stream)))
+        written = tokenize_split(ds, self.tokenizer, self._document_end_id(), out_dir, self.num_proc)
+        blocks = num_blocks(written["tokens"], self.block_size)
+        if blocks == 0:
+            raise ConfigError(self._too_short_message(split, written["tokens"]))
         seconds = time.perf_counter() - t0
-        stats = {"documents": len(ds), "tokens": int(len(stream)), "blocks": int(len(blocks))}
-        _blocks_to_dataset(blocks).save_to_disk(str(out_dir))
+        stats = {"documents": written["documents"], "tokens": written["tokens"], "blocks": blocks,
+                 "dtype": written["dtype"]}
         log.info(
             "data: tokenized %s: %d documents, %d tokens, %d blocks of %d in %.1fs (%.0f tokens/s)",
             split, stats["documents"], stats["tokens"], stats["blocks"], self.block_size,
@@ -388,7 +419,7 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
             raise RuntimeError("CorpusDataModule: call set_tokenizer(...) before building loaders")
         return self.mlm_collator.mask_tokens if self.objective == "mlm" else self.mlm_collator
 
-    def _loader(self, blocks: np.ndarray, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
+    def _loader(self, blocks: TokenBlocks, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
         return loader_cls(BlockDataset(blocks), batch_size=batch_size, collate_fn=self._collate_fn(),
                           **self.loader_kwargs(), **kwargs)
 
@@ -410,6 +441,8 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
         return len(self.opened_split("train"))
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            return self._stream_loader()
         blocks = self.opened_split("train")
         if len(blocks) < self.batch_size:
             raise ConfigError(
@@ -418,6 +451,37 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
             )
         return self._loader(blocks, self.batch_size, sampler=self.make_train_sampler(), drop_last=True,
                             loader_cls=ResumableDataLoader)
+
+    def _stream_loader(self) -> DataLoader:
+        """The training blocks packed on the fly, from the trainer's position (see the module docstring).
+        In this process (no DataLoader workers): the stream is read in order and its position saved."""
+        self.load_raw()
+        if self.tokenizer is None:
+            raise RuntimeError("CorpusDataModule: call set_tokenizer(...) before building loaders")
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        self._stream = None  # a new stream (a reloaded loader): the old one's position is not asked for
+        if trainer is not None:
+            self._check_restored_state()
+        if self.num_workers:
+            log.info("data: streaming: the training blocks are packed in the main process (data.num_workers=%d "
+                     "serves the evaluation loaders)", self.num_workers)
+        self._stream = PackedStream(self.train_stream, self.tokenizer, self._document_end_id(), self.block_size,
+                                    rank=rank, world_size=world, start=self._restored_stream,
+                                    position=self._consumed_blocks if trainer is not None else None,
+                                    window=max(4096, 8 * self.batch_size * world))
+        kwargs = {**self.loader_kwargs(), "num_workers": 0, "persistent_workers": False}  # its generator, see there
+        return ResumableDataLoader(self._stream, batch_size=self.batch_size, collate_fn=self._collate_fn(),
+                                   drop_last=True, **kwargs)
+
+    def _consumed_blocks(self) -> int | None:
+        """Global blocks the attached trainer has trained on (all ranks): its optimizer steps x accumulation x
+        batch size x processes; None without a trainer."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        return (int(trainer.global_step) * int(trainer.accumulate_grad_batches) * self.batch_size
+                * int(trainer.world_size))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")
@@ -438,7 +502,20 @@ class CorpusDataModule(DataModuleProtocol, TokenizedSplitsMixin, ResumableTrainM
                  "block_size": self.block_size, "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed}
         if self.objective != "clm":
             state.update(objective=self.objective, mlm_probability=self.mlm_probability)
+        if self.streaming and self._stream is not None:
+            consumed = self._consumed_blocks()
+            position = self._stream.state_at(self._stream.produced if consumed is None else consumed)
+            if position is None:
+                log.warning("data: streaming: the position at block %s is no longer known; a run resumed from this "
+                            "checkpoint reads the stream again from the start up to it", consumed)
+            else:
+                state["stream"] = position
         return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        self._restored_stream = state.pop("stream", None)
+        super().load_state_dict(state)
 
 
 class _FirstTokens:

@@ -83,6 +83,8 @@ class CausalLMTask(BackboneTask):
         def targets(split: str) -> np.ndarray:  # the predicted tokens of a packed split
             return datamodule.blocks[split][:, 1:]
 
+        if "train" not in datamodule.blocks:  # a streamed training split (data.streaming=true) is never whole
+            return {}
         train, vocab = targets("train"), datamodule.tokenizer.get_vocab_size()
         out = {"baseline/unigram_ppl": unigram_perplexity(train, targets("validation"), vocab)}
         for name in datamodule.test_names[1:]:

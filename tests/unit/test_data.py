@@ -201,7 +201,7 @@ def test_missing_column_and_empty_corpus_messages(tmp_path):
     with pytest.raises(ConfigError, match=r"empty\.txt.*no non-empty text"):
         load_text_dataset(files=empty, cache_dir=tmp_path)
     broken = write(tmp_path / "broken.jsonl", '{"text": "ok"}\n{not json\n')
-    with pytest.raises(ConfigError, match=r"data\.files: could not read .*broken\.jsonl"):
+    with pytest.raises(ConfigError, match=r"data\.files: .*broken\.jsonl line 2 is not JSON"):
         load_text_dataset(files=broken, cache_dir=tmp_path)
 
 
@@ -376,7 +376,8 @@ def test_tokenize_pack_and_loaders(tmp_path):
     blocks = dm.blocks["train"]
     assert blocks.shape == ((len(expected) - 1) // 8, 9)
     assert np.concatenate([b[:-1] for b in blocks]).tolist() == expected[: len(blocks) * 8]
-    assert dm.stats["train"] == {"documents": len(DOCS), "tokens": len(expected), "blocks": len(blocks)}
+    assert dm.stats["train"] == {"documents": len(DOCS), "tokens": len(expected), "blocks": len(blocks),
+                                 "dtype": "uint16"}
 
     batches = list(dm.train_dataloader())
     assert len(batches) == len(blocks) // 2  # drop_last
