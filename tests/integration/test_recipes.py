@@ -49,7 +49,9 @@ def test_recipe_without_init_from_stops_at_once(compose_train, recipe, tmp_path)
     with pytest.raises(ConfigError, match=rf"^model.init_from is required: {recipe} fine-tunes a pretrained model; "
                                           r"give one, e.g. model.init_from=hf:\S+ .* or model.init_from=<a "):
         train(compose_train([f"experiment={recipe}"], tmp_path / "run", tiny=False))
-    assert not (tmp_path / "run" / "run.json").exists()  # before any data or model is built
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "failed" and "data" not in run  # stopped before any data or model was built
+    assert not (tmp_path / "run" / "tokenizer.json").exists()
 
 
 def test_recipe_without_init_from_is_one_line_on_the_command_line(tmp_path, cache_dir):
