@@ -53,6 +53,23 @@ def requires_data(*relative: str):
     )
 
 
+def last_weights(run_dir: Path) -> dict:
+    """The weights in a run directory's checkpoints/last.ckpt."""
+    import torch
+
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 1e-6) -> None:
+    """Two runs ended with the same weights (their last.ckpt), tensor by tensor, to `atol`."""
+    import torch
+
+    wa, wb = last_weights(a), last_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0, msg=k)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One tokenizer / tokenized-data cache for the whole session (tests also check cache hits)."""

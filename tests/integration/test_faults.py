@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -14,6 +13,7 @@ import torch
 from lit_llm.errors import ConfigError
 from lit_llm.faults import LOCK_FILE, Interrupted, NonFiniteLoss, run_dir_lock, run_status
 from lit_llm.run import train
+from tests.conftest import assert_same_weights, last_weights
 
 # 10 steps over epochs of 4 batches (stops inside and at the end of epochs), validation (and a checkpoint) every 3
 COMMON = ["experiment=quickstart", "model.dropout=0.1", "trainer.limit_train_batches=4",
@@ -36,17 +36,6 @@ class SignalAt(pl.Callback):
 def signal_at(step: int, name: str) -> list[str]:
     return [f"+callbacks.signal_at._target_={__name__}.SignalAt", f"+callbacks.signal_at.step={step}",
             f"+callbacks.signal_at.signal={name}"]
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +143,7 @@ def test_skipped_nan_batches_are_bounded_and_counted(compose_train, tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "completed"
     assert run["skipped_batches"] == [{"step": 2, "loss": "nan"}, {"step": 6, "loss": "nan"}]
-    assert all(torch.isfinite(w).all() for w in weights(out).values())
+    assert all(torch.isfinite(w).all() for w in last_weights(out).values())
 
     with pytest.raises(NonFiniteLoss, match=r"at step 6 .*1 bad batches were skipped already, "
                                             r"faults.max_skipped_batches=1"):

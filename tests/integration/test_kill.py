@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lit_llm.faults import run_status
+from tests.conftest import assert_same_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "integration" / "fault_driver.py"
@@ -30,17 +31,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 def drive(out: Path, cache: Path, fault: str = "none", *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(DRIVER), str(out), str(cache), fault, *COMMON, *extra], env=ENV,
                           capture_output=True, text=True, timeout=600)
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
 
 
 def checkpoint_step(path: Path) -> int:
