@@ -358,23 +358,31 @@ def _lock_holder(path: Path) -> str:
         return "another process"
 
 
-def run_status(out_dir: Path) -> str:
-    """run.json's status, with "running" checked against the lock: "died" when no process holds it."""
-    try:
-        status = json.loads((Path(out_dir) / "run.json").read_text()).get("status", "unknown")
-    except (OSError, ValueError):
-        return "unknown"
+def run_status(out_dir: Path, meta: dict | None = None) -> str:
+    """run.json's status (`meta`: run.json already read), with "running" checked against the run directory's lock:
+    "died" when no process holds it (a run killed outright, or one of a lit-llm before the lock). Reads only: the
+    lock file is never created here."""
+    if meta is None:
+        try:
+            meta = json.loads((Path(out_dir) / "run.json").read_text())
+        except (OSError, ValueError):
+            return "unknown"
+    status = str(meta.get("status") or "unknown")
     if status != "running":
         return status
-    fd = os.open(Path(out_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        fd = os.open(Path(out_dir) / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return "died"
+    except OSError:
+        return status
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return "died"
     except BlockingIOError:
         return "running"
     finally:
-        os.close(fd)
+        os.close(fd)  # drops the shared lock taken above, if any
 
 
 def clear_stale_temp_files(out_dir: Path) -> list[str]:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from lit_llm.errors import ConfigError
+from lit_llm.faults import run_status
 from lit_llm.reporting.comparisons import ALPHA, verdict
 from lit_llm.reporting.compute import compute_of, fmt_flops, pareto_plot
 from lit_llm.utils_io import atomic_write_bytes, atomic_write_text
@@ -51,7 +52,7 @@ class NoRuns(ConfigError):
 class Run:
     path: Path
     name: str = ""
-    status: str = "unknown"  # completed | failed | running (or killed) | unknown (no run.json)
+    status: str = "unknown"  # completed | failed | interrupted | running | died (killed) | unknown (no run.json)
     error: str | None = None
     seed: Any = None
     overrides: dict[str, str] = field(default_factory=dict)
@@ -117,7 +118,7 @@ def read_run(path: Path) -> Run:
     run = Run(path=path)
     meta = _read_json(path / "run.json")
     if meta:
-        run.status = str(meta.get("status") or "unknown")
+        run.status = run_status(path, meta)  # "running" with no live process holding the directory: "died"
         run.error = meta.get("error")
         run.seed = meta.get("seed")
     run.overrides = parse_overrides(_read_yaml(path / ".hydra" / "overrides.yaml"))

@@ -165,3 +165,15 @@ def test_no_finished_runs_exits_2(tmp_path, capsys):
 
     assert main([str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such directory\n"
+
+
+def test_a_run_killed_while_it_ran_reads_died(tmp_path):
+    """run.json still says "running" after a kill -9; no live process holds the directory's lock, so it is "died"."""
+    from lit_llm.faults import run_dir_lock
+    from lit_llm.reporting.leaderboard import read_run
+
+    run = tmp_path / "0_seed=1"
+    write_run(run, 1, "0.1", "running", None, None)
+    assert read_run(run).status == "died"
+    with run_dir_lock(run):  # a live run holds it
+        assert read_run(run).status == "running"
