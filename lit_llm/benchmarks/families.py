@@ -147,7 +147,7 @@ def measure(family: str, cfg: dict, device: torch.device, work: Path) -> dict:
     exported_as, _ = export_hf(backbone.cpu().eval(), work / f"{family}_export", tokenizer)
     export_s = time.perf_counter() - started
     return {"family": family, "hf_model": hf_class, "params": params, "import_s": round(import_s, 3),
-            f"finetune_{int(cfg['steps'])}_s": round(finetune_s, 2), "export_s": round(export_s, 3),
+            f"finetune_{int(cfg['steps'])}_s": round(finetune_s, 4), "export_s": round(export_s, 3),
             "exported_as": exported_as}
 
 
