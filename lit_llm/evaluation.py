@@ -4,7 +4,9 @@
 Everything comes from the checkpoint: its task kind (looked up in `lit_llm.tasks.TASKS`), backbone,
 tokenizer and the run's data settings. `data=<name>` evaluates on another dataset of the same task,
 `split=` on another split, `+data.<key>=...` edits the checkpoint's data config. The trainer is built
-as training builds it (`lit_llm.builders.build_trainer`).
+as training builds it (`lit_llm.builders.build_trainer`). `precision=int8` evaluates the checkpoint with its
+linear layers quantized to int8 (`lit_llm.compression.quantize_int8`, CPU only); every evaluation reports its
+test examples/s (run.json `inference`), so precisions can be compared.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 import lit_llm
@@ -54,13 +57,41 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     dm, tok_fp = eval_data(cfg, ckpt, data_cfg)
     task = load_task(cfg, ckpt, dm)
-    trainer = build_trainer(eval_trainer_config(cfg, ckpt.stored), out_dir)
+    trainer_cfg = eval_trainer_config(cfg, ckpt.stored)
+    if is_int8(cfg):
+        from lit_llm.compression import quantize_int8
+
+        quantize_int8(task, f"ckpt_path={ckpt.path}")
+    speed = ThroughputCounter()
+    trainer = build_trainer(trainer_cfg, out_dir, extra_callbacks=[speed])
     metrics = {}
     for result in trainer.test(task, datamodule=dm, verbose=False):
         metrics.update({k: float(v) for k, v in result.items()})
     metrics = dict(sorted(metrics.items()))
-    write_eval_outputs(cfg, ckpt, task, dm, data_cfg, metrics, out_dir, started, seed, tok_fp)
+    inference = {"precision": str(cfg.get("precision") or trainer_cfg["precision"]), **speed.summary()}
+    write_eval_outputs(cfg, ckpt, task, dm, data_cfg, metrics, out_dir, started, seed, tok_fp, inference)
     return metrics
+
+
+class ThroughputCounter(pl.Callback):
+    """Test examples (rows of `input_ids`) and seconds from the first test batch to the end of the last."""
+
+    def __init__(self):
+        self.examples, self.start, self.end = 0, None, None
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.examples += int(batch["input_ids"].shape[0])
+        self.end = time.perf_counter()
+
+    def summary(self) -> dict:
+        seconds = (self.end - self.start) if self.start is not None and self.end is not None else 0.0
+        return {"examples": self.examples, "seconds": round(seconds, 3),
+                "examples_per_s": round(self.examples / seconds, 2) if seconds > 0 else None,
+                "threads": torch.get_num_threads()}
 
 
 def eval_checkpoint_path(spec: str | None) -> str:
@@ -154,6 +185,8 @@ def load_task(cfg: DictConfig, ckpt: Checkpoint, dm):
         overrides["generation"] = {**hparams.get("generation", {}), **container(cfg.generation)}
     task = ckpt.spec.task_class().load_from_checkpoint(ckpt.path, map_location="cpu", weights_only=True, **overrides)
     for key, value in dm.task_arguments().items():  # the constructor arguments the data gives, as trained
+        if key not in task.hparams:  # kept only for training (classification's class_counts)
+            continue
         trained = task.hparams[key]
         if (list(trained) if isinstance(trained, (list, tuple)) else trained) != value:
             raise ConfigError(f"ckpt_path={ckpt.path} was trained with {key}={trained} but the data gives "
@@ -161,19 +194,32 @@ def load_task(cfg: DictConfig, ckpt: Checkpoint, dm):
     return task
 
 
+def is_int8(cfg: DictConfig) -> bool:
+    return str(cfg.get("precision")) == "int8"
+
+
 def eval_trainer_config(cfg: DictConfig, stored: dict) -> dict:
-    """A one-device test-only trainer in the training run's precision (or `precision=`)."""
+    """A one-device test-only trainer in the training run's precision (or `precision=`); `precision=int8`: a
+    float32 trainer on the CPU around the int8 model (a ConfigError for another accelerator)."""
     precision = cfg.get("precision") or (stored.get("trainer") or {}).get("precision") or "32-true"
-    return {"_target_": "pytorch_lightning.Trainer", "accelerator": cfg.get("accelerator") or "auto", "devices": 1,
+    accelerator = cfg.get("accelerator") or "auto"
+    if is_int8(cfg):
+        if accelerator not in ("auto", "cpu"):
+            raise ConfigError(f"precision=int8 runs on the CPU only (int8 linear layers for CPU inference), not "
+                              f"accelerator={accelerator}; use accelerator=cpu, or precision=bf16-mixed on a GPU")
+        precision, accelerator = "32-true", "cpu"
+    return {"_target_": "pytorch_lightning.Trainer", "accelerator": accelerator, "devices": 1,
             "precision": precision, "enable_checkpointing": False, "enable_model_summary": False,
             "limit_test_batches": cfg.get("limit_batches") or 1.0,
             "enable_progress_bar": bool(cfg.get("progress_bar", True)), "deterministic": False}
 
 
 def write_eval_outputs(cfg: DictConfig, ckpt: Checkpoint, task, dm, data_cfg: dict, metrics: dict,
-                       out_dir: Path, started: float, seed: int, tok_fp: str) -> None:
-    """metrics.json, the task's outputs, the report, run.json; prints the summary."""
+                       out_dir: Path, started: float, seed: int, tok_fp: str, inference: dict | None = None) -> None:
+    """metrics.json, the task's outputs, the report, run.json (with `inference`: precision, examples/s);
+    prints the summary."""
     meta = {"task_name": ckpt.stored.get("task_name"), "checkpoint": ckpt.path, "seed": seed,
+            **({"inference": inference} if inference else {}),
             **run_metadata(lit_llm.project_root()),
             "data": {"fingerprint": dm.data_fingerprint, "tokenizer_fingerprint": tok_fp, **dm.stats}}
     meta.pop("_git_diff")
@@ -189,7 +235,12 @@ def write_eval_outputs(cfg: DictConfig, ckpt: Checkpoint, task, dm, data_cfg: di
     meta.update(status="completed", seconds=round(time.time() - started, 1))
     atomic_write_json(out_dir / "run.json", meta)
     print_summary(out_dir, metrics, meta, None)
+    if inference and inference.get("examples_per_s"):
+        print(f"inference: {inference['precision']}, {inference['examples']} test examples in "
+              f"{inference['seconds']:.2f} s = {inference['examples_per_s']:.1f} examples/s "
+              f"({inference['threads']} threads)")
 
 
 __all__ = ["evaluate", "eval_checkpoint_path", "open_checkpoint", "stored_run_config", "eval_data_config",
-           "eval_data", "load_task", "eval_trainer_config", "write_eval_outputs", "Checkpoint"]
+           "eval_data", "load_task", "eval_trainer_config", "write_eval_outputs", "Checkpoint",
+           "ThroughputCounter", "is_int8"]
