@@ -31,6 +31,7 @@ TINY = [
     "trainer.enable_model_summary=false",
     "task.optim.warmup_steps=2",
     "callbacks.generate_samples.max_new_tokens=20",
+    "report.interpret.enabled=false",  # seconds of plots per report: tests/unit/test_interpret.py covers it
 ]
 
 
@@ -101,7 +102,8 @@ def compose_eval(tmp_path, cache_dir):
 
     def _compose(overrides: list[str], out: Path) -> DictConfig:
         data = shared_data_dir()
-        extra = [f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "progress_bar=false"]
+        extra = [f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "progress_bar=false",
+                 "report.interpret.enabled=false"]
         if data is not None:
             extra.append(f"paths.data_dir={data}")
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

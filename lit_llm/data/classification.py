@@ -68,6 +68,7 @@ SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files"
 # decoder without <bos> (Qwen2) starts and ends the text with its end-of-text token (pooling=last reads the end)
 FALLBACKS = {"cls": ("bos", "eos"), "sep": ("eos",), "pad": ("eos",)}
 BUCKET_BATCHES = 50  # length bucketing sorts within chunks of this many batches
+SAMPLERS = ("random", "bucket", "balanced")  # data.sampler
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -231,6 +232,42 @@ class BucketRandomSampler(ResumableRandomSampler):
         return np.concatenate(shuffled + rest).tolist() if batches else []
 
 
+class BalancedRandomSampler(ResumableRandomSampler):
+    """`ResumableRandomSampler` whose epochs draw every class equally often (for imbalanced labels).
+
+    Epoch e (generator `np.random.default_rng((seed, e))`, the same on every replica): each class's examples are
+    shuffled and dealt round-robin to the replicas, so the replicas' example sets are disjoint (a class with
+    fewer examples than replicas is shared whole). Each replica then fills its `num_samples` positions (the
+    plain sampler's epoch length) with equal quotas of the classes present (the remainder to randomly chosen
+    classes), in a random order; a class's positions cycle through reshuffled passes over its examples, so a
+    rare class repeats its examples and a common one leaves some out until a later epoch. A resume skips the
+    samples already seen, as with the plain sampler.
+    """
+
+    def __init__(self, labels: np.ndarray, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(len(labels), seed, num_replicas=num_replicas, rank=rank)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = np.unique(self.labels)
+
+    def permutation(self, epoch: int | None = None) -> list[int]:
+        epoch = self.epoch if epoch is None else epoch
+        deal = np.random.default_rng((self.seed, epoch))
+        mine = []  # per class, this replica's examples
+        for c in self.classes:
+            members = deal.permutation(np.flatnonzero(self.labels == c))
+            mine.append(members[self.rank :: self.num_replicas] if len(members) >= self.num_replicas else members)
+        rng = np.random.default_rng((self.seed, epoch, 1 + self.rank))
+        n, k = self.num_samples, len(self.classes)
+        quota = np.full(k, n // k)
+        quota[rng.choice(k, n % k, replace=False)] += 1
+        slots = rng.permutation(np.repeat(np.arange(k), quota))
+        order = np.empty(n, dtype=np.int64)
+        for i, members in enumerate(mine):
+            passes = -(-quota[i] // len(members))  # ceil: reshuffled passes over the class's examples
+            order[slots == i] = np.concatenate([rng.permutation(members) for _ in range(passes)])[: quota[i]]
+        return order.tolist()
+
+
 # ----------------------------------------------------------------------------- data module
 
 class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin, ResumableTrainMixin,
@@ -244,6 +281,9 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
     train rows. Without any test split, testing runs on the validation split
     (`test_names == ["validation"]`), else `test_names == ["test"]`. `train_limit` keeps a seeded random subset
     of the remaining train rows (`base.limit_rows`: a labelled-data budget for learning curves).
+    `sampler` orders the train examples: `random` (a seeded shuffle), `bucket` (batches of similar lengths,
+    `BucketRandomSampler`; `bucket_by_length=true` is the older spelling) or `balanced` (classes equally often,
+    `BalancedRandomSampler`); all resume exactly.
     """
 
     CACHE_SUBDIR = "classification"  # <cache_dir>/classification/<key>/<split>
@@ -270,6 +310,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         bucket_by_length: bool = False,
+        sampler: str = "random",
         num_workers: int = 0,
         num_proc: int = 1,
         cache_dir: str = ".cache",
@@ -283,6 +324,12 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
                 require_int(key, value)
         for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
             require_fraction(key, value, zero_ok=True, why=", e.g. 0.1")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"data.sampler={sampler!r} is not one of {list(SAMPLERS)}; random (shuffle), bucket "
+                              "(similar lengths per batch) or balanced (classes equally often).")
+        if bucket_by_length and sampler == "balanced":
+            raise ConfigError("data.bucket_by_length=true and data.sampler=balanced: choose one train order; "
+                              "drop bucket_by_length (it means data.sampler=bucket).")
         if val_fraction + test_fraction >= 1:
             raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
                               "training rows; lower them.")
@@ -303,6 +350,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.bucket_by_length = bool(bucket_by_length)
+        self.sampler = sampler
         self.num_workers = num_workers
         self.num_proc = num_proc
         self.cache_dir = os.fspath(cache_dir)
@@ -333,8 +381,14 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         return "data.max_length", self.max_length
 
     def task_arguments(self) -> dict[str, Any]:
-        """The classifier's classes: {"num_labels", "label_names"} (loads the data when needed)."""
-        return {"num_labels": self.num_labels, "label_names": self.label_names}
+        """The classifier's classes and the train split's examples per class (for task.class_weights=balanced):
+        {"num_labels", "label_names", "class_counts"} (loads the data when needed)."""
+        return {"num_labels": self.num_labels, "label_names": self.label_names, "class_counts": self.class_counts()}
+
+    def class_counts(self) -> list[int]:
+        """Train examples per class, in class-id order."""
+        labels = np.asarray(self.load_raw()["train"]["label"], dtype=np.int64)
+        return np.bincount(labels, minlength=self.num_labels).tolist()
 
     # -- 1. raw examples -----------------------------------------------------------------------
     def load_raw(self) -> datasets.DatasetDict:
@@ -538,8 +592,16 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         return stats
 
     # -- 5. loaders --------------------------------------------------------------------------
+    @property
+    def train_order(self) -> str:
+        """The train sampler in use: data.sampler, or `bucket` when the older bucket_by_length=true is set."""
+        return "bucket" if self.sampler == "random" and self.bucket_by_length else self.sampler
+
     def _new_train_sampler(self, num_replicas: int, rank: int) -> ResumableRandomSampler:
-        if self.bucket_by_length:
+        if self.train_order == "balanced":
+            return BalancedRandomSampler(self.opened_split("train").labels, self.shuffle_seed,
+                                         num_replicas=num_replicas, rank=rank)
+        if self.train_order == "bucket":
             return BucketRandomSampler(self.opened_split("train").lengths, self.batch_size, self.shuffle_seed,
                                        num_replicas=num_replicas, rank=rank)
         return super()._new_train_sampler(num_replicas, rank)
@@ -550,7 +612,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "max_length": self.max_length, "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed,
-                "bucket_by_length": self.bucket_by_length}
+                "bucket_by_length": self.train_order == "bucket", "sampler": self.train_order}
 
 
 def _concat(tables: list[pa.Table]) -> datasets.Dataset:
@@ -563,6 +625,6 @@ def _unlabelled(table: pa.Table) -> bool:
 
 
 __all__ = [
-    "ClassificationDataModule", "BucketRandomSampler", "TokenizedExamples", "read_label_names", "label_key",
+    "ClassificationDataModule", "BucketRandomSampler", "BalancedRandomSampler", "TokenizedExamples", "read_label_names", "label_key",
     "CLASSIFICATION_VERSION",
 ]

@@ -15,5 +15,8 @@ DEFINITIONS = {
     "chrf": "chrF2 (character order 6, word order 0, beta 2), corpus level, 0-100 (sacrebleu.corpus_chrf)",
     "ppl": "perplexity: exp(summed negative log-likelihood / predicted tokens) over the split's packed blocks "
            "(torchmetrics Perplexity)",
+    "ece": "expected calibration error of the top-class probability: sum over 15 equal-width confidence bins of "
+           "|accuracy - mean confidence| times the bin's share of examples (torchmetrics MulticlassCalibrationError, "
+           "l1), 0-1, lower is better",
     "masked_acc": "masked-token accuracy: share of masked positions whose argmax is the original token, 0-1",
 }

@@ -1,4 +1,5 @@
-"""PNG plots for reports: learning curves, a confusion matrix, a histogram of generation lengths.
+"""PNG plots for reports: learning curves, a confusion matrix, a reliability diagram, a histogram of generation
+lengths.
 
 matplotlib with the Agg backend (no display); files are written atomically and carry no
 software/date metadata, so the same inputs give the same bytes.
@@ -105,6 +106,29 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> 
     return _save(fig, path)
 
 
+def reliability_diagram(bins: dict[str, list], path: Path, title: str = "reliability diagram") -> Path:
+    """Accuracy against mean confidence per confidence bin (`lit_llm.metrics.calibration.reliability_bins`), the
+    diagonal of perfect calibration, and the examples per bin below."""
+    plt = _pyplot()
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(4.8, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = [hi - lo for lo, hi in zip(bins["lower"], bins["upper"])]
+    filled = [c > 0 for c in bins["count"]]
+    ax.bar(bins["lower"], [a if f else 0 for a, f in zip(bins["accuracy"], filled)], width=width, align="edge",
+           edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.plot([c for c, f in zip(bins["confidence"], filled) if f], [a for a, f in zip(bins["accuracy"], filled) if f],
+            "o", color="C3", markersize=4, label="(mean confidence, accuracy)")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"{title} (ECE {bins['ece']:.4f})")
+    below.bar(bins["lower"], bins["count"], width=width, align="edge", edgecolor="black", color="C7")
+    below.set_xlim(0, 1)
+    below.set_xlabel("confidence (top-class probability)")
+    below.set_ylabel("examples")
+    return _save(fig, path)
+
+
 def length_histogram(lengths: dict[str, list[int]], path: Path) -> Path:
     """Histogram of lengths in tokens, one series per name (e.g. generated vs reference)."""
     plt = _pyplot()
@@ -121,4 +145,4 @@ def length_histogram(lengths: dict[str, list[int]], path: Path) -> Path:
     return _save(fig, path)
 
 
-__all__ = ["read_metrics_csv", "learning_curves", "confusion_matrix", "length_histogram"]
+__all__ = ["read_metrics_csv", "learning_curves", "confusion_matrix", "reliability_diagram", "length_histogram"]

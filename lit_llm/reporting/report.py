@@ -10,9 +10,11 @@ Written by `lit_llm.run.train` (after the test) and `lit_llm.evaluation.evaluate
 - the checkpoint's sha256, the resolved config, the command line, git commit and dirty flag,
   package versions, device, wall time;
 - plots (learning curves from metrics.csv, confusion matrix, length histogram of generations)
-  and the worst and best examples by a per-example score.
+  and the worst and best examples by a per-example score;
+- for classification and QA, an interpretation of those examples (`lit_llm.reporting.interpret`:
+  attention maps, a 2-D projection of the pooled test representations, token attributions).
 
-Everything but `created` and `wall_s` is a function of the inputs: the same checkpoint, data and
+Everything but `created`, `wall_s` and `interpretation_timing` is a function of the inputs: the same checkpoint, data and
 settings give the same report.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from lit_llm.metrics import bootstrap as bs
 from lit_llm.reporting import plots
 from lit_llm.utils_io import atomic_write_json, atomic_write_text, sha256_file
 
-VOLATILE_KEYS = ("created", "wall_s")  # the only fields that differ between two identical reports
+VOLATILE_KEYS = ("created", "wall_s", "interpretation_timing")  # the only fields that differ between two identical reports
 
 
 # -- worst and best examples ------------------------------------------------------------------
@@ -86,7 +88,8 @@ def build_report(*, source: str, kind: str, task_name: str | None, metrics: dict
                  fingerprints: dict[str, str], config: dict, provenance: dict, checkpoint: str | None, out_dir: Path,
                  settings: dict, created: str, wall_s: float, metric_info: dict | None = None,
                  task_plots: dict[str, str] | None = None, metrics_csv: Path | None = None,
-                 optimized_metric: str | None = None, notes: list[str] | None = None) -> dict:
+                 optimized_metric: str | None = None, notes: list[str] | None = None,
+                 interpretation: dict | None = None) -> dict:
     """Intervals from a task's `statistics` (its `report_statistics()`), worst/best examples from its
     `scored_examples` (`report_examples()`), learning curves; returns the report dict (`write_report` writes it)."""
     out_dir = Path(out_dir)
@@ -96,6 +99,8 @@ def build_report(*, source: str, kind: str, task_name: str | None, metrics: dict
         if plots.learning_curves(metrics_csv, out_dir / "plots" / "learning_curves.png"):
             plot_files["learning curves"] = "plots/learning_curves.png"
     plot_files.update(task_plots or {})
+    interpretation = dict(interpretation) if interpretation else None
+    timing = {"wall_s": interpretation.pop("wall_s", None), **interpretation.pop("timing", {})} if interpretation else None
     return {
         "source": source,
         "task": kind,
@@ -111,6 +116,8 @@ def build_report(*, source: str, kind: str, task_name: str | None, metrics: dict
         "checkpoint": {"path": checkpoint, "sha256": sha256_file(checkpoint) if checkpoint else None},
         "extremes": extremes(scored_examples, settings.get("examples", 3)),
         "plots": plot_files,
+        "interpretation": interpretation,
+        "interpretation_timing": timing,
         "bootstrap": {"resamples": settings["resamples"], "confidence": settings["confidence"],
                       "seed": settings["seed"], "method": "percentile bootstrap over examples"},
         "notes": list(notes or []) + _notes(metrics, cis),
@@ -127,6 +134,28 @@ def write_report(out_dir: Path, report: dict) -> None:
 
 def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def _interpretation_markdown(interp: dict | None, timing: dict | None) -> list[str]:
+    """Links to the attention maps and projections, the attribution table (top tokens by |attribution|)."""
+    if not interp:
+        return []
+    s, attr, proj = interp["settings"], interp["attributions"], interp["projection"]
+    took = f"; {timing['wall_s']} s" if timing and timing.get("wall_s") is not None else ""
+    lines = ["", f"## Interpretation ({interp['split']}{took})", "",
+             f"Attention {interp['attention']}; projection: {', '.join(proj['methods'])} of {proj['examples']} "
+             f"examples coloured by {proj['colour']}; attributions: {attr['method']}"
+             + (f" ({attr['ig_steps']} steps, zero-embedding baseline)" if attr.get("ig_steps") else "")
+             + f" of the {attr['target']}, up to {s['max_tokens']} tokens shown.", ""]
+    lines += [f"- note: {note}" for note in interp.get("notes") or []]
+    lines += [f"- [{name}]({path})" for name, path in interp["plots"].items()]
+    lines += [""] + [f"![{name}]({path})" for name, path in interp["plots"].items()
+                     if name.startswith(("projection", "token attributions"))]
+    lines += ["", "| example | score | top tokens (attribution) |", "|---|---:|---|"]
+    for row in attr["examples"]:
+        top = ", ".join(f"`{t}` {a:+.3g}" for t, a in row["top"]).replace("|", "\\|")
+        lines.append(f"| {row['which']} #{row['rank']} | {row['score']:.3f} | {top} |")
+    return lines
 
 
 def render_markdown(report: dict) -> str:
@@ -154,6 +183,7 @@ def render_markdown(report: dict) -> str:
     if report["plots"]:
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({path})" for name, path in report["plots"].items()]
+    lines += _interpretation_markdown(report.get("interpretation"), report.get("interpretation_timing"))
     for split, ex in report["extremes"].items():
         for which in ("worst", "best"):
             lines += ["", f"## {which.capitalize()} examples ({split}; by {ex['score']})", ""]

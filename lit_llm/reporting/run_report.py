@@ -40,6 +40,9 @@ def report_settings(settings: Any) -> dict:
         raise ConfigError(f"report.resamples={settings.get('resamples')!r} must be a positive integer")
     if not 0.0 < float(settings.get("confidence", 0)) < 1.0:
         raise ConfigError(f"report.confidence={settings.get('confidence')!r} must be in (0, 1), e.g. 0.95")
+    from lit_llm.reporting.interpret import interpret_settings
+
+    settings["interpret"] = interpret_settings(settings.get("interpret"))
     return settings
 
 
@@ -55,21 +58,49 @@ def write_run_report(task, metrics: dict, meta: dict, *, settings: dict, config:
         statistics, scored = {}, {}
         notes.append(f"tested on {world_size} processes: no per-example intervals; run pipelines/evaluate.py "
                      "on the checkpoint for them")
+    calibration: dict[str, dict] = {}  # {split: reliability bins}, filled by calibration_plots
     counts = {} if world_size > 1 else {split: len(next(iter(rec.values()), [])) for split, rec in task.records.items()}
     provenance = {k: meta.get(k) for k in ("command", "cwd", "git", "versions", "device")}
+    interpretation = None
+    if world_size == 1:  # attention maps, projection, attributions (classification, QA; lit_llm.reporting.interpret)
+        from lit_llm.reporting.interpret import write_interpretation
+
+        interpretation = write_interpretation(task, out_dir, settings.get("interpret"))
     report = build_report(
         source=source, kind=task.task_kind, task_name=config.get("task_name"), metrics=metrics,
         statistics=statistics, scored_examples=scored, example_counts=counts, fingerprints=task.test_fingerprints,
         config=config, provenance=provenance, checkpoint=checkpoint, out_dir=out_dir, settings=settings,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=time.time() - started,
-        metric_info=task.metric_info or meta.get("metric_info"), task_plots=task.report_plots(out_dir),
-        metrics_csv=metrics_csv, optimized_metric=config.get("optimized_metric"), notes=notes)
+        metric_info=task.metric_info or meta.get("metric_info"),
+        task_plots={**task.report_plots(out_dir),
+                    **calibration_plots(task.records if world_size == 1 else {}, out_dir, calibration)},
+        metrics_csv=metrics_csv, optimized_metric=config.get("optimized_metric"), notes=notes,
+        interpretation=interpretation)
+    if calibration:  # {split: reliability-diagram bins}
+        report["calibration"] = calibration
     if statistics:  # the per-example features behind the intervals: what paired tests between runs read
         report["per_example"] = {"file": STATISTICS_FILE,
                                  "statistics": save_statistics(out_dir / STATISTICS_FILE, statistics)}
     write_report(out_dir, report)
     log.info("report: %s", out_dir / "report.md")
     return report
+
+
+def calibration_plots(records: dict[str, dict], out_dir: Path, bins_out: dict) -> dict[str, str]:
+    """A reliability diagram (`plots/reliability_<split>.png`) for every test split whose records hold the
+    top-class probability (`confidence`, with `pred` and `label`: a classifier's); its bins go into `bins_out`."""
+    from lit_llm.metrics.calibration import reliability_bins
+    from lit_llm.reporting import plots
+
+    out = {}
+    for split, rec in records.items():
+        if not rec.get("confidence") or "pred" not in rec or "label" not in rec:
+            continue
+        bins_out[split] = reliability_bins(rec["confidence"], [p == y for p, y in zip(rec["pred"], rec["label"])])
+        name = f"plots/reliability_{split}.png"
+        plots.reliability_diagram(bins_out[split], Path(out_dir) / name, title=f"reliability diagram ({split})")
+        out[f"reliability diagram ({split})"] = name
+    return out
 
 
 def print_summary(out_dir: Path, metrics: dict, meta: dict, sample: str | None) -> None:
@@ -98,4 +129,4 @@ def print_summary(out_dir: Path, metrics: dict, meta: dict, sample: str | None) 
         console.print(sample, markup=False, highlight=False)
 
 
-__all__ = ["flat_metrics", "write_results", "report_settings", "write_run_report", "print_summary"]
+__all__ = ["flat_metrics", "write_results", "report_settings", "write_run_report", "calibration_plots", "print_summary"]

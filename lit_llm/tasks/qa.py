@@ -120,7 +120,7 @@ class QuestionAnsweringTask(BackboneTask):
         if prefix.startswith("test"):
             self.predictions[split] = dict(zip(ids, answers.values()))
             self.record(split, id=ids, question=seen["question"], prediction=list(answers.values()),
-                        references=[list(r["text"]) for r in seen["answers"]])
+                        references=[list(r["text"]) for r in seen["answers"]], example_index=list(answers))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss = self._collect(batch, "validation")
@@ -150,6 +150,37 @@ class QuestionAnsweringTask(BackboneTask):
                         "rows": [{"id": i, "question": q, "predicted": p, "references": refs} for i, q, p, refs
                                  in zip(rec["id"], rec["question"], rec["prediction"], rec["references"])]}
                 for split, rec in self.records.items() if rec.get("prediction")}
+
+    def interpret_probe(self):
+        """What the report's interpretation explains (`lit_llm.reporting.interpret`): the first test split's
+        questions ranked by SQuAD F1 (as the worst/best examples), each by its first feature (window); the
+        first token's ([CLS]) hidden state, coloured by F1; attributions of the predicted span's score
+        (start + end logit)."""
+        import numpy as np
+
+        from lit_llm.reporting import interpret
+
+        dm, split = interpret.test_data(self), next((s for s, r in self.records.items() if r.get("prediction")), None)
+        if dm is None or split is None:
+            return None
+        rec, features = self.records[split], dm.opened_split(split)
+        examples, first = np.unique(features.example_index, return_index=True)
+        first_feature = dict(zip(examples.tolist(), first.tolist()))
+        f1 = bs.sentence_scores("squad_f1", rec["prediction"], rec["references"])
+
+        def outputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            hidden = self.backbone(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                                   token_type_ids=batch.get("token_type_ids"))
+            start, end = self.qa_head(hidden).float().unbind(-1)
+            score = best_spans(start, end, batch["offset_start"], self.max_answer_length)[0]
+            return hidden[:, 0], torch.where(score.isfinite(), score, torch.zeros_like(score))
+
+        return interpret.Probe(
+            split=split, dataset=features, collate=dm.collator(),
+            feature_of=[first_feature[i] for i in rec["example_index"]], scores=f1, score_name="SQuAD F1",
+            groups=["F1 = 100" if f == 100 else "F1 = 0" if f == 0 else "0 < F1 < 100" for f in f1],
+            group_name="answer", target_name="start + end logit of the predicted span", outputs=outputs,
+            token_names=interpret.token_namer(dm.tokenizer), embedding=self.backbone.wte)
 
     def write_outputs(self, out_dir: Path) -> None:
         """{question id: answer} per test set, the official SQuAD evaluation format: the first test
