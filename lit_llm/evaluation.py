@@ -84,7 +84,8 @@ class ThroughputCounter(pl.Callback):
             self.start = time.perf_counter()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.examples += int(batch["input_ids"].shape[0])
+        # rows of the batch's first tensor (input_ids; a DPO batch has chosen_*/rejected_* keys instead)
+        self.examples += next((int(v.shape[0]) for v in batch.values() if isinstance(v, torch.Tensor) and v.dim()), 0)
         self.end = time.perf_counter()
 
     def summary(self) -> dict:

@@ -218,7 +218,8 @@ def test_set_test_split_accepts_the_data_splits_only(tmp_path):
 def test_set_eval_batch_size_and_task_arguments(tmp_path):
     tsv = write(tmp_path / "t.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(20)))
     dm = ClassificationDataModule(train_files=tsv, val_fraction=0.2, batch_size=4, cache_dir=str(tmp_path / "c"))
-    assert dm.task_arguments() == {"num_labels": 2, "label_names": ["a", "b"]}
+    # class_counts: the train split's (16 of 20 rows after the hold-out), for task.class_weights=balanced
+    assert dm.task_arguments() == {"num_labels": 2, "label_names": ["a", "b"], "class_counts": [8, 8]}
     dm.set_tokenizer(train_char([t for batch in dm.train_texts() for t in batch]))
     dm.set_eval_batch_size(3)
     assert [len(b["labels"]) for b in dm.val_dataloader()] == [3, 1]
