@@ -49,6 +49,7 @@ def _runs(rows: list[dict]) -> set:
     return {(r.get("run"), r.get("precision")) for r in rows}
 
 
+@pytest.mark.slow  # every benchmark section (~20 s); test_disabled_sections_* stays in the default run
 def test_every_section_writes_its_table(tmp_path):
     out = tmp_path / "bench"
     data_dir = shared_data_dir()

@@ -39,6 +39,7 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow  # a 3-job multirun in a subprocess (~16 s)
 def test_multirun_job_dirs_are_named_from_their_overrides(tmp_path, cache_dir, tiny_conf):
     sweep = tmp_path / "sweep"
     proc = _run("train.py", ["-m", "--config-dir", str(tiny_conf), "experiment=tiny", "seed=1,2",
@@ -85,6 +86,7 @@ def test_a_failing_job_leaves_the_others_results(tmp_path, cache_dir, tiny_conf)
     assert "ConfigError: data.block_size=64" in (sweep / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow  # two Optuna studies in subprocesses (~18 s)
 def test_optuna_study_resumes_from_its_sqlite_storage(tmp_path, cache_dir):
     """2 trials; the same command again adds 2 trials to the same study (here they fail, recorded as FAIL,
     and the second still runs after the first failed)."""
