@@ -46,6 +46,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lit_llm.errors import ConfigError
+from lit_llm.utils_io import is_temp_path
 
 log = logging.getLogger("lit_llm")
 
@@ -393,7 +394,7 @@ def clear_stale_temp_files(out_dir: Path) -> list[str]:
         if not directory.is_dir():
             continue
         for p in directory.iterdir():
-            if ".tmp-" in p.name:
+            if is_temp_path(p):
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(str(p))
     if removed:

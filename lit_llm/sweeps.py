@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -78,19 +77,16 @@ class JobOutcome:
 OUTCOMES: list[JobOutcome] = []
 
 
-def _is_rank_zero() -> bool:
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK"))
-
-
 def mark_failed(run_dir: Path, error: str, cfg: Any = None, status: str = "failed") -> None:
     """Record a failure in `run_dir/run.json`: `status` ("failed", "interrupted") and the error line, keeping what the
     run already wrote there (lit_llm.run writes run.json once training starts); a small new run.json
     when the job failed before that (a config check, tokenization, building the model)."""
     import json
 
+    from lit_llm.faults import is_rank_zero  # the one rule for "the process that owns the run directory"
     from lit_llm.utils_io import atomic_write_json
 
-    if not _is_rank_zero():
+    if not is_rank_zero():
         return
     path = Path(run_dir) / "run.json"
     meta: dict = {}
