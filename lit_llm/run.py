@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 import lit_llm
@@ -209,6 +210,10 @@ def check_init_tokenizer(tok_cfg: dict, tokenizer, init_from: str) -> None:
 def build_task(cfg: DictConfig, settings: ModelSettings, dm, tokenizer, tok_fp: str):
     """The task (LightningModule) of `cfg.task` on the backbone, with the pretrained weights loaded and
     the run settings that go into its checkpoints."""
+    task_class = get_class(cfg.task._target_)
+    if (cfg.task.get("distill") or {}).get("teacher") and not task_class.supports_distill:
+        raise ConfigError(f"task.distill: {task_class.task_kind} does not support distillation (classification and "
+                          "clm do); drop task/distill")
     task = instantiate(cfg.task, model=settings.config, tokenizer_json=tokenizer.to_str(), _convert_="all",
                        **dm.task_arguments())
     if settings.pretrained is not None:

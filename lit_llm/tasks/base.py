@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lit_llm.distill import Distiller, distill_config
 from lit_llm.errors import ConfigError
 from lit_llm.models import build_backbone
 from lit_llm.peft import apply_lora, lora_names, peft_config, restore_peft_base
@@ -154,9 +155,10 @@ class BackboneTask(pl.LightningModule):
     self-contained checkpoints (backbone config + tokenizer) and an exactly resumable RNG stream."""
 
     task_kind = "base"
+    supports_distill = False  # True: its training step calls `distilled` and it defines `distill_logits`
 
     def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None,
-                 peft: dict | None = None):
+                 peft: dict | None = None, distill: dict | None = None):
         super().__init__()
         # The tokenizer goes into the checkpoint (on_save_checkpoint), not into hparams.yaml.
         self.save_hyperparameters(ignore=["tokenizer_json"])
@@ -169,6 +171,12 @@ class BackboneTask(pl.LightningModule):
         self.peft_base: dict[str, Any] | None = None
         self.optim = OptimConfig(**dict(optim))
         self.tokenizer_json = tokenizer_json
+        # task.distill (lit_llm.distill): a teacher checkpoint's logits as soft targets; loaded when fitting starts
+        distill_cfg = distill_config(distill)
+        if distill_cfg is not None and not self.supports_distill:
+            raise ConfigError(f"task.distill: {self.task_kind} does not support distillation (classification and "
+                              "clm do); use task/distill=none")
+        self.distiller = Distiller(distill_cfg) if distill_cfg is not None else None
         # Kept out of nn.Module registration so the compiled wrapper adds no state_dict keys.
         self.__dict__["_compiled"] = torch.compile(self.backbone) if compile else self.backbone
         self.last_val_step: int | None = None
@@ -274,6 +282,26 @@ class BackboneTask(pl.LightningModule):
         from lit_llm.perf import batch_shape
 
         return batch_shape(batch) if "input_ids" in batch else None
+
+    # -- distillation (lit_llm.distill) ----------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.distiller is not None and self.distiller.teacher is None:
+            self.distiller.attach(self)
+
+    def distill_logits(self, batch: dict) -> torch.Tensor:
+        """The logits this task's loss reads, for `batch` (a teacher computes them for its student)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support distillation")
+
+    def distilled(self, loss: torch.Tensor, logits: torch.Tensor, batch: dict,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss: `loss` (the hard-label loss of `logits`) as it is, or, with `task.distill`, combined
+        with the teacher's soft targets for the same batch (`mask`: the logits rows that carry a label)."""
+        if self.distiller is None:
+            return loss
+        total, soft = self.distiller.loss(self, loss, logits, batch, mask)
+        self.log("train/hard_loss", loss.detach(), on_step=True, on_epoch=False)
+        self.log("train/kd_loss", soft.detach(), on_step=True, on_epoch=False)
+        return total
 
     def on_pretrained_loaded(self) -> None:
         """Called once `model.init_from`'s weights are in the backbone, before training (DPO copies its reference

@@ -21,9 +21,11 @@ class CausalLMTask(BackboneTask):
     """
 
     task_kind = "clm"
+    supports_distill = True  # task.distill: next-token distributions of a teacher GPT with the same tokenizer
 
-    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None, peft: dict | None = None):
-        super().__init__(model, optim, compile, tokenizer_json, peft)
+    def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None,
+                 peft: dict | None = None, distill: dict | None = None):
+        super().__init__(model, optim, compile, tokenizer_json, peft, distill)
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = nn.ModuleList()  # one per test dataloader, built in on_test_start
 
@@ -35,11 +37,15 @@ class CausalLMTask(BackboneTask):
             logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX
         )
 
+    def distill_logits(self, batch: dict) -> torch.Tensor:
+        return self(batch["input_ids"])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"])
-        loss = self._loss(logits, batch["labels"])
+        hard = self._loss(logits, batch["labels"])
+        loss = self.distilled(hard, logits, batch, mask=batch["labels"] != IGNORE_INDEX)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/ppl", torch.exp(loss.detach()), on_step=True, on_epoch=False)
+        self.log("train/ppl", torch.exp(hard.detach()), on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
