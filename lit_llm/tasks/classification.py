@@ -105,12 +105,13 @@ class ClassificationTask(BackboneTask):
     resolved weights are what hparams and checkpoints keep."""
 
     task_kind = "classification"
+    supports_distill = True  # task.distill: a teacher classifier's logits over the same classes
 
     def __init__(self, model: dict, optim: dict, num_labels: int, label_names: list[str] | None = None,
                  pooling: str = "cls", head_dropout: float = 0.1, compile: bool = False,
                  tokenizer_json: str | None = None, peft: dict | None = None, class_weights: Any = None,
-                 class_counts: list[int] | None = None):
-        super().__init__(model, optim, compile, tokenizer_json, peft)
+                 class_counts: list[int] | None = None, distill: dict | None = None):
+        super().__init__(model, optim, compile, tokenizer_json, peft, distill)
         if pooling not in POOLINGS:
             raise ConfigError(f"task.pooling={pooling!r} is not one of {list(POOLINGS)}")
         if num_labels < 2:
@@ -160,8 +161,12 @@ class ClassificationTask(BackboneTask):
                                     token_type_ids=batch.get("token_type_ids"))
         return self.head(self.dropout(pool(hidden, mask, self.pooling))).float()
 
+    def distill_logits(self, batch: dict) -> torch.Tensor:
+        return self(batch)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self(batch), batch["labels"], weight=self.loss_weight)
+        logits = self(batch)
+        loss = self.distilled(F.cross_entropy(logits, batch["labels"], weight=self.loss_weight), logits, batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
