@@ -161,12 +161,20 @@ def export_safetensors(backbone, path: Path) -> None:
 def load_backbone(path: str, device: str | torch.device = "cpu"):
     """(backbone in eval mode, tokenizer) from a lit-llm checkpoint alone: no config needed.
 
-    `path`: a .ckpt, a run directory (its checkpoints/last.ckpt), or a model.safetensors
-    (the tokenizer then comes from the tokenizer.json beside it).
+    `path`: a .ckpt, a run directory (its checkpoints/last.ckpt), a model.safetensors, or an int8 export
+    (`pipelines/export.py --quantize int8`: its directory or model-int8.safetensors; CPU only); the tokenizer of
+    a .safetensors comes from the tokenizer.json beside it.
     """
-
+    from lit_llm.compression import int8_metadata, load_int8
     from lit_llm.models import build_backbone
 
+    int8 = int8_metadata(path)
+    if int8 is not None:
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"ckpt_path={path} is an int8 export, which runs on the CPU only (device={device}); "
+                              "use device=cpu, or the float32 checkpoint it was exported from "
+                              f"({int8.get('lit_llm_source', '<run dir>')}) on {device}")
+        return load_int8(int8["file"]), _tokenizer_beside(int8["file"])
     if str(path).endswith(".safetensors"):
         import json
 
@@ -177,15 +185,18 @@ def load_backbone(path: str, device: str | torch.device = "cpu"):
             config = json.loads(f.metadata()["lit_llm_backbone_config"])
         model = build_backbone(config)
         load_model(model, str(path))
-        tok_file = Path(path).with_name("tokenizer.json")
-        tokenizer = tokenizer_from_file(tok_file) if tok_file.is_file() else None
-        return model.to(device).eval(), tokenizer
+        return model.to(device).eval(), _tokenizer_beside(path)
 
     ckpt = read_checkpoint(resolve_ckpt_path(path))
     meta = lit_llm_meta(ckpt, path)
     model = backbone_from_checkpoint(ckpt)
     tokenizer = tokenizer_from_str(meta["tokenizer_json"]) if meta.get("tokenizer_json") else None
     return model.to(device).eval(), tokenizer
+
+
+def _tokenizer_beside(weights: str | Path):
+    tok_file = Path(weights).with_name("tokenizer.json")
+    return tokenizer_from_file(tok_file) if tok_file.is_file() else None
 
 
 def backbone_from_checkpoint(ckpt: dict):
@@ -252,6 +263,14 @@ def load_pretrained(spec: str) -> Pretrained:
                           hf_io.hf_chat_template(directory))
 
 
+    from lit_llm.compression import int8_metadata
+
+    int8 = int8_metadata(spec)
+    if int8 is not None:
+        raise ConfigError(f"model.init_from={spec} is an int8 export (pipelines/export.py --quantize int8): training "
+                          "from int8 weights is not supported (they are rounded, inference-only buffers); point "
+                          "model.init_from at the float32 checkpoint it was exported from "
+                          f"({int8.get('lit_llm_source', '<run dir> or its checkpoints/last.ckpt')})")
     path = resolve_ckpt_path(spec, "model.init_from")
     ckpt = read_checkpoint(path, key="model.init_from")
     meta = lit_llm_meta(ckpt, spec, "model.init_from")

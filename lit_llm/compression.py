@@ -8,7 +8,9 @@
   dependency; plain int8 tensors also save to safetensors (`save_int8` / `load_int8`), which quantized tensors do not.
 - `prune(model, sparsity, scope)`: zeroes the smallest-magnitude weights of the linear layers, over all of them at
   once (`global`) or the same fraction in each (`layer`), with `torch.nn.utils.prune`'s masks, which keep the
-  zeros during a fine-tune; `remove_masks` makes them permanent. `sparsity_report` says what is zero.
+  zeros during a fine-tune; `remove_masks` makes them permanent. In a task (a model with a `backbone`) only the
+  backbone's layers are pruned unless `include_heads`: a task head (a classification head of 2 x 256) is small and
+  every weight of it counts. `sparsity_report` says what is zero, and which layers were kept.
 
 Embeddings (and an output layer tied to them) are neither quantized nor pruned: they are lookups, not matmuls,
 and their rows are tokens that any text may need.
@@ -27,6 +29,7 @@ from lit_llm.errors import ConfigError
 
 SCOPES = ("global", "layer")
 INT8_FORMAT = "int8-dynamic-per-row"  # the safetensors metadata value naming this file's scheme
+INT8_FILE = "model-int8.safetensors"  # the file pipelines/export.py --quantize int8 writes (+ tokenizer.json)
 
 
 class Int8Linear(nn.Module):
@@ -118,35 +121,56 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, Int8Linear) for m in model.modules())
 
 
-def save_int8(backbone: nn.Module, path: str | Path) -> Path:
-    """An int8 backbone (`quantize_int8`) as safetensors: int8 weights, float scales, the backbone config in the
-    metadata. Load it again with `load_int8`."""
+def save_int8(backbone: nn.Module, path: str | Path, source: str | None = None) -> Path:
+    """An int8 backbone (`quantize_int8`) as safetensors: int8 weights, float scales, the backbone config (and the
+    float32 checkpoint it came from, `source`) in the metadata. Load it again with `load_int8`."""
     from safetensors.torch import save_model
 
     if not is_quantized(backbone):
         raise ValueError("save_int8 takes a model quantize_int8 has quantized")
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    save_model(backbone, str(tmp), metadata={"lit_llm_backbone_config": json.dumps(backbone.config.to_dict()),
-                                             "lit_llm_quantization": INT8_FORMAT})
+    meta = {"lit_llm_backbone_config": json.dumps(backbone.config.to_dict()), "lit_llm_quantization": INT8_FORMAT}
+    if source:
+        meta["lit_llm_source"] = os.path.abspath(source)
+    save_model(backbone, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return path
 
 
-def load_int8(path: str | Path) -> nn.Module:
-    """The int8 backbone `save_int8` (pipelines/export.py --quantize int8) wrote, in eval mode on the CPU."""
+def int8_metadata(path: str | Path) -> dict | None:
+    """The metadata of the int8 export at `path` (its directory or its model-int8.safetensors; keys
+    `lit_llm_backbone_config`, `lit_llm_quantization`, `lit_llm_source` when known, `file`), None for any other
+    path. The one test of "is this an int8 export" (`checkpointing.load_backbone`, `load_pretrained`)."""
     from safetensors import safe_open
+
+    p = Path(path)
+    p = p / INT8_FILE if p.is_dir() else p
+    if p.suffix != ".safetensors" or not p.is_file():
+        return None
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # not a safetensors file: for the loader that reads it to say
+        return None
+    if meta.get("lit_llm_quantization") != INT8_FORMAT or "lit_llm_backbone_config" not in meta:
+        return None
+    return {**meta, "file": str(p)}
+
+
+def load_int8(path: str | Path) -> nn.Module:
+    """The int8 backbone `save_int8` (pipelines/export.py --quantize int8) wrote, in eval mode on the CPU; `path`: the
+    file or its export directory."""
     from safetensors.torch import load_model
 
     from lit_llm.models import build_backbone
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("lit_llm_quantization") != INT8_FORMAT or "lit_llm_backbone_config" not in meta:
+    meta = int8_metadata(path)
+    if meta is None:
         raise ConfigError(f"{path} is not an int8 lit-llm export (no lit_llm_quantization={INT8_FORMAT} metadata); "
                           "write one with pipelines/export.py <checkpoint> <out dir> --quantize int8")
     model = quantize_int8(build_backbone(json.loads(meta["lit_llm_backbone_config"])), str(path))
-    load_model(model, str(path))
+    load_model(model, meta["file"])
     return model.eval()
 
 
@@ -154,16 +178,28 @@ def load_int8(path: str | Path) -> nn.Module:
 # Magnitude pruning
 
 
-def prune(model: nn.Module, sparsity: float, scope: str = "global", what: str = "the model") -> dict:
+def prunable_layers(model: nn.Module, include_heads: bool = False) -> dict[str, nn.Linear]:
+    """The linear layers `prune` acts on: in a task (a model with a `backbone` module) those under `backbone.`
+    alone, unless `include_heads` (then also the task's heads: the layers outside `backbone.`); in a bare backbone,
+    all of them."""
+    layers = linear_layers(model)
+    if include_heads or not isinstance(getattr(model, "backbone", None), nn.Module):
+        return layers
+    return {name: m for name, m in layers.items() if name.startswith("backbone.")}
+
+
+def prune(model: nn.Module, sparsity: float, scope: str = "global", what: str = "the model",
+          include_heads: bool = False) -> dict:
     """Zeroes the `sparsity` fraction of linear-layer weights with the smallest magnitude (biases kept), over all
     layers together (`global`: layers whose weights matter less lose more) or in each layer alike (`layer`). The
-    zeros are masks (`torch.nn.utils.prune`) that hold through a fine-tune; `remove_masks` makes them plain
-    weights. Returns `sparsity_report`."""
+    layers are `prunable_layers`: a task's heads are kept unless `include_heads`. The zeros are masks
+    (`torch.nn.utils.prune`) that hold through a fine-tune; `remove_masks` makes them plain weights. Returns
+    `sparsity_report`."""
     if scope not in SCOPES:
         raise ConfigError(f"scope={scope} is not a pruning scope; use one of {', '.join(SCOPES)}")
     if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ConfigError(f"sparsity={sparsity} must be a fraction in [0, 1), e.g. sparsity=0.5")
-    layers = linear_layers(model)
+    layers = prunable_layers(model, include_heads)
     if not layers:
         raise ConfigError(f"{what} has no nn.Linear layer to prune ({type(model).__name__})")
     if scope == "global":
@@ -172,7 +208,7 @@ def prune(model: nn.Module, sparsity: float, scope: str = "global", what: str = 
     else:
         for m in layers.values():
             torch_prune.l1_unstructured(m, "weight", amount=float(sparsity))
-    return sparsity_report(model)
+    return sparsity_report(model, include_heads)
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
@@ -184,17 +220,34 @@ def remove_masks(model: nn.Module) -> nn.Module:
     return model
 
 
-def sparsity_report(model: nn.Module) -> dict:
-    """{"sparsity": zero fraction of all linear weights, "zeros", "weights", "layers": {name: zero fraction}}."""
-    layers = {name: m.weight.detach() for name, m in linear_layers(model).items()}
-    zeros = {name: int((w == 0).sum()) for name, w in layers.items()}
-    total = sum(w.numel() for w in layers.values())
+def sparsity_report(model: nn.Module, include_heads: bool = False) -> dict:
+    """{"sparsity": zero fraction of the pruned (`prunable_layers`) linear weights, "zeros", "weights",
+    "layers": {name: zero fraction}, "include_heads", "kept": {name: zero fraction} of the linear layers not
+    pruned (a task's heads)}."""
+    def zero_fraction(m: nn.Linear) -> float:
+        return float((m.weight.detach() == 0).float().mean())
+
+    pruned = prunable_layers(model, include_heads)
+    zeros = {name: int((m.weight.detach() == 0).sum()) for name, m in pruned.items()}
+    total = sum(m.weight.numel() for m in pruned.values())
+    kept = {name: zero_fraction(m) for name, m in linear_layers(model).items() if name not in pruned}
     return {"sparsity": sum(zeros.values()) / max(total, 1), "zeros": sum(zeros.values()), "weights": total,
-            "layers": {name: zeros[name] / w.numel() for name, w in layers.items()}}
+            "layers": {name: zeros[name] / m.weight.numel() for name, m in pruned.items()},
+            "include_heads": include_heads, "kept": kept}
+
+
+def describe_pruning(report: dict) -> str:
+    """What `prune` acted on, in words, for logs: "the backbone's linear layers (task heads kept: head; ...)"."""
+    if not report["kept"]:
+        return "all the linear layers" + (" (backbone and task heads)" if report["include_heads"] else "")
+    return (f"the backbone's linear layers (task heads kept: {', '.join(report['kept'])}; "
+            "include_heads=true prunes them)")
+
 
 def prune_checkpoint(ckpt_path: str, sparsity: float, scope: str, out_path: Path, finetune_steps: int = 0,
-                     data_dir_cfg=None) -> dict:
-    """`pipelines/prune.py`: the task checkpoint `ckpt_path` with its linear weights pruned (`prune`), fine-tuned
+                     data_dir_cfg=None, include_heads: bool = False) -> dict:
+    """`pipelines/prune.py`: the task checkpoint `ckpt_path` with its linear weights pruned (`prune`; the task's
+    heads too when `include_heads`), fine-tuned
     `finetune_steps` steps on its training data with the zeros held (0: none), written to `out_path` as a task
     checkpoint that pipelines/evaluate.py loads (no optimizer state: it is not for resuming). Returns the report."""
     from lit_llm.checkpointing import AtomicCheckpointIO
@@ -202,13 +255,13 @@ def prune_checkpoint(ckpt_path: str, sparsity: float, scope: str, out_path: Path
 
     ckpt = open_checkpoint(ckpt_path)
     task = ckpt.spec.task_class().load_from_checkpoint(ckpt.path, map_location="cpu", weights_only=True)
-    report = prune(task, sparsity, scope, f"ckpt_path={ckpt.path}")
+    report = prune(task, sparsity, scope, f"ckpt_path={ckpt.path}", include_heads)
     if finetune_steps:
         if data_dir_cfg is None:
             raise ConfigError("finetune_steps needs the data paths (paths.*) to load the training data")
         finetune(task, ckpt, int(finetune_steps), data_dir_cfg, Path(out_path).parent)
     remove_masks(task)
-    report = {**sparsity_report(task), "requested": float(sparsity), "scope": scope,
+    report = {**sparsity_report(task, include_heads), "requested": float(sparsity), "scope": scope,
               "finetune_steps": int(finetune_steps), "source": ckpt.path}
     content = {k: v for k, v in ckpt.content.items() if k not in ("optimizer_states", "lr_schedulers")}
     content["state_dict"] = {k: v.detach().clone() for k, v in task.state_dict().items()}
@@ -241,5 +294,6 @@ def finetune(task, ckpt, steps: int, paths_cfg, out_dir: Path) -> None:
     trainer.fit(task, datamodule=dm)
 
 
-__all__ = ["Int8Linear", "quantize_int8", "is_quantized", "save_int8", "load_int8", "linear_layers", "prune",
-           "remove_masks", "sparsity_report", "prune_checkpoint", "finetune", "SCOPES", "INT8_FORMAT"]
+__all__ = ["Int8Linear", "quantize_int8", "is_quantized", "save_int8", "load_int8", "int8_metadata", "linear_layers",
+           "prunable_layers", "prune", "remove_masks", "sparsity_report", "describe_pruning", "prune_checkpoint",
+           "finetune", "SCOPES", "INT8_FORMAT", "INT8_FILE"]

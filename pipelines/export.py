@@ -9,7 +9,8 @@ BertForMaskedLM (RobertaForMaskedLM, ElectraForMaskedLM), an encoder-decoder T5F
 BartForConditionalGeneration; `transformers` loads the directory with `from_pretrained(<output dir>)` and gives
 the same outputs (tests/unit/test_hf_*.py). `--quantize int8` writes lit-llm's own format instead (Hugging Face has
 no equivalent of it): <output dir>/model-int8.safetensors (int8 weights, one float scale per output row, the backbone
-config in the metadata) + tokenizer.json; load it with `lit_llm.compression.load_int8(path)`. A user error (lit_llm.errors.ConfigError: no such checkpoint, a model
+config in the metadata) + tokenizer.json; generate from it (CPU) with `pipelines/generate.py ckpt_path=<output dir>`,
+load it with `lit_llm.compression.load_int8(<output dir>)`. A user error (lit_llm.errors.ConfigError: no such checkpoint, a model
 setting without a Hugging Face equivalent) prints one line `error: ...` and exits with status 2.
 """
 import argparse
@@ -31,8 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="int8: linear layers quantized for CPU inference, in lit-llm's format (not Hugging Face's)")
     args = parser.parse_args(argv)
+    from lit_llm.compression import int8_metadata
     from lit_llm.models import hf_io
 
+    int8 = int8_metadata(args.checkpoint)
+    if int8 is not None:
+        raise ConfigError(f"{args.checkpoint} is an int8 export already; export the float32 checkpoint it came from "
+                          f"({int8.get('lit_llm_source', '<run dir>')})")
     if not args.checkpoint.endswith(".safetensors") and is_lora_checkpoint(args.checkpoint) and not args.merge:
         raise ConfigError(f"{args.checkpoint} is a LoRA run: its adapters have no place in a Hugging Face model; "
                           "add --merge to write base + adapters merged into plain weights")
@@ -48,16 +54,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export_int8(model, tokenizer, source: str, out_dir: Path) -> int:
-    from lit_llm.compression import quantize_int8, save_int8
+    from lit_llm.compression import INT8_FILE, quantize_int8, save_int8
 
     fp32_bytes = sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = save_int8(quantize_int8(model, source), out_dir / "model-int8.safetensors")
+    path = save_int8(quantize_int8(model, source), out_dir / INT8_FILE, source=source)
     if tokenizer is not None:
         tokenizer.save(str(out_dir / "tokenizer.json"))
     size = path.stat().st_size
     print(f"wrote {path} (int8: {size / 2**20:.2f} MiB, {size / fp32_bytes:.0%} of the {fp32_bytes / 2**20:.2f} MiB "
-          "float32 weights); load it with lit_llm.compression.load_int8")
+          "float32 weights); generate from it with pipelines/generate.py ckpt_path=<out dir>")
     return 0
 
 

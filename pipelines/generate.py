@@ -1,5 +1,8 @@
 """Generate text from a checkpoint: python pipelines/generate.py ckpt_path=<run dir> prompt="..."
 
+ckpt_path: a run directory, a .ckpt, a model.safetensors, or an int8 export directory (pipelines/export.py
+--quantize int8; CPU only), all read by lit_llm.checkpointing.load_backbone.
+
 - prompt="...": prints the generation;
 - prompts_file=prompts.txt (one per line): writes JSON lines {"prompt", "generation"} to `output`;
 - neither, in a terminal: an interactive loop (empty line or Ctrl-D ends it).

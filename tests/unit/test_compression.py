@@ -1,16 +1,20 @@
-"""lit_llm.compression: int8 linear layers close to float32, smaller files, magnitude pruning to the sparsity asked."""
+"""lit_llm.compression: int8 linear layers close to float32, smaller files that generate.py reads, magnitude pruning to
+the sparsity asked (task heads kept unless asked)."""
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
-from lit_llm.checkpointing import export_safetensors
+from lit_llm.checkpointing import export_safetensors, load_backbone, load_pretrained
 from lit_llm.compression import (
     Int8Linear,
+    describe_pruning,
     is_quantized,
     linear_layers,
     load_int8,
@@ -22,8 +26,12 @@ from lit_llm.compression import (
 )
 from lit_llm.errors import ConfigError
 from lit_llm.evaluation import eval_trainer_config
+from lit_llm.inference import Generator
 from lit_llm.models import build_backbone
+from lit_llm.models.decoding import generate
+from lit_llm.tokenization import token_id, train_char
 
+ROOT = Path(__file__).resolve().parents[2]
 GPT = {"arch": "gpt", "vocab_size": 96, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 64}
 ENCODER = {"arch": "encoder", "vocab_size": 96, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 64,
            "intermediate_size": 128}
@@ -130,3 +138,62 @@ def test_int8_evaluation_refuses_a_gpu():
         eval_trainer_config(cfg, {})
     cpu = eval_trainer_config(OmegaConf.create({"precision": "int8", "accelerator": "auto"}), {})
     assert cpu["accelerator"] == "cpu" and cpu["precision"] == "32-true"
+
+
+def _classifier() -> nn.Module:
+    """A task's shape for `prune`: a backbone plus a head outside `backbone.` (initialised as
+    ClassificationTask's head)."""
+    task = nn.Module()
+    task.backbone = _model(ENCODER)
+    task.head = nn.Linear(64, 2)
+    nn.init.normal_(task.head.weight, std=0.02)
+    return task
+
+
+def test_pruning_keeps_task_heads_unless_asked():
+    task = _classifier()
+    head = task.head.weight.detach().clone()
+    report = prune(task, 0.9, "global")
+    assert torch.equal(task.head.weight, head) and report["kept"] == {"head": 0.0} and not report["include_heads"]
+    backbone = [m.weight for m in linear_layers(task.backbone).values()]
+    assert report["weights"] == sum(w.numel() for w in backbone) and set(report["layers"]) == {
+        f"backbone.{name}" for name in linear_layers(task.backbone)}
+    assert sum(int((w == 0).sum()) for w in backbone) == report["zeros"] == round(0.9 * report["weights"])
+    assert describe_pruning(report).startswith("the backbone's linear layers (task heads kept: head;")
+
+    task = _classifier()  # include_heads=true: the head is one more layer of the global ranking
+    report = prune(task, 0.9, "global", include_heads=True)
+    assert report["kept"] == {} and report["layers"]["head"] > 0 and (task.head.weight == 0).any()
+    assert report["zeros"] == round(0.9 * report["weights"])
+    assert describe_pruning(report) == "all the linear layers (backbone and task heads)"
+
+
+def _export_main():
+    spec = importlib.util.spec_from_file_location("export_cli", ROOT / "pipelines" / "export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_generation_from_an_int8_export_equals_the_quantized_model(tmp_path):
+    tokenizer = train_char(["the quick brown fox jumps over the lazy dog"])
+    model = _model({**GPT, "vocab_size": tokenizer.get_vocab_size()})
+    export_safetensors(model, tmp_path / "model.safetensors")
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    assert _export_main()([str(tmp_path / "model.safetensors"), str(tmp_path / "int8"), "--quantize", "int8"]) == 0
+
+    gen = Generator(str(tmp_path / "int8"), {"max_new_tokens": 12, "temperature": 0.0})  # pipelines/generate.py's
+    assert is_quantized(gen.model)
+    prompt = torch.tensor([tokenizer.encode("the fox", add_special_tokens=False).ids])
+    eos = token_id(tokenizer, "<eos>")
+    out = generate(quantize_int8(copy.deepcopy(model)), prompt, max_new_tokens=12, temperature=0.0, eos_id=eos)
+    new = out[0, prompt.shape[1]:].tolist()
+    new = new[: new.index(eos)] if eos in new else new
+    assert new and gen(["the fox"]) == [tokenizer.decode(new, skip_special_tokens=True)]
+
+    with pytest.raises(ConfigError, match="runs on the CPU only.*device=cpu"):
+        load_backbone(str(tmp_path / "int8"), device="meta")
+    with pytest.raises(ConfigError, match=(r"model.init_from=.*int8 is an int8 export .*training from int8 weights is "
+                                           r"not supported.*the float32 checkpoint it was exported from \(.*model"
+                                           r"\.safetensors\)")):
+        load_pretrained(str(tmp_path / "int8"))
