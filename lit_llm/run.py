@@ -109,6 +109,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         try:
             pl.seed_everything(cfg.seed, workers=True)
             settings = model_settings(cfg)                                       # cheap checks first
+            check_distill(cfg.task)
             dm, tokenizer, run.tokenizer_fingerprint = data_and_tokenizer(cfg, settings)
             task = build_task(cfg, settings, dm, tokenizer, run.tokenizer_fingerprint)
             trainer = build_trainer(cfg.trainer, out_dir, cfg.get("callbacks"), cfg.get("logger"),
@@ -207,13 +208,24 @@ def check_init_tokenizer(tok_cfg: dict, tokenizer, init_from: str) -> None:
 
 
 # -- 3. task ------------------------------------------------------------------------------------------
+def check_distill(task_cfg: DictConfig) -> None:
+    """`task.distill`, checked before any data is read: valid settings, a task that takes part, a teacher file."""
+    from lit_llm.distill import distill_config
+
+    node = task_cfg.get("distill") if "distill" in task_cfg else None
+    spec = distill_config(OmegaConf.to_container(node) if isinstance(node, DictConfig) else node)
+    if spec is None:
+        return
+    task_class = get_class(task_cfg._target_)
+    if not task_class.supports_distill:
+        raise ConfigError(f"task.distill: {task_class.task_kind} does not support distillation (classification and "
+                          "clm do); drop task/distill")
+    resolve_ckpt_path(spec.teacher, "task.distill.teacher")
+
+
 def build_task(cfg: DictConfig, settings: ModelSettings, dm, tokenizer, tok_fp: str):
     """The task (LightningModule) of `cfg.task` on the backbone, with the pretrained weights loaded and
     the run settings that go into its checkpoints."""
-    task_class = get_class(cfg.task._target_)
-    if (cfg.task.get("distill") or {}).get("teacher") and not task_class.supports_distill:
-        raise ConfigError(f"task.distill: {task_class.task_kind} does not support distillation (classification and "
-                          "clm do); drop task/distill")
     task = instantiate(cfg.task, model=settings.config, tokenizer_json=tokenizer.to_str(), _convert_="all",
                        **dm.task_arguments())
     if settings.pretrained is not None:

@@ -58,7 +58,7 @@ def test_kd_loss_over_sequences_compares_the_shared_vocabulary():
     ({"teacher": "x", "alpha": 1.5}, r"alpha=1.5 must be in \[0, 1\]"),
     ({"teacher": "x", "alpha": "half"}, "alpha='half' must be a number"),
     ({"teacher": "x", "beta": 1}, "task.distill.beta is not a distillation setting"),
-    ({"teacher": "???"}, "task.distill.teacher is required"),
+    ({"teacher": "required"}, "task.distill.teacher is required"),
     ("teacher.ckpt", "choose task/distill=kd"),
 ])
 def test_config_errors(spec, match):
@@ -145,6 +145,16 @@ def test_a_teacher_that_does_not_fit_is_refused(compose_train, tmp_path, teacher
     with pytest.raises(ConfigError, match=match):
         train(compose_train(CLASSIFY + ["task/distill=kd", f"task.distill.teacher={teacher_run}"] + overrides,
                             tmp_path / "student"))
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ([], "task.distill.teacher is required with task/distill=kd"),
+    (["task.distill.teacher=/no/such/run.ckpt"], "task.distill.teacher=/no/such/run.ckpt: no such checkpoint file"),
+])
+def test_teacher_errors_come_before_any_data_is_read(compose_train, tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        train(compose_train(CLASSIFY + ["task/distill=kd"] + overrides, tmp_path / "student"))
+    assert not (tmp_path / "student" / "tokenizer.json").exists()
 
 
 def test_a_teacher_of_another_task_is_refused(compose_train, tmp_path):
