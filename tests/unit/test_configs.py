@@ -44,6 +44,7 @@ EXPERIMENT_OPTIM = {
     "finetune_shakespeare": {"lr": 3.0e-4, "warmup_steps": 0, "warmup_ratio": 0.06},
     "sst2_pretraining_value": {"lr": 5.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
     "sst2_tapt_mlm": {"lr": 2.0e-4, "warmup_steps": 50},
+    "sst2_distill": {"lr": 1.0e-3},
     "rte_bert": {"lr": 5.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
     "rte_bert_pretrained": {"lr": 5.0e-4, "warmup_steps": 0, "warmup_ratio": 0.1},
 }
