@@ -6,7 +6,9 @@ directory and prints the tables. Sections (each `<name>.enabled`; SECTIONS names
 lit_llm/benchmarks, whose `run(cfg) -> rows`): training (Lightning vs plain loop), hf_training (ours vs
 Hugging Face GPT-2, Llama, T5), generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack),
 families (import / fine-tune / export a tiny checkpoint of each Hugging Face family), memory (activation
-checkpointing), packing (tokenize + pack memory vs corpus size; off by default). A row with a target says it
+checkpointing), attention_memory (sliding-window vs full attention, GPT and encoder; off by default; its
+module entry names a function: "memory:run_attention"), packing (tokenize + pack memory vs corpus size; off by
+default). A row with a target says it
 (`target`) and whether it is met (`meets`).
 A user error (lit_llm.errors.ConfigError, e.g. device=cuda without CUDA) prints one line `error: ...` and
 exits with status 2, before any work.
@@ -32,6 +34,8 @@ SECTIONS = {  # config key -> (module in lit_llm/benchmarks, table title), in th
     "families": ("families", "Hugging Face families: import, fine-tune and export a tiny random checkpoint of each"),
     "memory": ("memory", "Memory: one training step (forward + backward) vs sequence length, with/without activation "
                          "checkpointing"),
+    "attention_memory": ("memory:run_attention", "Memory: one training step, sliding-window (model.attention_window) "
+                                                 "vs full attention, GPT and encoder"),
     "packing": ("packing", "Tokenize + pack vs corpus size: peak memory, tokens/s, cached reload (fresh processes)"),
 }
 
@@ -88,7 +92,8 @@ def main(cfg: DictConfig) -> None:
         section_cfg = {**OmegaConf.to_container(section, resolve=True), "device": str(device), "seed": cfg.seed,
                        "threads": cfg.threads}
         started = time.perf_counter()
-        rows = importlib.import_module(f"lit_llm.benchmarks.{module}").run(section_cfg)
+        module, _, function = module.partition(":")
+        rows = getattr(importlib.import_module(f"lit_llm.benchmarks.{module}"), function or "run")(section_cfg)
         report["seconds"][name] = round(time.perf_counter() - started, 1)
         report["sections"][name] = rows
         md += [f"\n## {title}\n\n", markdown(rows)]

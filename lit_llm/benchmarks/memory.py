@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_llm.benchmarks.common import autocast, ratio, resolve_device, sync
-from lit_llm.models.gpt import GPT, GPTConfig
+from lit_llm.models import build_backbone
 
 MB = 2**20
 
@@ -68,23 +68,34 @@ def _rss_bytes(peak: bool) -> int:
 
 
 def measure(spec: dict) -> dict:
-    """One configuration (run it in a fresh process on CPU): {"peak_mb", "step_ms"}."""
+    """One configuration (run it in a fresh process on CPU): {"peak_mb", "step_ms"}. `spec["model"]` is a
+    `model` config (arch gpt: next-token loss; arch encoder: MLM loss on every position); `spec["mask"]`: GPT:
+    one packed document (an explicit [T, T] mask instead of SDPA's is_causal), encoder: a padding mask (the
+    last token padded)."""
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])
     torch.manual_seed(int(spec.get("seed", 0)))
     T, B = int(spec["seq_len"]), int(spec["batch_size"])
-    cfg = GPTConfig.from_dict({**spec["model"], "block_size": T, "activation_checkpointing": spec["checkpointing"]})
-    model = GPT(cfg).to(device).train()
-    ids = torch.randint(0, cfg.vocab_size, (B, T + 1), device=device)
-    inputs, labels = ids[:, :-1], ids[:, 1:]
+    model = build_backbone({**spec["model"], "block_size": T,
+                            "activation_checkpointing": spec["checkpointing"]}).to(device).train()
+    encoder = model.config.arch == "encoder"
+    ids = torch.randint(0, model.config.vocab_size, (B, T + 1), device=device)
+    inputs, labels = ids[:, :-1], (ids[:, :-1] if encoder else ids[:, 1:])
+    mask = torch.ones_like(inputs) if spec.get("mask") else None
+    if mask is not None and encoder:
+        mask[:, -1] = 0
 
     def step(inputs: torch.Tensor, labels: torch.Tensor) -> float:
         model.zero_grad(set_to_none=True)  # as a training loop does: last step's gradients are gone
         sync(device)
         t0 = time.perf_counter()
         with autocast(device, spec.get("precision", "32-true")):
-            logits = model(inputs)
+            m = None if mask is None else mask[:inputs.size(0), :inputs.size(1)]
+            if encoder:
+                logits = model.mlm_logits(model(inputs, attention_mask=m))
+            else:
+                logits = model(inputs, document_ids=None if m is None else 1 - m)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1))
         loss.backward()
         sync(device)
@@ -129,18 +140,50 @@ def run(cfg: dict) -> list[dict]:
               "precision": str(cfg.get("precision", "32-true"))}
              for T in cfg["seq_lens"] for ckpt in (False, True)]
     rows = []
-    spawn = multiprocessing.get_context("spawn")
     for spec in specs:
-        # a fresh process per configuration: nothing kept from an earlier one (allocator caches, peaks)
-        with _child_env(cfg.get("malloc_mmap_threshold")), \
-                concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            result = pool.submit(measure, spec).result()
+        result = measure_fresh(spec, cfg.get("malloc_mmap_threshold"))
         rows.append({"seq_len": spec["seq_len"], "batch": spec["batch_size"], "checkpointing": spec["checkpointing"],
-                     "precision": spec["precision"], **result,
-                     "measure": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS - RSS after build"})
+                     "precision": spec["precision"], **result, "measure": measure_name(device)})
     plain = {r["seq_len"]: r for r in rows if not r["checkpointing"]}
     for r in rows:
         if r["checkpointing"]:
             r["memory_ratio"] = ratio(r["peak_mb"], plain[r["seq_len"]]["peak_mb"])
             r["time_ratio"] = ratio(r["step_ms"], plain[r["seq_len"]]["step_ms"])
+    return rows
+
+
+def measure_fresh(spec: dict, mmap_threshold: int | None = None) -> dict:
+    """`measure(spec)` in a fresh process: nothing kept from an earlier configuration (allocator caches, peaks)."""
+    with _child_env(mmap_threshold), \
+            concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, spec).result()
+
+
+def measure_name(device: torch.device) -> str:
+    return "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS - RSS after build"
+
+
+def run_attention(cfg: dict) -> list[dict]:
+    """Sliding-window attention (`model.attention_window`) against full attention: one training step of a GPT
+    and an encoder at each sequence length, fresh process each. Full attention runs as SDPA runs it without a
+    mask (GPT: is_causal; encoder: no padding) and with an explicit mask (GPT: one packed document, a [T, T]
+    bias; encoder: a padding mask), since a kernel's memory depends on which it gets."""
+    device = resolve_device(cfg.get("device"))
+    rows = []
+    for arch in cfg["archs"]:
+        variants = [(None, False), (None, True)] + [(w, arch == "encoder") for w in cfg["windows"]]
+        for T in cfg["seq_lens"]:
+            for window, mask in variants:
+                spec = {"model": {**cfg["model"], "arch": arch, "attention_window": window}, "seq_len": int(T),
+                        "checkpointing": False, "device": str(device), "batch_size": int(cfg["batch_size"]),
+                        "steps": int(cfg["steps"]), "seed": int(cfg.get("seed", 0)), "mask": mask,
+                        "threads": cfg.get("threads") or torch.get_num_threads(),
+                        "precision": str(cfg.get("precision", "32-true"))}
+                result = measure_fresh(spec, cfg.get("malloc_mmap_threshold"))
+                what = ("document mask [T,T]" if arch == "gpt" else "padding mask") if mask else "no mask"
+                rows.append({"arch": arch, "seq_len": int(T), "attention_window": window, "mask": what, **result,
+                             "measure": measure_name(device)})
+    full = {(r["arch"], r["seq_len"]): r for r in rows if r["attention_window"] is None and r["mask"] == "no mask"}
+    for r in rows:
+        r["memory_vs_full"] = ratio(r["peak_mb"], full[r["arch"], r["seq_len"]]["peak_mb"])
     return rows

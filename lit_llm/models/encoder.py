@@ -45,6 +45,7 @@ from lit_llm.models.layers import (
     ACTIVATIONS,
     BackboneConfig,
     Block,
+    check_attention_window,
     init_weights,
     padding_bias,
     rope_cache,
@@ -78,6 +79,9 @@ class EncoderConfig(BackboneConfig):
     # learned positions start at this row of the table (RoBERTa: pad id + 1 = 2, its 514 rows = 512 + 2)
     position_offset: int = 0
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
+    # sliding-window (local) attention: each token sees the tokens at most attention_window // 2 positions
+    # away on either side (Longformer's window), O(T * window) attention memory; null: full attention
+    attention_window: int | None = None
     arch: str = "encoder"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
     def __post_init__(self) -> None:
@@ -124,6 +128,7 @@ class EncoderConfig(BackboneConfig):
             raise ConfigError(f"model.rope_base={self.rope_base!r} must be positive")
         if not isinstance(self.activation_checkpointing, bool):
             raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
+        check_attention_window(self.attention_window)
         if self.arch != "encoder":
             raise ConfigError(f"model.arch={self.arch!r} must be 'encoder' for EncoderConfig")
 
@@ -173,7 +178,7 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(
             Block(C, config.n_head, dropout=config.dropout, bias=True, causal=False, norm_first=config.norm_first,
                   ln_eps=config.ln_eps, activation=config.activation,
-                  intermediate_size=config.intermediate_size)
+                  intermediate_size=config.intermediate_size, window=config.attention_window)
             for _ in range(config.n_layer)
         )
         # Pre-LN leaves the residual stream un-normalised: one LayerNorm after the last block.

@@ -29,6 +29,7 @@ from lit_llm.models.layers import (
     Block,
     KVCache,  # noqa: F401
     apply_rope,  # noqa: F401
+    check_attention_window,
     init_weights,
     norm_layer,
     rope_cache,
@@ -61,6 +62,9 @@ class GPTConfig(BackboneConfig):
     qkv_bias: bool | None = None  # biases of the q/k/v projection (null: as `bias`; Qwen2: true with bias=false)
     rope_scaling: dict | None = None  # {"type": "linear" | "llama3", "factor": ..., ...} (HF configs' rope_scaling)
     activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
+    # sliding-window attention: each token sees itself and the attention_window - 1 before it (Mistral's
+    # sliding_window), O(T * window) attention memory; null: full causal attention
+    attention_window: int | None = None
     arch: str = "gpt"  # recorded in checkpoints so a loader can refuse the wrong backbone
 
     def __post_init__(self) -> None:
@@ -93,6 +97,7 @@ class GPTConfig(BackboneConfig):
         if not isinstance(self.activation_checkpointing, bool):
             raise ConfigError(f"model.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
         self._check_llama_options()
+        check_attention_window(self.attention_window)
         if self.arch != "gpt":
             raise ConfigError(f"model.arch={self.arch!r} must be 'gpt' for GPTConfig")
 
@@ -173,7 +178,8 @@ class GPT(nn.Module):
             Block(config.n_embd, config.n_head, dropout=config.dropout, bias=config.bias,
                   causal=True, norm_first=True, ln_eps=config.norm_eps, norm=config.norm,
                   activation="swiglu" if config.mlp == "swiglu" else "gelu_tanh",
-                  intermediate_size=config.intermediate_size, n_kv_head=config.n_kv_head, qkv_bias=config.qkv_bias)
+                  intermediate_size=config.intermediate_size, n_kv_head=config.n_kv_head, qkv_bias=config.qkv_bias,
+                  window=config.attention_window)
             for _ in range(config.n_layer)
         )
         self.ln_f = norm_layer(config.norm, config.n_embd, config.norm_eps, config.bias)

@@ -528,6 +528,10 @@ def export_hf_bert(encoder: Encoder, path: str | Path, tokenizer: Tokenizer | No
     if cfg.norm_first:
         raise ConfigError("model.norm_first=true (a pre-LN encoder) has no Hugging Face BERT equivalent, "
                           "which is post-LN; only norm_first=false encoders export to the BERT format")
+    if cfg.attention_window is not None:
+        raise ConfigError(f"model.attention_window={cfg.attention_window} has no Hugging Face BERT equivalent (BERT, "
+                          "RoBERTa and ELECTRA attend to the whole sequence); only model.attention_window=null "
+                          "encoders export")
     if cfg.pos_embedding != "learned":
         raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r} has no Hugging Face BERT equivalent (BERT "
                           "learns absolute positions); only pos_embedding=learned encoders export to the BERT format")
@@ -692,6 +696,10 @@ def gpt2_state_dict(gpt: GPT) -> dict[str, torch.Tensor]:
     if cfg.pos_embedding != "learned":
         raise ConfigError(f"model.pos_embedding={cfg.pos_embedding!r} cannot be exported as GPT-2, "
                           f"which has learned absolute positions only")
+    if cfg.attention_window is not None:
+        raise ConfigError(f"model.attention_window={cfg.attention_window} cannot be exported as GPT-2, which attends "
+                          "to the whole context; only a Llama-style GPT (rmsnorm, swiglu, rope) with a window exports "
+                          "(as Mistral), or set model.attention_window=null")
     ours = gpt.state_dict()
     state = {}
     for name, (hf_name,) in gpt2_name_table(cfg).items():
@@ -749,17 +757,17 @@ LLAMA_TYPES = ("llama", "mistral", "qwen2")
 
 def llama_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
     """GPTConfig for a LlamaConfig / MistralConfig / Qwen2Config dict; ConfigError for what our GPT cannot
-    represent (another activation, head_dim != hidden_size / heads, sliding windows shorter than the context,
-    biases on the output projection or the MLP)."""
+    represent (another activation, head_dim != hidden_size / heads, a sliding window on some layers only,
+    biases on the output projection or the MLP). A sliding window on every layer (Mistral's `sliding_window`)
+    is `model.attention_window`, with the same rule: a token sees itself and the window - 1 before it."""
     with _config_errors(path):
         n_embd, n_head, block = hf["hidden_size"], hf["num_attention_heads"], hf.get("max_position_embeddings", 2048)
-        window = hf.get("sliding_window") if hf.get("use_sliding_window", hf.get("model_type") == "mistral") else None
+        window = _hf_sliding_window(hf, path, block)
         checks = [
             ("hidden_act", hf.get("hidden_act", "silu"), ("silu",)),
             ("head_dim", hf.get("head_dim") or n_embd // n_head, (n_embd // n_head,)),
             ("attention_bias", hf.get("attention_bias") or False, (False,)),
             ("mlp_bias", hf.get("mlp_bias") or False, (False,)),
-            ("sliding_window", window if window is not None and window < block else None, (None,)),
         ]
         _require(path, checks)
         theta, scaling = _hf_rope(hf)
@@ -769,7 +777,26 @@ def llama_config_from_hf(hf: Mapping, path="<config>") -> GPTConfig:
             rope_base=theta, tie_embeddings=hf.get("tie_word_embeddings", False),
             norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu",
             intermediate_size=hf["intermediate_size"], n_kv_head=hf.get("num_key_value_heads") or n_head,
-            qkv_bias=hf.get("model_type") == "qwen2", rope_scaling=scaling)
+            qkv_bias=hf.get("model_type") == "qwen2", rope_scaling=scaling, attention_window=window)
+
+
+def _hf_sliding_window(hf: Mapping, path, block: int) -> int | None:
+    """The window of a config.json whose every layer slides (None: none does, or the window spans the context);
+    a window on some layers only (Qwen2's `max_window_layers`, `layer_types`) is a ConfigError."""
+    window = hf.get("sliding_window") if hf.get("use_sliding_window", hf.get("model_type") == "mistral") else None
+    if window is None or window >= block:
+        return None
+    kinds = hf.get("layer_types")
+    if kinds is None and hf.get("model_type") == "qwen2":  # Qwen2: layers from max_window_layers on slide
+        first = hf.get("max_window_layers", 28)
+        kinds = ["full_attention" if i < first else "sliding_attention" for i in range(hf["num_hidden_layers"])]
+    sliding = {kind == "sliding_attention" for kind in kinds or ["sliding_attention"]}
+    if sliding == {False}:
+        return None
+    if sliding != {True}:
+        raise _error(path, f"config.json has a sliding window ({window}) on some layers only (layer_types={kinds}); "
+                           "lit-llm's model.attention_window applies to every layer")
+    return window
 
 
 def _hf_rope(hf: Mapping) -> tuple[float, dict | None]:
@@ -825,6 +852,10 @@ def llama_state_dict(gpt: GPT) -> dict[str, torch.Tensor]:
     if not is_llama(cfg) or cfg.bias:
         raise ConfigError("only a GPT with model.norm=rmsnorm, model.mlp=swiglu, model.pos_embedding=rope and "
                           "model.bias=false exports as Llama")
+    if cfg.attention_window is not None and cfg.qkv_bias:
+        raise ConfigError(f"model.attention_window={cfg.attention_window} with model.qkv_bias=true: a windowed GPT "
+                          "exports as Mistral, which has no q/k/v biases; use model.attention_window=null to export "
+                          "as Qwen2")
     ours, state = gpt.state_dict(), {}
     for name, hf_names in llama_name_table(cfg).items():
         sizes = [ours[name].shape[0] // len(hf_names)] * len(hf_names)
@@ -837,9 +868,12 @@ def llama_state_dict(gpt: GPT) -> dict[str, torch.Tensor]:
 def llama_hf_config(gpt: GPT, ids: Mapping[str, int] | None = None) -> dict:
     """config.json of a LlamaForCausalLM (Qwen2ForCausalLM when q/k/v have biases) of `gpt`'s architecture."""
     cfg, ids = gpt.config, ids or {}
-    qwen2 = bool(cfg.qkv_bias)
+    qwen2, mistral = bool(cfg.qkv_bias), cfg.attention_window is not None  # Mistral: Llama + a sliding window
+    kind = "qwen2" if qwen2 else "mistral" if mistral else "llama"
+    window = {"sliding_window": cfg.attention_window} if mistral else {}
     return {
-        "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"], "model_type": "qwen2" if qwen2 else "llama",
+        "architectures": [{"qwen2": "Qwen2", "mistral": "Mistral", "llama": "Llama"}[kind] + "ForCausalLM"],
+        "model_type": kind, **window,
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd, "intermediate_size": gpt.blocks[0].mlp.c_proj.in_features,
         "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
         "num_key_value_heads": cfg.n_kv_head or cfg.n_head, "max_position_embeddings": cfg.block_size,
@@ -850,7 +884,8 @@ def llama_hf_config(gpt: GPT, ids: Mapping[str, int] | None = None) -> dict:
 
 
 def export_hf_llama(gpt: GPT, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
-    """Write a Llama-style GPT as LlamaForCausalLM (Qwen2ForCausalLM when its q/k/v have biases)."""
+    """Write a Llama-style GPT as LlamaForCausalLM (Qwen2ForCausalLM when its q/k/v have biases,
+    MistralForCausalLM with model.attention_window)."""
     state = llama_state_dict(gpt)
     ids = hf_special_ids(tokenizer) if tokenizer is not None else {}
     return _write_checkpoint(path, llama_hf_config(gpt, ids), state, tokenizer)
@@ -924,7 +959,8 @@ def export_hf(model: Encoder | GPT, path: str | Path, tokenizer: Tokenizer | Non
     """Write `model` in the Hugging Face format of its family: (the format's name, the directory)."""
     cfg = model.config
     if cfg.arch == "gpt":
-        return ("Qwen2" if cfg.qkv_bias else "Llama", export_hf_llama(model, path, tokenizer)) if is_llama(cfg) else \
+        name = "Qwen2" if cfg.qkv_bias else "Mistral" if cfg.attention_window is not None else "Llama"
+        return (name, export_hf_llama(model, path, tokenizer)) if is_llama(cfg) else \
             ("GPT-2", export_hf_gpt2(model, path, tokenizer))
     if cfg.arch == "encoder":
         name = {"bert": "BERT", "roberta": "RoBERTa", "electra": "ELECTRA"}[encoder_hf_format(cfg)]

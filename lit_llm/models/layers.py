@@ -6,6 +6,8 @@
 - `MLP`: c_fc -> GELU (exact or tanh) -> c_proj, any intermediate size.
 - `Block`: attention + MLP with residuals, pre-LN (GPT-2) or post-LN (BERT).
 - `BackboneConfig`: what every backbone's config dataclass shares (`from_dict`, renamed keys, `to_dict`).
+- Sliding-window (local) attention, `model.attention_window`: `window_keep` is the rule (the one place that
+  defines it), `local_attention` its blocked kernel, O(T * window) memory instead of O(T^2).
 
 Module names are the GPT-2 ones (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`,
 `mlp.c_proj`) whatever the architecture, so checkpoints and the Hugging Face name tables in
@@ -21,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lit_llm.errors import renamed_keys, require_known_keys
+from lit_llm.errors import ConfigError, renamed_keys, require_known_keys
 
 ACTIVATIONS = ("gelu", "gelu_tanh")          # of encoders' MLP
 GATED_ACTIVATIONS = ("swiglu", "geglu")      # silu(gate) * up (Llama), gelu_tanh(gate) * up (T5 v1.1 "gated-gelu")
@@ -149,6 +151,67 @@ def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return bias.masked_fill(~keep, torch.finfo(dtype).min)
 
 
+def window_keep(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int, causal: bool) -> torch.Tensor:
+    """[len(q_pos), len(k_pos)] bool: which keys each query may see under `model.attention_window=window`.
+
+    causal: key j is visible from query i iff i - window < j <= i, i.e. itself and the window - 1 tokens
+    before it (Mistral's `sliding_window`). Bidirectional: iff |i - j| <= window // 2, i.e. window // 2 keys
+    on each side plus itself (Longformer's window). Positions are absolute (a KV cache's queries start
+    at the cache length)."""
+    d = q_pos[:, None] - k_pos[None, :]
+    return ((d >= 0) & (d < window)) if causal else (d.abs() <= window // 2)
+
+
+def check_attention_window(window) -> None:
+    """`model.attention_window` must be null (full attention) or a positive integer: a ConfigError naming it."""
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+        raise ConfigError(f"model.attention_window={window!r} must be null (full attention) or a positive integer "
+                          "(the sliding window's size in tokens, e.g. 256)")
+
+
+def window_covers(n_keys: int, window: int | None, causal: bool) -> bool:
+    """True when the window hides nothing in a sequence of `n_keys` tokens: attention is then the full one."""
+    return window is None or (n_keys <= window if causal else n_keys - 1 <= window // 2)
+
+
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, causal: bool,
+                    key_bias: torch.Tensor | None = None, dropout_p: float = 0.0,
+                    scale: float | None = None) -> torch.Tensor:
+    """SDPA restricted to `window_keep`, computed in blocks so memory grows as O(T * window), not O(T^2).
+
+    q: (B, H, T, D); k, v: (B, Hk, T, D), the same positions as q (Hk divides H: grouped-query attention);
+    key_bias: None or an additive per-key bias broadcastable to (B, 1, 1, T) (`padding_bias`). The queries are
+    split into chunks of c = window (causal) or window // 2 (bidirectional) positions; the keys a chunk may
+    see lie in its own chunk and the one before (and after, bidirectional), so each chunk attends to
+    2c (3c) keys through one small band mask. A query whose every key is masked (a pad token that sees only
+    pads) gets a uniform softmax over its chunk's keys: its output is garbage, as pad positions' always are."""
+    B, H, T, D = q.shape
+    Hk = k.size(1)
+    c = window if causal else max(window // 2, 1)
+    span = 2 if causal else 3  # chunks of keys per chunk of queries
+    n = -(-T // c)
+    pad = n * c - T
+    left, right = c, pad + (0 if causal else c)  # key padding: a chunk before (and after) the sequence
+
+    def neighbours(t: torch.Tensor, value: float = 0.0) -> torch.Tensor:  # (..., T, X) -> (..., n, span * c, X)
+        t = F.pad(t, (0, 0, left, right), value=value).unflatten(-2, (n + span - 1, c))
+        return torch.cat([t[..., i:i + n, :, :] for i in range(span)], dim=-2)
+
+    minus = torch.finfo(q.dtype).min
+    qc = F.pad(q, (0, 0, 0, pad)).view(B, H, n, c, D).transpose(1, 2).reshape(B * n, H, c, D)
+    kc, vc = (neighbours(t).transpose(1, 2).reshape(B * n, Hk, span * c, D) for t in (k, v))
+    # additive bias (B * n, 1, c, span * c): keys outside the sequence, padded keys, keys outside the band
+    kb = torch.zeros(1, T, dtype=q.dtype, device=q.device) if key_bias is None else \
+        key_bias.reshape(-1, T).to(q.dtype).clamp(min=minus)
+    kb = neighbours(kb[..., None], value=minus)[..., 0]  # (B or 1, n, span * c)
+    pos = torch.arange(span * c, device=q.device)  # a chunk's keys start one chunk before its queries
+    band = window_keep(pos[c:2 * c], pos, window, causal)  # (c, span * c), the same for every chunk
+    bias = kb[:, :, None, :].masked_fill(~band, minus).expand(B, n, c, span * c).reshape(B * n, 1, c, span * c)
+    y = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=bias, dropout_p=dropout_p, scale=scale,
+                                       enable_gqa=Hk != H)
+    return y.view(B, n, H, c, D).transpose(1, 2).reshape(B, H, n * c, D)[:, :, :T]
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through `F.scaled_dot_product_attention`.
 
@@ -158,12 +221,20 @@ class SelfAttention(nn.Module):
     causal=False: every position sees every non-padding position; `attention_mask` is [B, T]
     of 1/0 or an already built additive bias (`padding_bias`), which the encoder builds once
     for all layers.
+    window (`model.attention_window`): each query sees only the keys `window_keep` allows. Whole sequences
+    with no mask or a per-key padding bias go through `local_attention` (O(T * window) memory); a full
+    [.., T, keys] bias (packed documents, T5) and the steps after a KV cache's first chunk take the dense
+    path with the band added to the mask. The cache keeps every position (it is not trimmed to the window):
+    older keys are masked. When the window covers the whole sequence this is the full attention, same path.
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
                  causal: bool = True, n_kv_head: int | None = None, qkv_bias: bool | None = None,
-                 head_dim: int | None = None, scale: float | None = None):
+                 head_dim: int | None = None, scale: float | None = None, window: int | None = None):
         super().__init__()
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+            raise ValueError(f"attention window={window!r} must be a positive integer or None (full attention)")
+        self.window = window
         if head_dim is None and n_embd % n_head != 0:
             raise ValueError(f"n_head={n_head} must divide n_embd={n_embd}")
         self.n_head = n_head
@@ -193,6 +264,7 @@ class SelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
+        start = 0 if kv_cache is None else kv_cache.length
         if self.causal:
             if attention_mask is not None and attention_mask.dim() != 4:
                 raise ValueError("causal attention takes no padding mask (right padding needs none)")
@@ -213,13 +285,34 @@ class SelfAttention(nn.Module):
             elif mask is not None and mask.dtype != q.dtype:
                 # e.g. a float32 bias under fp16 autocast: clamp so "minus a lot" stays finite.
                 mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head,
-            scale=self.scale,
-        )
+        if not window_covers(k.size(2), self.window, self.causal):
+            y = self._windowed(q, k, v, attention_mask if self.causal else mask, start)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal,
+                dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head,
+                scale=self.scale,
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_dim)  # re-assemble the heads
         return self.resid_dropout(self.c_proj(y))
+
+    def _windowed(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                  start: int) -> torch.Tensor:
+        """Attention under the window. `mask`: None, a per-key bias (B, 1, 1, keys) or a full additive
+        (.., T, keys) bias; queries sit at positions [start, start + T) and keys at [0, keys)."""
+        dropout = self.dropout if self.training else 0.0
+        per_key = mask is None or mask.size(-2) == 1
+        if start == 0 and per_key and k.size(2) == q.size(2):
+            return local_attention(q, k, v, self.window, self.causal, key_bias=mask, dropout_p=dropout,
+                                   scale=self.scale)
+        T, S = q.size(2), k.size(2)
+        keep = window_keep(torch.arange(start, start + T, device=q.device), torch.arange(S, device=q.device),
+                           self.window, self.causal)
+        minus = torch.finfo(q.dtype).min
+        band = torch.zeros(T, S, dtype=q.dtype, device=q.device).masked_fill(~keep, minus)
+        bias = band if mask is None else (mask.to(q.dtype) + band).clamp(min=minus)  # min + min = -inf: clamp
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=self.scale,
+                                              enable_gqa=self.n_kv_head != self.n_head)
 
     @staticmethod
     def _causal_mask(q: torch.Tensor, kv_cache: KVCache | None):
@@ -285,12 +378,12 @@ class Block(nn.Module):
                  causal: bool = True, norm_first: bool = True, ln_eps: float = 1e-5,
                  activation: str = "gelu_tanh", intermediate_size: int | None = None, norm: str = "layernorm",
                  n_kv_head: int | None = None, qkv_bias: bool | None = None, head_dim: int | None = None,
-                 scale: float | None = None):
+                 scale: float | None = None, window: int | None = None):
         super().__init__()
         self.norm_first = norm_first
         self.ln_1 = norm_layer(norm, n_embd, ln_eps, bias)
         self.attn = SelfAttention(n_embd, n_head, dropout=dropout, bias=bias, causal=causal, n_kv_head=n_kv_head,
-                                  qkv_bias=qkv_bias, head_dim=head_dim, scale=scale)
+                                  qkv_bias=qkv_bias, head_dim=head_dim, scale=scale, window=window)
         self.ln_2 = norm_layer(norm, n_embd, ln_eps, bias)
         self.mlp = MLP(n_embd, bias=bias, dropout=dropout, activation=activation,
                        intermediate_size=intermediate_size)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from lit_llm.errors import ConfigError
-from lit_llm.models.layers import SelfAttention, apply_rope, padding_bias
+from lit_llm.models.layers import SelfAttention, apply_rope, padding_bias, window_keep
 
 PROJECTIONS = ("pca", "tsne", "auto")
 ATTRIBUTIONS = ("grad_x_input", "integrated_gradients")
@@ -106,6 +106,9 @@ def attention_probs(attn: SelfAttention, x: torch.Tensor, attention_mask: torch.
         bias = attention_mask.float()
         scores = scores + bias.clamp(min=torch.finfo(torch.float32).min)
         keep = keep & (bias > torch.finfo(bias.dtype).min / 2)
+    if attn.window is not None:  # model.attention_window: the layer's own band rule
+        pos = torch.arange(T, device=x.device)
+        keep = keep & window_keep(pos, pos, attn.window, attn.causal)
     probs = scores.masked_fill(~keep, torch.finfo(torch.float32).min).softmax(-1)
     # an all-masked row (an all-pad sequence) stays uniform, as in SDPA; other masked keys are exactly 0
     probs = torch.where(keep.any(-1, keepdim=True), probs.masked_fill(~keep, 0.0), probs)

@@ -92,9 +92,10 @@ def test_llama_options_from_scratch_and_what_cannot_be_imported(tmp_path):
         build_backbone({"arch": "gpt", "n_head": 4, "n_kv_head": 3})
     with pytest.raises(ConfigError, match="model.rope_scaling=.*needs model.pos_embedding=rope"):
         build_backbone({"arch": "gpt", "rope_scaling": {"type": "linear", "factor": 2.0}})
-    cls, extra = FAMILIES["mistral"]
-    transformers.AutoModelForCausalLM.from_config(cls(**{**TINY, "sliding_window": 16})).save_pretrained(tmp_path)
-    with pytest.raises(ConfigError, match="sliding_window=16; lit-llm's GPT supports only None"):
+    # a sliding window on some layers only (Qwen2's max_window_layers) has no model.attention_window equivalent
+    qwen2 = transformers.Qwen2Config(**{**TINY, "use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1})
+    transformers.AutoModelForCausalLM.from_config(qwen2).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="sliding window .16. on some layers only"):
         load_hf(tmp_path)
 
 
