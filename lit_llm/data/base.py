@@ -207,6 +207,22 @@ def check_truncation(split: str, needed: Sequence[int], limit: int, key: str, un
     return cut
 
 
+# ----------------------------------------------------------------------------- overlapping windows
+
+def window_starts(n_context: int, window: int, doc_stride: int) -> list[int]:
+    """Start tokens of the windows of `window` tokens over `n_context` tokens, consecutive ones sharing
+    `doc_stride` tokens (Hugging Face's meaning of `stride`: the overlap, so a window starts
+    `window - doc_stride` tokens after the previous one); the last window ends at the text's end (it may be
+    shorter). Used by QA contexts and by classification's `data.long_inputs=windows`."""
+    if window <= doc_stride:
+        raise ValueError(f"a window of {window} context tokens cannot overlap the next by doc_stride={doc_stride}")
+    starts, start = [0], 0
+    while start + window < n_context:
+        start += window - doc_stride
+        starts.append(start)
+    return starts
+
+
 # ----------------------------------------------------------------------------- checks of data.* settings
 
 def require_int(key: str, value: Any, minimum: int = 1, why: str = "") -> None:
@@ -347,5 +363,5 @@ def flat_lists(table, name: str) -> tuple[np.ndarray, np.ndarray]:
 __all__ = [
     "DataModuleProtocol", "holdout_size", "hold_out_indices", "hold_out_rows", "text_batches", "resolve_special_ids", "require_special_tokens",
     "renamed_setting", "require_int", "require_fraction", "require_choice", "require_one_source",
-    "TokenizedSplitsMixin", "STATS_FILE", "arrow_table", "flat_lists",
+    "TokenizedSplitsMixin", "STATS_FILE", "arrow_table", "flat_lists", "window_starts",
 ]

@@ -18,6 +18,16 @@ Tokenized splits are cached in `<cache_dir>/classification/<key>/<split>` (key: 
 fingerprint, tokenizer fingerprint, special ids, max_length, version), built in a temporary
 directory and renamed (`utils_io.atomic_dir`). Batches: {"input_ids", "attention_mask",
 "labels"} (+ "token_type_ids" for pairs), padded to the longest example of the batch.
+
+Long inputs (`long_inputs`): `truncate` (the default) cuts a text to `max_length` tokens; `windows` cuts it into
+overlapping windows instead (`_encode_windows`): each window is a whole input `[cls] window [sep]` of at most
+`max_length` tokens, consecutive windows sharing `doc_stride` tokens (Hugging Face's meaning of stride, as QA's
+`data.doc_stride`: the overlap, not the step), at most `max_windows` per document (the rest of a longer text is
+dropped and counted). A text pair keeps its first text (at most half the room) in every window and windows the
+second (AG News' description, like QA's context). A document that fits is one window equal to its `truncate`
+encoding. An example stays one document (its windows flattened, `window_lengths`); `WindowCollator` makes one
+row per window plus `window_doc` (the document of each row), so a batch always holds whole documents and the task
+aggregates the windows' logits per document (`task.window_aggregation`).
 """
 from __future__ import annotations
 
@@ -46,14 +56,16 @@ from lit_llm.data.base import (
     flat_lists,
     hold_out_indices,
     limit_rows,
+    require_choice,
     require_fraction,
     require_int,
     require_one_source,
     require_special_tokens,
     resolve_special_ids,
     text_batches,
+    window_starts,
 )
-from lit_llm.data.collate import pad_collate
+from lit_llm.data.collate import WindowCollator, pad_collate
 from lit_llm.data.loading import ExampleLoadersMixin, ResumableRandomSampler, ResumableTrainMixin
 from lit_llm.data.sources import file_extension, load_files, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
@@ -69,6 +81,7 @@ SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files"
 FALLBACKS = {"cls": ("bos", "eos"), "sep": ("eos",), "pad": ("eos",)}
 BUCKET_BATCHES = 50  # length bucketing sorts within chunks of this many batches
 SAMPLERS = ("random", "bucket", "balanced")  # data.sampler
+LONG_INPUTS = ("truncate", "windows")  # data.long_inputs: what happens to a text longer than data.max_length
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -180,6 +193,64 @@ def _encode_examples(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, 
     return out
 
 
+def _template(tokenizer: Tokenizer, pair: bool) -> tuple[bool, int]:
+    """(whether the tokenizer adds its own special tokens, how many special tokens an input has)."""
+    own = tokenizer.post_processor is not None and tokenizer.num_special_tokens_to_add(pair) > 0
+    return own, tokenizer.num_special_tokens_to_add(pair) if own else 3 if pair else 2
+
+
+def window_room(max_length: int, specials: int, pair: bool) -> int:
+    """The fewest windowed tokens a window holds: the room left by the special tokens, half of it for a pair
+    (the first text keeps at most the other half)."""
+    room = max_length - specials
+    return room - room // 2 if pair else room
+
+
+def _encode_windows(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, sep_id: int, max_length: int,
+                    doc_stride: int, max_windows: int | None) -> dict[str, list]:
+    """Like `_encode_examples`, but a document longer than `max_length` becomes overlapping windows (the module
+    docstring): `input_ids` (and `token_type_ids`) are its windows one after another, `window_lengths` their
+    lengths; `needed`: the tokens one input would need, `dropped`: the text tokens beyond `max_windows`."""
+    pair = "text_pair" in batch
+    first = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+    second = tokenizer.encode_batch(batch["text_pair"], add_special_tokens=False) if pair else [None] * len(first)
+    own, specials = _template(tokenizer, pair)
+    room = max_length - specials
+    out: dict[str, list] = {"input_ids": [], "window_lengths": [], "label": batch["label"], "needed": [],
+                            "dropped": []}
+    if pair:
+        out["token_type_ids"] = []
+    for enc_a, enc_b in zip(first, second):
+        len_a, len_b = len(enc_a.ids), len(enc_b.ids) if pair else 0
+        keep_a = len_a if not pair or len_a + len_b <= room else min(len_a, room // 2)
+        text = enc_b if pair else enc_a  # the windowed text
+        window = room - keep_a if pair else room
+        fits = len(text.ids) <= window
+        starts = [0] if fits else window_starts(len(text.ids), window, doc_stride)[:max_windows]
+        if own:  # the tokenizer's template around every window: its overflowing pieces are exactly `starts`
+            if pair:
+                enc_a.truncate(keep_a)
+            if not fits:
+                text.truncate(window, stride=doc_stride)
+            pieces = ([text] + list(text.overflowing))[: len(starts)]
+            merged = [tokenizer.post_process(enc_a, p, add_special_tokens=True) if pair else
+                      tokenizer.post_process(p, None, add_special_tokens=True) for p in pieces]
+            ids, types = [m.ids for m in merged], [m.type_ids for m in merged]
+        else:
+            cut = [text.ids[s : s + window] for s in starts]
+            head = [cls_id] + enc_a.ids[:keep_a] + [sep_id] if pair else [cls_id]
+            ids = [head + w + [sep_id] for w in cut]
+            types = [[0] * len(head) + [1] * (len(w) + 1) for w in cut]
+        out["input_ids"].append([t for w in ids for t in w])
+        out["window_lengths"].append([len(w) for w in ids])
+        out["needed"].append(len_a + len_b + specials)
+        out["dropped"].append(max(0, len(text.ids) - (starts[-1] + window)))
+        if pair:
+            out["token_type_ids"].append([t for w in types for t in w])
+    out["length"] = [len(ids) for ids in out["input_ids"]]
+    return out
+
+
 class TokenizedExamples(torch.utils.data.Dataset):
     """Tokenized examples as flat numpy arrays + offsets (fast indexing, cheap in workers)."""
 
@@ -189,6 +260,9 @@ class TokenizedExamples(torch.utils.data.Dataset):
         self.lengths = np.diff(self.offsets)
         self.types = flat_lists(table, "token_type_ids")[0] if "token_type_ids" in table.column_names else None
         self.labels = table.column("label").to_numpy()
+        # data.long_inputs=windows: a document's windows lie one after another in its input_ids
+        windowed = "window_lengths" in table.column_names
+        self.window_lengths, self.window_offsets = flat_lists(table, "window_lengths") if windowed else (None, None)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -198,6 +272,8 @@ class TokenizedExamples(torch.utils.data.Dataset):
         item = {"input_ids": self.ids[lo:hi], "labels": int(self.labels[index])}
         if self.types is not None:
             item["token_type_ids"] = self.types[lo:hi]
+        if self.window_lengths is not None:
+            item["window_lengths"] = self.window_lengths[self.window_offsets[index] : self.window_offsets[index + 1]]
         return item
 
 
@@ -307,6 +383,9 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         train_limit: int | None = None,
         train_limit_seed: int | None = None,
         max_length: int = 128,
+        long_inputs: str = "truncate",
+        doc_stride: int = 16,
+        max_windows: int | None = 8,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         bucket_by_length: bool = False,
@@ -330,6 +409,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         if bucket_by_length and sampler == "balanced":
             raise ConfigError("data.bucket_by_length=true and data.sampler=balanced: choose one train order; "
                               "drop bucket_by_length (it means data.sampler=bucket).")
+        self._check_windows(long_inputs, doc_stride, max_windows, max_length, text_pair_column is not None)
         if val_fraction + test_fraction >= 1:
             raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
                               "training rows; lower them.")
@@ -347,6 +427,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         self.train_limit = train_limit
         self.train_limit_seed = split_seed if train_limit_seed is None else train_limit_seed
         self.max_length = max_length
+        self.long_inputs, self.doc_stride, self.max_windows = long_inputs, doc_stride, max_windows
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.bucket_by_length = bool(bucket_by_length)
@@ -358,6 +439,24 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
 
         self._names: list[str] = []
         self.test_names: list[str] = ["test"]
+
+    @staticmethod
+    def _check_windows(long_inputs: str, doc_stride: Any, max_windows: Any, max_length: int, pair: bool,
+                       specials: int | None = None) -> None:
+        """ConfigErrors for data.long_inputs / doc_stride / max_windows (`specials`: the tokenizer's special
+        tokens per input, once known; before, ours: 2, or 3 for a pair)."""
+        require_choice("data.long_inputs", long_inputs, LONG_INPUTS)
+        if long_inputs != "windows":
+            return
+        require_int("data.doc_stride", doc_stride, 0, why=" (the tokens consecutive windows share)")
+        if max_windows is not None:
+            require_int("data.max_windows", max_windows, why=" or null (no cap): the most windows per document")
+        room = window_room(max_length, specials or (3 if pair else 2), pair)
+        if doc_stride >= room:
+            raise ConfigError(
+                f"data.doc_stride={doc_stride} leaves no new text per window: with data.max_length={max_length} a "
+                f"window holds at least {room} {'second-text ' if pair else ''}tokens; lower data.doc_stride below "
+                f"{room} (e.g. {room // 4}) or raise data.max_length.")
 
     @property
     def examples(self) -> dict[str, TokenizedExamples]:
@@ -558,33 +657,58 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
 
     # -- 4. tokenize, cache -------------------------------------------------------------------
     def _cache_key(self) -> dict[str, Any]:
-        return {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint, "max_length": self.max_length,
-                "cls": self.special_ids["cls"], "sep": self.special_ids["sep"], "version": CLASSIFICATION_VERSION}
+        key = {"data": self.data_fingerprint, "tokenizer": self.tokenizer_fingerprint, "max_length": self.max_length,
+               "cls": self.special_ids["cls"], "sep": self.special_ids["sep"], "version": CLASSIFICATION_VERSION}
+        if self.long_inputs != "truncate":  # truncate keeps its old keys: those caches stay valid
+            key["long_inputs"] = self.long_inputs_settings()
+        return key
+
+    def long_inputs_settings(self) -> dict[str, Any]:
+        return {"long_inputs": self.long_inputs, "doc_stride": self.doc_stride, "max_windows": self.max_windows}
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
         """Encode `split` as [cls] text [sep] (text_pair [sep]), save it in `out_dir`; return its statistics."""
         t0 = time.perf_counter()
         ds = self.raw[split]
         pair = "text_pair" in ds.column_names
+        windows = self.long_inputs == "windows"
         features = {"input_ids": datasets.List(datasets.Value("int32")), "label": datasets.Value("int64"),
                     "length": datasets.Value("int32"), "needed": datasets.Value("int32")}
+        kwargs = {"tokenizer": self.tokenizer, "cls_id": self.special_ids["cls"], "sep_id": self.special_ids["sep"],
+                  "max_length": self.max_length}
         if pair:
             features["token_type_ids"] = datasets.List(datasets.Value("int8"))
+        if windows:
+            self._check_windows(self.long_inputs, self.doc_stride, self.max_windows, self.max_length, pair,
+                                _template(self.tokenizer, pair)[1])
+            features.update(window_lengths=datasets.List(datasets.Value("int32")), dropped=datasets.Value("int32"))
+            kwargs.update(doc_stride=self.doc_stride, max_windows=self.max_windows)
         fp = sha256_json([self.tokenized_dir.name, split, "needed"])[:32]
         mapped = ds.map(
-            _encode_examples, batched=True, batch_size=1000,
+            _encode_windows if windows else _encode_examples, batched=True, batch_size=1000,
             num_proc=self.num_proc if self.num_proc > 1 and len(ds) > 1 else None,
-            remove_columns=ds.column_names, features=datasets.Features(features),
-            fn_kwargs={"tokenizer": self.tokenizer, "cls_id": self.special_ids["cls"],
-                       "sep_id": self.special_ids["sep"], "max_length": self.max_length},
+            remove_columns=ds.column_names, features=datasets.Features(features), fn_kwargs=kwargs,
             new_fingerprint=fp,  # given, so datasets does not hash the tokenizer
             desc=f"tokenizing {split}",
         )
         lengths = np.asarray(mapped["length"])
-        truncated = check_truncation(split, mapped["needed"], self.max_length, "data.max_length")
-        stats = {"examples": len(mapped), "truncated": truncated, "mean_tokens": round(float(lengths.mean()), 2),
+        stats = {"examples": len(mapped), "mean_tokens": round(float(lengths.mean()), 2),
                  "max_tokens": int(lengths.max()),
                  "per_class": np.bincount(np.asarray(mapped["label"]), minlength=len(self._names)).tolist()}
+        if windows:  # "truncated": documents that lost text to data.max_windows
+            counts = np.asarray([len(w) for w in mapped["window_lengths"]])
+            stats.update(truncated=int(np.count_nonzero(mapped["dropped"])), windows=int(counts.sum()),
+                         mean_windows=round(float(counts.mean()), 3), max_windows=int(counts.max()),
+                         long_documents=int(np.count_nonzero(np.asarray(mapped["needed"]) > self.max_length)))
+            mapped = mapped.remove_columns(["dropped"])
+            log.info("data: %s: %d of %d documents longer than data.max_length=%d, cut into %d windows in all "
+                     "(mean %.2f, max %d per document; data.doc_stride=%d); %d lost text to data.max_windows=%s",
+                     split, stats["long_documents"], len(mapped), self.max_length, stats["windows"],
+                     stats["mean_windows"], stats["max_windows"], self.doc_stride, stats["truncated"],
+                     self.max_windows)
+        else:
+            stats["truncated"] = check_truncation(split, mapped["needed"], self.max_length, "data.max_length")
+        truncated = stats["truncated"]
         mapped.remove_columns(["needed"]).save_to_disk(str(out_dir))
         log.info("data: tokenized %s: %d examples, %d tokens on average, %d (%.1f%%) truncated to data.max_length=%d "
                  "in %.1fs", split, len(mapped), stats["mean_tokens"], truncated, 100 * truncated / max(len(mapped), 1),
@@ -607,12 +731,14 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         return super()._new_train_sampler(num_replicas, rank)
 
     def collator(self):
-        return pad_collate(self.special_ids["pad"])
+        """`pad_collate`, or with data.long_inputs=windows `WindowCollator` (one row per window + window_doc)."""
+        return (WindowCollator if self.long_inputs == "windows" else pad_collate)(self.special_ids["pad"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "max_length": self.max_length, "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed,
-                "bucket_by_length": self.train_order == "bucket", "sampler": self.train_order}
+                "bucket_by_length": self.train_order == "bucket", "sampler": self.train_order,
+                **self.long_inputs_settings()}
 
 
 def _concat(tables: list[pa.Table]) -> datasets.Dataset:

@@ -104,6 +104,29 @@ def pad_collate(pad_id: int = 0) -> PadCollator:
     return PadCollator(pad_id)
 
 
+class WindowCollator(PadCollator):
+    """Documents cut into windows (classification's `data.long_inputs=windows`): each example's `input_ids` (and
+    `token_type_ids`) hold its windows one after another, `window_lengths` their lengths. The batch has one padded
+    row per window (as `pad_collate`), `window_doc` [N windows] (the batch index of each row's document, in
+    order: a document's windows are consecutive) and `labels` [B documents]; whole documents, so the task can
+    aggregate each document's windows within the batch."""
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        rows, counts = [], []
+        for ex in examples:  # one split per document, not per token
+            cuts = np.cumsum(ex["window_lengths"])[:-1]
+            ids = np.split(np.asarray(ex["input_ids"]), cuts)
+            types = np.split(np.asarray(ex["token_type_ids"]), cuts) if ex.get("token_type_ids") is not None \
+                else [None] * len(ids)
+            rows += [{"input_ids": i, "token_type_ids": t} for i, t in zip(ids, types)]
+            counts.append(len(ids))
+        batch = super().__call__(rows)
+        batch["window_doc"] = torch.repeat_interleave(torch.arange(len(examples)), torch.tensor(counts, dtype=torch.long))
+        if len(examples) and "labels" in examples[0]:
+            batch["labels"] = torch.tensor([int(ex["labels"]) for ex in examples], dtype=torch.long)
+        return batch
+
+
 
 
 class InfillingCollator:
@@ -162,4 +185,4 @@ def pad_pairs(sources: Sequence[Any], targets: Sequence[Any], pad_id: int, start
             "decoder_input_ids": torch.from_numpy(dec), "labels": torch.from_numpy(labels)}
 
 
-__all__ = ["IGNORE_INDEX", "MLMCollator", "PadCollator", "pad_collate", "pad_pairs", "InfillingCollator"]
+__all__ = ["IGNORE_INDEX", "MLMCollator", "PadCollator", "WindowCollator", "pad_collate", "pad_pairs", "InfillingCollator"]

@@ -58,6 +58,7 @@ from lit_llm.data.base import (
     require_one_source,
     require_special_tokens,
     resolve_special_ids,
+    window_starts,  # shared with classification's data.long_inputs=windows
 )
 from lit_llm.data.loading import ExampleLoadersMixin, ResumableTrainMixin
 from lit_llm.data.sources import file_extension, load_hub_dataset, read_parquet_rows, read_text, resolve_files
@@ -225,17 +226,6 @@ def answer_token_span(offset_start: np.ndarray, offset_end: np.ndarray, char_sta
     first = int(np.searchsorted(offset_start, char_start, side="right")) - 1  # last token starting at/before start
     last = int(np.searchsorted(offset_end, char_end, side="left"))           # first token ending at/after end
     return first, last
-
-
-def window_starts(n_context: int, window: int, doc_stride: int) -> list[int]:
-    """Start tokens of the windows of `window` context tokens, consecutive ones sharing `doc_stride`."""
-    if window <= doc_stride:
-        raise ValueError(f"a window of {window} context tokens cannot overlap the next by doc_stride={doc_stride}")
-    starts, start = [0], 0
-    while start + window < n_context:
-        start += window - doc_stride
-        starts.append(start)
-    return starts
 
 
 class PairTemplate(NamedTuple):

@@ -26,6 +26,9 @@ from lit_llm.tasks.base import BackboneTask
 log = logging.getLogger("lit_llm")
 
 POOLINGS = ("auto", "cls", "last", "mean")  # auto: the backbone's own (`default_pooling`: encoder cls, GPT last)
+# task.window_aggregation: a long document's windows (data.long_inputs=windows) -> one row of logits, the
+# elementwise mean or max over its windows' logits (torch.scatter_reduce's reduction of that name)
+WINDOW_AGGREGATIONS = {"mean": "mean", "max": "amax"}
 CALIBRATION_BINS = 15  # expected calibration error: equal-width confidence bins, L1 (torchmetrics' default 15)
 
 
@@ -94,6 +97,15 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) ->
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def aggregate_windows(logits: torch.Tensor, window_doc: torch.Tensor, how: str) -> torch.Tensor:
+    """[N windows, C] -> [B documents, C]: each document's windows' logits reduced elementwise (`how`: a key of
+    WINDOW_AGGREGATIONS); `window_doc` [N] gives each window's document, 0..B-1 in order (`WindowCollator`)."""
+    num_docs = int(window_doc[-1]) + 1
+    index = window_doc.view(-1, 1).expand_as(logits)
+    return logits.new_zeros(num_docs, logits.size(1)).scatter_reduce(
+        0, index, logits, reduce=WINDOW_AGGREGATIONS[how], include_self=False)
+
+
 class ClassificationTask(BackboneTask):
     """Accuracy, macro-F1, per-class precision/recall/F1 and support and the expected calibration error from
     torchmetrics (`test/<split>/acc`, `.../f1_macro`, `.../{precision,recall,f1,support}/<label>`, `.../ece`); the
@@ -110,8 +122,14 @@ class ClassificationTask(BackboneTask):
     def __init__(self, model: dict, optim: dict, num_labels: int, label_names: list[str] | None = None,
                  pooling: str = "cls", head_dropout: float = 0.1, compile: bool = False,
                  tokenizer_json: str | None = None, peft: dict | None = None, class_weights: Any = None,
-                 class_counts: list[int] | None = None, distill: dict | None = None):
+                 class_counts: list[int] | None = None, distill: dict | None = None,
+                 window_aggregation: str = "mean"):
         super().__init__(model, optim, compile, tokenizer_json, peft, distill)
+        if window_aggregation not in WINDOW_AGGREGATIONS:
+            raise ConfigError(f"task.window_aggregation={window_aggregation!r} is not one of "
+                              f"{list(WINDOW_AGGREGATIONS)}: how a document's windows' logits (data.long_inputs="
+                              "windows) become one prediction; set task.window_aggregation=mean or max.")
+        self.window_aggregation = window_aggregation
         if pooling not in POOLINGS:
             raise ConfigError(f"task.pooling={pooling!r} is not one of {list(POOLINGS)}")
         if num_labels < 2:
@@ -159,7 +177,10 @@ class ClassificationTask(BackboneTask):
         else:
             hidden = self._compiled(batch["input_ids"], attention_mask=mask,
                                     token_type_ids=batch.get("token_type_ids"))
-        return self.head(self.dropout(pool(hidden, mask, self.pooling))).float()
+        logits = self.head(self.dropout(pool(hidden, mask, self.pooling))).float()
+        if "window_doc" in batch:  # data.long_inputs=windows: one row per window -> one per document
+            logits = aggregate_windows(logits, batch["window_doc"], self.window_aggregation)
+        return logits
 
     def distill_logits(self, batch: dict) -> torch.Tensor:
         return self(batch)
@@ -263,6 +284,10 @@ class ClassificationTask(BackboneTask):
 
         dm, split = interpret.test_data(self), next((s for s, r in self.records.items() if r.get("pred")), None)
         if dm is None or split is None:
+            return None
+        if getattr(dm.opened_split(split), "window_lengths", None) is not None:
+            log.info("report: no interpretation of windowed documents (data.long_inputs=windows): its attributions "
+                     "and embeddings are per input row, and a document is several rows")
             return None
         rec = self.records[split]
 
