@@ -211,6 +211,7 @@ class SpeedMonitor(Callback):
         summary: dict[str, Any] = {
             "tokens_per_s": t["tokens"] / t["time"],
             "real_tokens_per_s": t["real_tokens"] / t["time"],
+            "real_token_fraction": t["real_tokens"] / max(1, t["tokens"]),  # 1 - the share of padding
             "samples_per_s": t["samples"] / t["time"],
             "step_time_ms_median": 1000 * statistics.median(self._step_times),
             "timed_steps": t["steps"],
@@ -255,8 +256,12 @@ def format_perf(perf: dict) -> str:
     """One line of a run's performance summary (run.json's `perf`)."""
     if not perf:
         return ""
-    parts = [f"{perf['tokens_per_s']:,.0f} tokens/s", f"{perf['samples_per_s']:,.1f} samples/s",
-             f"{perf['step_time_ms_median']:.0f} ms/step"]
+    parts = [f"{perf['tokens_per_s']:,.0f} tokens/s"]
+    if "real_tokens_per_s" in perf:  # padded (what the model computed on) and real (what the data holds)
+        real = perf["real_tokens_per_s"] / max(perf["tokens_per_s"], 1e-9)
+        parts = [f"{perf['tokens_per_s']:,.0f} padded tokens/s", f"{perf['real_tokens_per_s']:,.0f} real tokens/s "
+                 f"({100 * real:.0f}% real)"]
+    parts += [f"{perf['samples_per_s']:,.1f} samples/s", f"{perf['step_time_ms_median']:.0f} ms/step"]
     if "model_flops_per_s" in perf:
         parts.append(f"{perf['model_flops_per_s'] / 1e9:,.1f} GFLOP/s")
     if perf.get("mfu") is not None:

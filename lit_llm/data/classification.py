@@ -23,8 +23,9 @@ Long inputs (`long_inputs`): `truncate` (the default) cuts a text to `max_length
 overlapping windows instead (`_encode_windows`): each window is a whole input `[cls] window [sep]` of at most
 `max_length` tokens, consecutive windows sharing `doc_stride` tokens (Hugging Face's meaning of stride, as QA's
 `data.doc_stride`: the overlap, not the step), at most `max_windows` per document (the rest of a longer text is
-dropped and counted). A text pair keeps its first text (at most half the room) in every window and windows the
-second (AG News' description, like QA's context). A document that fits is one window equal to its `truncate`
+dropped and counted). A text pair windows one text and repeats the other (at most half the room) in every window:
+`windowed_text=second` (the default) windows the second (AG News' description, like QA's context), `first` the
+first (an NLI premise); each window keeps the order first-then-second and token types 0 / 1. A document that fits is one window equal to its `truncate`
 encoding. An example stays one document (its windows flattened, `window_lengths`); `WindowCollator` makes one
 row per window plus `window_doc` (the document of each row), so a batch always holds whole documents and the task
 aggregates the windows' logits per document (`task.window_aggregation`).
@@ -66,7 +67,15 @@ from lit_llm.data.base import (
     window_starts,
 )
 from lit_llm.data.collate import WindowCollator, pad_collate
-from lit_llm.data.loading import ExampleLoadersMixin, ResumableRandomSampler, ResumableTrainMixin
+from lit_llm.data.loading import (
+    SAMPLERS as EXAMPLE_SAMPLERS,
+)
+from lit_llm.data.loading import (
+    BucketRandomSampler,
+    ExampleLoadersMixin,
+    ResumableRandomSampler,
+    ResumableTrainMixin,
+)
 from lit_llm.data.sources import file_extension, load_files, load_hub_dataset, resolve_files
 from lit_llm.errors import ConfigError
 from lit_llm.utils_io import sha256_file, sha256_json
@@ -79,9 +88,9 @@ SPLIT_KEYS = {"train": "data.train_files", "validation": "data.validation_files"
 # roles a tokenizer lacks -> the ones that stand in, first found: GPT-2's <|endoftext|> is bos, eos and pad; a
 # decoder without <bos> (Qwen2) starts and ends the text with its end-of-text token (pooling=last reads the end)
 FALLBACKS = {"cls": ("bos", "eos"), "sep": ("eos",), "pad": ("eos",)}
-BUCKET_BATCHES = 50  # length bucketing sorts within chunks of this many batches
-SAMPLERS = ("random", "bucket", "balanced")  # data.sampler
+SAMPLERS = (*EXAMPLE_SAMPLERS, "balanced")  # data.sampler: the shared train orders (loading.py) + balanced
 LONG_INPUTS = ("truncate", "windows")  # data.long_inputs: what happens to a text longer than data.max_length
+WINDOWED_TEXTS = ("second", "first")  # data.windowed_text: which text of a pair long_inputs=windows cuts
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -201,16 +210,17 @@ def _template(tokenizer: Tokenizer, pair: bool) -> tuple[bool, int]:
 
 def window_room(max_length: int, specials: int, pair: bool) -> int:
     """The fewest windowed tokens a window holds: the room left by the special tokens, half of it for a pair
-    (the first text keeps at most the other half)."""
+    (the repeated text keeps at most the other half)."""
     room = max_length - specials
     return room - room // 2 if pair else room
 
 
 def _encode_windows(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, sep_id: int, max_length: int,
-                    doc_stride: int, max_windows: int | None) -> dict[str, list]:
+                    doc_stride: int, max_windows: int | None, windowed_text: str = "second") -> dict[str, list]:
     """Like `_encode_examples`, but a document longer than `max_length` becomes overlapping windows (the module
-    docstring): `input_ids` (and `token_type_ids`) are its windows one after another, `window_lengths` their
-    lengths; `needed`: the tokens one input would need, `dropped`: the text tokens beyond `max_windows`."""
+    docstring; `windowed_text`: which text of a pair is windowed): `input_ids` (and `token_type_ids`) are its
+    windows one after another, `window_lengths` their lengths; `needed`: the tokens one input would need,
+    `dropped`: the text tokens beyond `max_windows`."""
     pair = "text_pair" in batch
     first = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
     second = tokenizer.encode_batch(batch["text_pair"], add_special_tokens=False) if pair else [None] * len(first)
@@ -220,31 +230,36 @@ def _encode_windows(batch: dict[str, list], tokenizer: Tokenizer, cls_id: int, s
                             "dropped": []}
     if pair:
         out["token_type_ids"] = []
+    cut_first = pair and windowed_text == "first"
     for enc_a, enc_b in zip(first, second):
         len_a, len_b = len(enc_a.ids), len(enc_b.ids) if pair else 0
-        keep_a = len_a if not pair or len_a + len_b <= room else min(len_a, room // 2)
-        text = enc_b if pair else enc_a  # the windowed text
-        window = room - keep_a if pair else room
-        fits = len(text.ids) <= window
-        starts = [0] if fits else window_starts(len(text.ids), window, doc_stride)[:max_windows]
+        text, other = (enc_a, enc_b) if cut_first or not pair else (enc_b, enc_a)  # windowed, repeated
+        keep = 0 if not pair else len(other.ids) if len_a + len_b <= room else min(len(other.ids), room // 2)
+        window, n_text = room - keep, len(text.ids)
+        fits = n_text <= window
+        starts = [0] if fits else window_starts(n_text, window, doc_stride)[:max_windows]
         if own:  # the tokenizer's template around every window: its overflowing pieces are exactly `starts`
             if pair:
-                enc_a.truncate(keep_a)
+                other.truncate(keep)
             if not fits:
                 text.truncate(window, stride=doc_stride)
             pieces = ([text] + list(text.overflowing))[: len(starts)]
-            merged = [tokenizer.post_process(enc_a, p, add_special_tokens=True) if pair else
-                      tokenizer.post_process(p, None, add_special_tokens=True) for p in pieces]
+            halves = [(p, None) if not pair else (p, other) if cut_first else (other, p) for p in pieces]
+            merged = [tokenizer.post_process(a, b, add_special_tokens=True) for a, b in halves]
             ids, types = [m.ids for m in merged], [m.type_ids for m in merged]
         else:
             cut = [text.ids[s : s + window] for s in starts]
-            head = [cls_id] + enc_a.ids[:keep_a] + [sep_id] if pair else [cls_id]
-            ids = [head + w + [sep_id] for w in cut]
-            types = [[0] * len(head) + [1] * (len(w) + 1) for w in cut]
+            if pair:  # first-then-second in every window, token types 0 ([cls] a [sep]) / 1 (b [sep])
+                kept = other.ids[:keep]
+                halves = [(w, kept) if cut_first else (kept, w) for w in cut]
+                ids = [[cls_id] + a + [sep_id] + b + [sep_id] for a, b in halves]
+                types = [[0] * (len(a) + 2) + [1] * (len(b) + 1) for a, b in halves]
+            else:
+                ids, types = [[cls_id] + w + [sep_id] for w in cut], []
         out["input_ids"].append([t for w in ids for t in w])
         out["window_lengths"].append([len(w) for w in ids])
         out["needed"].append(len_a + len_b + specials)
-        out["dropped"].append(max(0, len(text.ids) - (starts[-1] + window)))
+        out["dropped"].append(max(0, n_text - (starts[-1] + window)))  # n_text: before any truncate
         if pair:
             out["token_type_ids"].append([t for w in types for t in w])
     out["length"] = [len(ids) for ids in out["input_ids"]]
@@ -263,6 +278,9 @@ class TokenizedExamples(torch.utils.data.Dataset):
         # data.long_inputs=windows: a document's windows lie one after another in its input_ids
         windowed = "window_lengths" in table.column_names
         self.window_lengths, self.window_offsets = flat_lists(table, "window_lengths") if windowed else (None, None)
+        # what a batch pads to (length bucketing): a windowed document's longest window, else its length
+        self.pad_lengths = (np.maximum.reduceat(self.window_lengths, self.window_offsets[:-1])
+                            if windowed and len(self.labels) else self.lengths)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -274,38 +292,8 @@ class TokenizedExamples(torch.utils.data.Dataset):
             item["token_type_ids"] = self.types[lo:hi]
         if self.window_lengths is not None:
             item["window_lengths"] = self.window_lengths[self.window_offsets[index] : self.window_offsets[index + 1]]
+        item["example_index"] = int(index)  # evaluation goes by length: records map back through it
         return item
-
-
-class BucketRandomSampler(ResumableRandomSampler):
-    """`ResumableRandomSampler` whose order forms batches of similar length.
-
-    Each epoch: this replica's seeded permutation, cut into chunks of `batch_size *
-    bucket_batches` samples, each chunk sorted by length (stable) and cut into batches; the
-    complete batches are shuffled (seed, epoch) and the incomplete one goes last (dropped by
-    the loader's drop_last). A resume skips whole batches, as with the plain sampler.
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0, bucket_batches: int = BUCKET_BATCHES):
-        super().__init__(len(lengths), seed, num_replicas=num_replicas, rank=rank)
-        self.lengths = np.asarray(lengths)
-        self.batch_size = int(batch_size)
-        self.bucket_batches = int(bucket_batches)
-
-    def permutation(self, epoch: int | None = None) -> list[int]:
-        epoch = self.epoch if epoch is None else epoch
-        order = np.asarray(super().permutation(epoch), dtype=np.int64)
-        bs, chunk = self.batch_size, self.batch_size * self.bucket_batches
-        batches: list[np.ndarray] = []
-        for start in range(0, len(order), chunk):
-            part = order[start : start + chunk]
-            part = part[np.argsort(self.lengths[part], kind="stable")]
-            batches += [part[i : i + bs] for i in range(0, len(part), bs)]
-        full = [b for b in batches if len(b) == bs]
-        rest = [b for b in batches if len(b) < bs]
-        shuffled = [full[i] for i in np.random.default_rng((self.seed, epoch)).permutation(len(full))]
-        return np.concatenate(shuffled + rest).tolist() if batches else []
 
 
 class BalancedRandomSampler(ResumableRandomSampler):
@@ -386,6 +374,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         long_inputs: str = "truncate",
         doc_stride: int = 16,
         max_windows: int | None = 8,
+        windowed_text: str = "second",
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         bucket_by_length: bool = False,
@@ -409,7 +398,8 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         if bucket_by_length and sampler == "balanced":
             raise ConfigError("data.bucket_by_length=true and data.sampler=balanced: choose one train order; "
                               "drop bucket_by_length (it means data.sampler=bucket).")
-        self._check_windows(long_inputs, doc_stride, max_windows, max_length, text_pair_column is not None)
+        self._check_windows(long_inputs, doc_stride, max_windows, max_length, text_pair_column is not None,
+                            windowed_text=windowed_text)
         if val_fraction + test_fraction >= 1:
             raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
                               "training rows; lower them.")
@@ -428,6 +418,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         self.train_limit_seed = split_seed if train_limit_seed is None else train_limit_seed
         self.max_length = max_length
         self.long_inputs, self.doc_stride, self.max_windows = long_inputs, doc_stride, max_windows
+        self.windowed_text = windowed_text
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.bucket_by_length = bool(bucket_by_length)
@@ -442,10 +433,14 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
 
     @staticmethod
     def _check_windows(long_inputs: str, doc_stride: Any, max_windows: Any, max_length: int, pair: bool,
-                       specials: int | None = None) -> None:
-        """ConfigErrors for data.long_inputs / doc_stride / max_windows (`specials`: the tokenizer's special
-        tokens per input, once known; before, ours: 2, or 3 for a pair)."""
+                       specials: int | None = None, windowed_text: str = "second") -> None:
+        """ConfigErrors for data.long_inputs / doc_stride / max_windows / windowed_text (`specials`: the
+        tokenizer's special tokens per input, once known; before, ours: 2, or 3 for a pair)."""
         require_choice("data.long_inputs", long_inputs, LONG_INPUTS)
+        if windowed_text not in WINDOWED_TEXTS:
+            raise ConfigError(f"data.windowed_text={windowed_text!r} is not one of {list(WINDOWED_TEXTS)}: which "
+                              "text of a pair data.long_inputs=windows cuts into windows (the other is repeated in "
+                              "each); use second (e.g. AG News' description) or first (an NLI premise).")
         if long_inputs != "windows":
             return
         require_int("data.doc_stride", doc_stride, 0, why=" (the tokens consecutive windows share)")
@@ -455,7 +450,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         if doc_stride >= room:
             raise ConfigError(
                 f"data.doc_stride={doc_stride} leaves no new text per window: with data.max_length={max_length} a "
-                f"window holds at least {room} {'second-text ' if pair else ''}tokens; lower data.doc_stride below "
+                f"window holds at least {room} {windowed_text + '-text ' if pair else ''}tokens; lower data.doc_stride below "
                 f"{room} (e.g. {room // 4}) or raise data.max_length.")
 
     @property
@@ -664,7 +659,12 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         return key
 
     def long_inputs_settings(self) -> dict[str, Any]:
-        return {"long_inputs": self.long_inputs, "doc_stride": self.doc_stride, "max_windows": self.max_windows}
+        """The long-input settings (cache key, state_dict); windowed_text only where it matters (windows of a
+        pair), so the keys of caches made before it existed stay valid."""
+        settings = {"long_inputs": self.long_inputs, "doc_stride": self.doc_stride, "max_windows": self.max_windows}
+        if self.long_inputs == "windows" and self.text_pair_column is not None:
+            settings["windowed_text"] = self.windowed_text
+        return settings
 
     def _build_split(self, split: str, out_dir: Path) -> dict[str, Any]:
         """Encode `split` as [cls] text [sep] (text_pair [sep]), save it in `out_dir`; return its statistics."""
@@ -680,9 +680,9 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
             features["token_type_ids"] = datasets.List(datasets.Value("int8"))
         if windows:
             self._check_windows(self.long_inputs, self.doc_stride, self.max_windows, self.max_length, pair,
-                                _template(self.tokenizer, pair)[1])
+                                _template(self.tokenizer, pair)[1], self.windowed_text)
             features.update(window_lengths=datasets.List(datasets.Value("int32")), dropped=datasets.Value("int32"))
-            kwargs.update(doc_stride=self.doc_stride, max_windows=self.max_windows)
+            kwargs.update(doc_stride=self.doc_stride, max_windows=self.max_windows, windowed_text=self.windowed_text)
         fp = sha256_json([self.tokenized_dir.name, split, "needed"])[:32]
         mapped = ds.map(
             _encode_windows if windows else _encode_examples, batched=True, batch_size=1000,
@@ -725,10 +725,7 @@ class ClassificationDataModule(DataModuleProtocol, TokenizedSplitsMixin, Example
         if self.train_order == "balanced":
             return BalancedRandomSampler(self.opened_split("train").labels, self.shuffle_seed,
                                          num_replicas=num_replicas, rank=rank)
-        if self.train_order == "bucket":
-            return BucketRandomSampler(self.opened_split("train").lengths, self.batch_size, self.shuffle_seed,
-                                       num_replicas=num_replicas, rank=rank)
-        return super()._new_train_sampler(num_replicas, rank)
+        return super()._new_train_sampler(num_replicas, rank)  # bucket or random (ExampleLoadersMixin)
 
     def collator(self):
         """`pad_collate`, or with data.long_inputs=windows `WindowCollator` (one row per window + window_doc)."""

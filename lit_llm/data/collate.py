@@ -94,13 +94,22 @@ class PadCollator:
             batch["token_type_ids"] = torch.from_numpy(types)
         if len(examples) and "labels" in examples[0]:
             batch["labels"] = torch.tensor([int(ex["labels"]) for ex in examples], dtype=torch.long)
+        _example_index(batch, examples)
         return batch
 
 
+def _example_index(batch: dict[str, torch.Tensor], examples: Sequence[Mapping[str, Any]]) -> None:
+    """`example_index` [B] (the examples' rows in their split) when the examples carry it: evaluation batches go
+    by length (`lit_llm.data.loading.length_order`), and per-example records map back through it."""
+    if len(examples) and "example_index" in examples[0]:
+        batch["example_index"] = torch.tensor([int(ex["example_index"]) for ex in examples], dtype=torch.long)
+
+
 def pad_collate(pad_id: int = 0) -> PadCollator:
-    """Collate {"input_ids": list[int], "token_type_ids"?: list[int], "labels": int} examples into
-    LongTensors padded to the batch's longest example: input_ids (pad_id), attention_mask (1 real,
-    0 pad), token_type_ids (0 on padding; only if the examples have them) and labels [B]."""
+    """Collate {"input_ids": list[int], "token_type_ids"?: list[int], "labels": int, "example_index"?: int}
+    examples into LongTensors padded to the batch's longest example: input_ids (pad_id), attention_mask (1 real,
+    0 pad), token_type_ids (0 on padding; only if the examples have them), labels [B] and example_index [B]
+    (only if the examples have it)."""
     return PadCollator(pad_id)
 
 
@@ -124,6 +133,7 @@ class WindowCollator(PadCollator):
         batch["window_doc"] = torch.repeat_interleave(torch.arange(len(examples)), torch.tensor(counts, dtype=torch.long))
         if len(examples) and "labels" in examples[0]:
             batch["labels"] = torch.tensor([int(ex["labels"]) for ex in examples], dtype=torch.long)
+        _example_index(batch, examples)
         return batch
 
 

@@ -5,10 +5,15 @@ shards and the loaders built on them.
   it stopped at (`ResumableTrainMixin.make_train_sampler` reads the trainer's global step).
 - `EvalShardSampler`: each process's share of an evaluation split, every item exactly once.
 - `ResumableDataLoader`: the train loader (tells Lightning that it resumes exactly).
+- `BucketRandomSampler`: the resumable shuffle whose batches hold examples of similar length (`data.sampler=bucket`,
+  the default of the example-based data configs: padding is compute spent on nothing).
+- `length_order`: the evaluation order (by length within chunks, deterministic); `in_example_order` puts
+  per-example values recorded in that order back in the examples' order.
 - `ResumableTrainMixin`: `make_train_sampler()`, `eval_sampler()`, `loader_kwargs()` and the check that a
   resumed run reads the checkpoint's data settings; mixed into every data module.
 - `ExampleLoadersMixin`: train/validation/test loaders of the example-based modules (classification,
-  QA, seq2seq); the corpus module builds its own over packed blocks.
+  QA, seq2seq, SFT, preference): the train order named by `data.sampler`, evaluation by length; the corpus
+  module builds its own over packed blocks.
 
 What else the data modules share (the protocol `lit_llm.run` uses, hold-out splits, special tokens,
 the tokenized-split cache) lives in `lit_llm.data.base`.
@@ -16,14 +21,18 @@ the tokenized-split cache) lives in `lit_llm.data.base`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_llm.errors import ConfigError
 
 log = logging.getLogger("lit_llm")
+
+BUCKET_BATCHES = 50  # length bucketing (train and evaluation) sorts within chunks of this many batches
+SAMPLERS = ("random", "bucket")  # data.sampler of every example-based module (classification adds balanced)
 
 
 class ResumableRandomSampler(DistributedSampler):
@@ -70,11 +79,15 @@ class ResumableRandomSampler(DistributedSampler):
         if self._position is None:  # a followed sampler knows its epoch from the trainer's progress
             self.epoch = int(epoch)
 
+    def global_order(self, epoch: int | None = None) -> torch.Tensor:
+        """The seeded permutation of the whole dataset for `epoch` (default: the current one), the same whatever
+        the number of replicas: replica r takes every `num_replicas`-th item of its first `total_size` from r."""
+        gen = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else epoch))
+        return torch.randperm(self.dataset_size, generator=gen)
+
     def permutation(self, epoch: int | None = None) -> list[int]:
         """This replica's full order for `epoch` (default: the current one)."""
-        gen = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else epoch))
-        perm = torch.randperm(self.dataset_size, generator=gen)
-        return perm[self.rank : self.total_size : self.num_replicas].tolist()
+        return self.global_order(epoch)[self.rank : self.total_size : self.num_replicas].tolist()
 
     def __iter__(self) -> Iterator[int]:
         if self._position is not None:
@@ -90,6 +103,62 @@ class ResumableRandomSampler(DistributedSampler):
         return self.num_samples
 
 
+class BucketRandomSampler(ResumableRandomSampler):
+    """`ResumableRandomSampler` whose order forms batches of similar length (`data.sampler=bucket`).
+
+    Each epoch: the seeded permutation of the whole dataset (whatever the number of replicas), cut into chunks of `batch_size * num_replicas *
+    bucket_batches` samples, each chunk sorted by length (stable) and cut into global batches of `batch_size *
+    num_replicas`; the complete global batches are shuffled (seed, epoch) and the incomplete one goes last.
+    Replica r takes every `num_replicas`-th sample of that order from r, so the replicas' shares are disjoint and
+    their step-t batches together are global batch t: N processes x batch B/N train on the batches 1 process x B
+    does, as with the plain sampler. A resume skips whole batches, as with the plain sampler.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0, bucket_batches: int = BUCKET_BATCHES):
+        super().__init__(len(lengths), seed, num_replicas=num_replicas, rank=rank)
+        self.lengths = np.asarray(lengths)
+        self.batch_size = int(batch_size)
+        self.bucket_batches = int(bucket_batches)
+
+    def permutation(self, epoch: int | None = None) -> list[int]:
+        epoch = self.epoch if epoch is None else epoch
+        order = self.global_order(epoch).numpy().astype(np.int64)
+        bs = self.batch_size * self.num_replicas  # a global batch: every replica's batch of one step
+        chunk = bs * self.bucket_batches
+        batches: list[np.ndarray] = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[i : i + bs] for i in range(0, len(part), bs)]
+        full = [b for b in batches if len(b) == bs]
+        rest = [b for b in batches if len(b) < bs]
+        shuffled = [full[i] for i in np.random.default_rng((self.seed, epoch)).permutation(len(full))]
+        ordered = np.concatenate(shuffled + rest) if batches else np.zeros(0, np.int64)
+        return ordered[self.rank : self.total_size : self.num_replicas].tolist()
+
+
+def length_order(lengths: Sequence[int] | np.ndarray, batch_size: int, bucket_batches: int = BUCKET_BATCHES) -> np.ndarray:
+    """The evaluation order: the items in chunks of `batch_size * bucket_batches` (in their own order), each chunk
+    sorted by length (stable; longest first, so a batch that runs out of memory does so at once). Deterministic
+    (a function of the lengths alone: two runs with the same tokens evaluate the same batches), and a
+    `limit_test_batches` prefix stays within the split's first chunks, not its shortest items."""
+    lengths = np.asarray(lengths)
+    chunk = max(1, int(batch_size) * int(bucket_batches))
+    parts = [np.arange(lo, min(lo + chunk, len(lengths))) for lo in range(0, len(lengths), chunk)]
+    return np.concatenate([p[np.argsort(-lengths[p], kind="stable")] for p in parts]) if parts else np.zeros(0, np.int64)
+
+
+def in_example_order(columns: dict[str, list], key: str) -> dict[str, list]:
+    """Per-example values recorded in evaluation order (`length_order`) back in the examples' order: every
+    column sorted by column `key` (the example indices). Columns of another length are kept as they are."""
+    index = columns.get(key)
+    if not index:
+        return columns
+    order = sorted(range(len(index)), key=index.__getitem__)
+    return {k: [v[i] for i in order] if isinstance(v, list) and len(v) == len(index) else v for k, v in columns.items()}
+
+
 class EvalShardSampler(DistributedSampler):
     """The evaluation order under N processes: rank r takes items r, r + N, r + 2N, ... so every
     example (or pre-made batch) is evaluated exactly once. Lightning's default DistributedSampler
@@ -97,18 +166,21 @@ class EvalShardSampler(DistributedSampler):
     twice. Shares may differ by one item; subclassing `DistributedSampler` tells Lightning not to
     wrap it."""
 
-    def __init__(self, dataset_size: int, num_replicas: int, rank: int, split: str = "evaluation"):
+    def __init__(self, dataset_size: int, num_replicas: int, rank: int, split: str = "evaluation",
+                 order: Sequence[int] | None = None):
         # DistributedSampler.__init__ is not called: it needs a dataset and a process group.
         if dataset_size < num_replicas:
             raise ConfigError(f"the {split} split has {dataset_size} items for {num_replicas} processes: every "
                               "process needs one; use fewer devices (trainer.devices) or a larger split")
         self.dataset_size, self.num_replicas, self.rank = int(dataset_size), int(num_replicas), int(rank)
         self.shuffle, self.drop_last, self.epoch, self.seed = False, False, 0, 0
+        # `order`: the whole split's evaluation order (default: as stored), dealt to the processes in turn
+        self.order = list(range(self.dataset_size)) if order is None else [int(i) for i in order]
         self.num_samples = len(range(self.rank, self.dataset_size, self.num_replicas))
         self.total_size = self.dataset_size
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.dataset_size, self.num_replicas))
+        return iter(self.order[self.rank : self.dataset_size : self.num_replicas])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -218,18 +290,39 @@ class ResumableTrainMixin:
 
 
 class ExampleLoadersMixin:
-    """Train/validation/test loaders of the example-based data modules (classification, QA, seq2seq).
+    """Train/validation/test loaders of the example-based data modules (classification, QA, seq2seq, SFT,
+    preference).
 
     A subclass provides `opened_split(split)` (a map-style dataset of the cached split, as
-    `base.TokenizedSplitsMixin` gives), `collator()`, `batch_size`, `eval_batch_size`, `test_names` and
-    `UNIT` (what a train sample is called in messages); the train loader uses `make_train_sampler()`
-    (ResumableTrainMixin) and drops the last partial batch.
+    `base.TokenizedSplitsMixin` gives, with `pad_lengths`: per item, the length it pads to in a batch),
+    `collator()`, `batch_size`, `eval_batch_size`, `test_names`, `sampler` (`data.sampler`, checked by
+    `check_sampler`) and `UNIT` (what a train sample is called in messages); the train loader uses
+    `make_train_sampler()` (ResumableTrainMixin) and drops the last partial batch. Evaluation loaders go by
+    length (`length_order`): records made in that order carry the example index (`in_example_order`).
     """
 
     UNIT = "examples"
+    sampler = "random"
+
+    @staticmethod
+    def check_sampler(sampler: Any, choices: Sequence[str] = SAMPLERS) -> None:
+        if sampler not in choices:
+            raise ConfigError(f"data.sampler={sampler!r} is not one of {list(choices)}; bucket (batches of similar "
+                              "lengths: the least padding) or random (a plain seeded shuffle).")
+
+    @property
+    def train_order(self) -> str:
+        """The train sampler in use (`data.sampler`)."""
+        return self.sampler
 
     def _train_size(self) -> int:
         return len(self.opened_split("train"))
+
+    def _new_train_sampler(self, num_replicas: int, rank: int) -> ResumableRandomSampler:
+        if self.train_order == "bucket":
+            return BucketRandomSampler(self.opened_split("train").pad_lengths, self.batch_size, self.shuffle_seed,
+                                       num_replicas=num_replicas, rank=rank)
+        return ResumableRandomSampler(self._train_size(), self.shuffle_seed, num_replicas=num_replicas, rank=rank)
 
     def _loader(self, split: str, batch_size: int, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
         return loader_cls(self.opened_split(split), batch_size=batch_size, collate_fn=self.collator(),
@@ -242,6 +335,13 @@ class ExampleLoadersMixin:
                               "lower data.batch_size.")
         return self._loader("train", self.batch_size, loader_cls=ResumableDataLoader,
                             sampler=self.make_train_sampler(), drop_last=True)
+
+    def eval_sampler(self, size: int, split: str) -> EvalShardSampler:
+        """This process's share of an evaluation split (each item once), in `length_order`."""
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        order = length_order(self.opened_split(split).pad_lengths, self.eval_batch_size)
+        return EvalShardSampler(size, world, rank, split, order=order)
 
     def _eval_loader(self, split: str) -> DataLoader:
         return self._loader(split, self.eval_batch_size, shuffle=False,
@@ -256,6 +356,7 @@ class ExampleLoadersMixin:
 
 
 __all__ = [
-    "ResumableRandomSampler", "EvalShardSampler", "ResumableDataLoader", "ResumableTrainMixin", "ExampleLoadersMixin",
+    "ResumableRandomSampler", "BucketRandomSampler", "EvalShardSampler", "length_order", "in_example_order",
+    "BUCKET_BATCHES", "SAMPLERS", "ResumableDataLoader", "ResumableTrainMixin", "ExampleLoadersMixin",
     "limit_batches",
 ]

@@ -194,6 +194,8 @@ class PreferencePairs(torch.utils.data.Dataset):
             self.ids[side], self.rows[side] = flat_lists(table, f"{side}_ids")
             self.spans[side] = np.stack([table.column(f"{side}_start").to_numpy(),
                                          table.column(f"{side}_end").to_numpy()], axis=1)
+        # what a batch pads to (length bucketing): both sides share one width
+        self.pad_lengths = np.maximum(np.diff(self.rows["chosen"]), np.diff(self.rows["rejected"]))
 
     def __len__(self) -> int:
         return len(self.rows["chosen"]) - 1
@@ -251,9 +253,10 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
     def __init__(self, train_files: Any = None, validation_files: Any = None, test_files: Any = None,
                  hh_rlhf_file: str | None = None, chat_template: str | None = None, max_length: int = 512,
                  val_fraction: float = 0.05, split_seed: int = 1234, batch_size: int = 8,
-                 eval_batch_size: int | None = None, num_workers: int = 0, cache_dir: str = ".cache",
-                 shuffle_seed: int = 1234):
+                 eval_batch_size: int | None = None, sampler: str = "random", num_workers: int = 0,
+                 cache_dir: str = ".cache", shuffle_seed: int = 1234):
         super().__init__()
+        self.check_sampler(sampler)
         if (train_files is None) == (hh_rlhf_file is None):
             raise ConfigError(f"preference data needs exactly one source: data.train_files=<pairs.jsonl> or "
                               f"data.hh_rlhf_file=<an HH-RLHF .jsonl> (data=hh_rlhf); got train_files={train_files!r}, "
@@ -272,6 +275,7 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
         self.max_length = max_length
         self.val_fraction, self.split_seed = float(val_fraction), split_seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.sampler = sampler
         self.num_workers, self.cache_dir, self.shuffle_seed = num_workers, os.fspath(cache_dir), shuffle_seed
         self.load_stats: dict[str, dict[str, Any]] = {}
         self.test_names: list[str] = ["test"]
@@ -421,7 +425,7 @@ class PreferenceDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMix
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "template": sha256_json(self.chat_template.source), "max_length": self.max_length,
-                "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed}
+                "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed, "sampler": self.train_order}
 
 
 __all__ = ["PreferenceDataModule", "PreferenceCollator", "PreferencePairs", "pair_of_row", "read_pairs",

@@ -325,6 +325,7 @@ class QAFeatures(torch.utils.data.Dataset):
         table = arrow_table(ds)
         self.ids, self.row = flat_lists(table, "input_ids")
         self.lengths = np.diff(self.row)
+        self.pad_lengths = self.lengths  # what a batch pads to (length bucketing)
         self.types, _ = flat_lists(table, "token_type_ids")
         self.off_start, _ = flat_lists(table, "offset_start")
         self.off_end, _ = flat_lists(table, "offset_end")
@@ -410,6 +411,7 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
         bad_answer: str = "skip",
         batch_size: int = 16,
         eval_batch_size: int | None = None,
+        sampler: str = "random",
         num_workers: int = 0,
         num_proc: int = 1,
         cache_dir: str = ".cache",
@@ -417,6 +419,7 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
     ):
         super().__init__()
         require_one_source(train_files, hub_name, "data.train_files")
+        self.check_sampler(sampler)
         for key, value in (("data.max_length", max_length), ("data.max_query_length", max_query_length),
                            ("data.batch_size", batch_size)):
             require_int(key, value)
@@ -447,6 +450,7 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
         self.unanswerable, self.bad_answer = unanswerable, bad_answer
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.sampler = sampler
         self.num_workers, self.num_proc = num_workers, num_proc
         self.cache_dir = os.fspath(cache_dir)
         self.shuffle_seed = shuffle_seed
@@ -623,7 +627,7 @@ class QADataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoadersMixin
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "max_length": self.max_length, "doc_stride": self.doc_stride, "batch_size": self.batch_size,
-                "shuffle_seed": self.shuffle_seed}
+                "shuffle_seed": self.shuffle_seed, "sampler": self.train_order}
 
 
 __all__ = [

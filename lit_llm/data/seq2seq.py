@@ -142,6 +142,9 @@ class PairFeatures(torch.utils.data.Dataset):
         self.src, self.src_row = flat_lists(table, "source_ids")
         self.tgt, self.tgt_row = flat_lists(table, "target_ids")
         self.index = table.column("index").to_numpy() if "index" in table.column_names else None
+        # what a batch pads to (length bucketing): sources by length, ties by target length
+        src_len, tgt_len = np.diff(self.src_row), np.diff(self.tgt_row)
+        self.pad_lengths = src_len * (int(tgt_len.max(initial=0)) + 1) + tgt_len
 
     def __len__(self) -> int:
         return len(self.src_row) - 1
@@ -196,6 +199,7 @@ class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoaders
         split_seed: int = 1234,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
+        sampler: str = "random",
         num_workers: int = 0,
         num_proc: int = 1,
         cache_dir: str = ".cache",
@@ -203,6 +207,7 @@ class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoaders
     ):
         super().__init__()
         require_one_source(train_files, hub_name, "data.train_files")
+        self.check_sampler(sampler)
         for key, value in (("data.max_source_length", max_source_length), ("data.max_target_length", max_target_length)):
             require_int(key, value, 2, why=" (a token and <eos>)")
         require_int("data.batch_size", batch_size)
@@ -221,6 +226,7 @@ class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoaders
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.val_fraction, self.split_seed = float(val_fraction), split_seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.sampler = sampler
         self.num_workers, self.num_proc = num_workers, num_proc
         self.cache_dir = os.fspath(cache_dir)
         self.shuffle_seed = shuffle_seed
@@ -384,7 +390,7 @@ class Seq2SeqDataModule(DataModuleProtocol, TokenizedSplitsMixin, ExampleLoaders
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "max_source_length": self.max_source_length, "max_target_length": self.max_target_length,
-                "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed}
+                "batch_size": self.batch_size, "shuffle_seed": self.shuffle_seed, "sampler": self.train_order}
 
 
 __all__ = ["Seq2SeqDataModule", "Seq2SeqCollator", "PairFeatures", "encode_pairs", "end_sequence", "ends_added", "read_parallel", "SEQ2SEQ_VERSION"]

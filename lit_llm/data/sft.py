@@ -98,6 +98,7 @@ class PackedConversations(torch.utils.data.Dataset):
         self.targets, _ = flat_lists(table, "targets")
         self.lengths, self.length_row = flat_lists(table, "lengths")
         self.index = table.column("index").to_numpy()
+        self.pad_lengths = np.diff(self.row)  # what a batch pads to (length bucketing)
 
     def __len__(self) -> int:
         return len(self.row) - 1
@@ -152,8 +153,9 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
                  system_prompt: str | None = None, max_length: int = 512, max_source_length: int = 512,
                  max_target_length: int = 256, packing: bool = True, val_fraction: float = 0.05,
                  split_seed: int = 1234, batch_size: int = 8, eval_batch_size: int | None = None,
-                 num_workers: int = 0, cache_dir: str = ".cache", shuffle_seed: int = 1234):
+                 sampler: str = "random", num_workers: int = 0, cache_dir: str = ".cache", shuffle_seed: int = 1234):
         super().__init__()
+        self.check_sampler(sampler)
         given = [k for k, v in (("data.files", files), ("data.hub_name", hub_name), ("data.mixture", mixture)) if v]
         if len(given) != 1:
             raise ConfigError(f"SFT data needs exactly one source: data.files=<chats.jsonl>, data.hub_name=<dataset> or "
@@ -177,6 +179,7 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.val_fraction, self.split_seed = float(val_fraction), split_seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.sampler = sampler
         self.num_workers, self.cache_dir, self.shuffle_seed = num_workers, os.fspath(cache_dir), shuffle_seed
         self.test_names: list[str] = ["validation"]
 
@@ -375,7 +378,7 @@ class SFTDataModule(ChatDataMixin, DataModuleProtocol, TokenizedSplitsMixin, Exa
     def state_dict(self) -> dict[str, Any]:
         return {"data_fingerprint": self.data_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "max_length": self.max_length, "packing": self.packing, "batch_size": self.batch_size,
-                "shuffle_seed": self.shuffle_seed}
+                "shuffle_seed": self.shuffle_seed, "sampler": self.train_order}
 
 
 __all__ = ["SFTDataModule", "PackedCollator", "PackedConversations", "pack_rows",

@@ -19,6 +19,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from lit_llm.data.loading import in_example_order
 from lit_llm.errors import ConfigError
 from lit_llm.metrics import bootstrap as bs
 from lit_llm.tasks.base import BackboneTask
@@ -97,10 +98,12 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) ->
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def aggregate_windows(logits: torch.Tensor, window_doc: torch.Tensor, how: str) -> torch.Tensor:
+def aggregate_windows(logits: torch.Tensor, window_doc: torch.Tensor, how: str,
+                      num_docs: int | None = None) -> torch.Tensor:
     """[N windows, C] -> [B documents, C]: each document's windows' logits reduced elementwise (`how`: a key of
-    WINDOW_AGGREGATIONS); `window_doc` [N] gives each window's document, 0..B-1 in order (`WindowCollator`)."""
-    num_docs = int(window_doc[-1]) + 1
+    WINDOW_AGGREGATIONS); `window_doc` [N] gives each window's document, 0..B-1 in order (`WindowCollator`);
+    `num_docs` (B: the batch's labels) saves reading it back from the device."""
+    num_docs = int(window_doc[-1]) + 1 if num_docs is None else num_docs
     index = window_doc.view(-1, 1).expand_as(logits)
     return logits.new_zeros(num_docs, logits.size(1)).scatter_reduce(
         0, index, logits, reduce=WINDOW_AGGREGATIONS[how], include_self=False)
@@ -179,7 +182,9 @@ class ClassificationTask(BackboneTask):
                                     token_type_ids=batch.get("token_type_ids"))
         logits = self.head(self.dropout(pool(hidden, mask, self.pooling))).float()
         if "window_doc" in batch:  # data.long_inputs=windows: one row per window -> one per document
-            logits = aggregate_windows(logits, batch["window_doc"], self.window_aggregation)
+            labels = batch.get("labels")
+            logits = aggregate_windows(logits, batch["window_doc"], self.window_aggregation,
+                                       None if labels is None else len(labels))
         return logits
 
     def distill_logits(self, batch: dict) -> torch.Tensor:
@@ -217,8 +222,10 @@ class ClassificationTask(BackboneTask):
         metrics["confusion"].update(logits, labels)
         probs = logits.softmax(-1)
         metrics["calibration"].update(probs, labels)
+        index = batch.get("example_index", torch.arange(len(labels)) + len(self.records.get(split, {}).get("pred", [])))
         self.record(split, pred=logits.argmax(-1), label=labels, p_true=probs.gather(1, labels[:, None])[:, 0].double(),
-                    confidence=probs.max(-1).values.double())  # the reliability diagram's (lit_llm.reporting)
+                    confidence=probs.max(-1).values.double(),  # the reliability diagram's (lit_llm.reporting)
+                    index=index)  # the example's row: evaluation goes by length, records by example
 
     def on_test_epoch_end(self) -> None:
         dm = self.trainer.datamodule
@@ -233,8 +240,10 @@ class ClassificationTask(BackboneTask):
             for key in ("per_class", "calibration", "confusion"):
                 metrics[key].reset()
             rec = self.records.get(split)
+            if rec:  # back in the examples' order (the loader went by length)
+                rec = self.records[split] = in_example_order(rec, "index")
             if rec and dm is not None and split in dm.raw and self.trainer.world_size == 1:
-                rows = dm.raw[split].select(range(len(rec["pred"])))  # the texts, for worst/best examples
+                rows = dm.raw[split].select(rec["index"])  # the texts, for worst/best examples
                 rec["text"] = rows["text"]
                 if "text_pair" in rows.column_names:
                     rec["text_pair"] = rows["text_pair"]
@@ -302,7 +311,7 @@ class ClassificationTask(BackboneTask):
             return pooled, logits.max(-1).values
 
         return interpret.Probe(
-            split=split, dataset=dm.opened_split(split), collate=dm.collator(), feature_of=range(len(rec["pred"])),
+            split=split, dataset=dm.opened_split(split), collate=dm.collator(), feature_of=rec["index"],
             scores=rec["p_true"], score_name="p(true class)", groups=[self.label_names[y] for y in rec["label"]],
             group_name="label", target_name="logit of the predicted class", outputs=outputs,
             token_names=interpret.token_namer(dm.tokenizer), embedding=self.backbone.wte)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_llm.data.collate import IGNORE_INDEX
+from lit_llm.data.loading import in_example_order
 from lit_llm.errors import ConfigError
 from lit_llm.metrics import bootstrap as bs
 from lit_llm.peft import lora_modules
@@ -226,7 +227,9 @@ class DPOTask(BackboneTask):
         self.record(split, example=batch["example_index"], **{name: values.double() for name, values in metrics.items()})
 
     def on_test_epoch_end(self) -> None:
-        """With one process, the pairs' texts for the report's worst/best examples."""
+        """Records in the pairs' order (the loader went by length); with one process, the pairs' texts for the
+        report's worst/best examples."""
+        self.records = {split: in_example_order(rec, "example") for split, rec in self.records.items()}
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or self.trainer.world_size != 1 or not hasattr(dm, "pair"):
             return

@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics.text import Perplexity
 
 from lit_llm.data.base import resolve_special_ids
+from lit_llm.data.loading import in_example_order
 from lit_llm.errors import ConfigError
 from lit_llm.metrics import bootstrap as bs
 from lit_llm.models.decoding import GENERATION_OPTIONS, generate, generate_seq2seq
@@ -116,7 +117,7 @@ class SFTTask(BackboneTask):
         metric.update(logits, labels)
         nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
         tokens = (labels != IGNORE_INDEX).sum(1)
-        self.record(split, nll=nll.double().sum(1), tokens=tokens)
+        self.record(split, nll=nll.double().sum(1), tokens=tokens, row=batch["example_index"])
         self.log_mean(f"test/{split}/loss", nll.sum() / tokens.sum().clamp(min=1), tokens.sum(),
                       add_dataloader_idx=False)
         self.log(f"test/{split}/ppl", metric, on_epoch=True, add_dataloader_idx=False)
@@ -169,6 +170,8 @@ class SFTTask(BackboneTask):
     def on_test_epoch_end(self) -> None:
         from lit_llm.metrics.answers import task_statistics
 
+        for split, rec in list(self.records.items()):  # the loader went by length: back in the examples' order
+            self.records[split] = in_example_order(rec, "row")
         for split in list(self._generated):
             rows = sorted(r for part in self.gather_objects(self._generated.pop(split)) for r in part)
             raw = self.trainer.datamodule.raw[split]

@@ -41,7 +41,7 @@ def pair_overrides(path) -> list[str]:
 
 def assert_pair_token_types(batch: dict) -> None:
     """Each row: [cls] premise [sep] with type 0, then hypothesis [sep] with type 1, then padding."""
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "example_index"}
     types, mask = batch["token_type_ids"].numpy(), batch["attention_mask"].numpy().astype(bool)
     for row_types, row_mask in zip(types, mask):
         real = row_types[row_mask].tolist()

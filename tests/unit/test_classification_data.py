@@ -105,7 +105,7 @@ def test_module_builds_pair_inputs_with_special_ids(tmp_path):
     assert ids[0] == 2 and ids[-1] == 3 and ids.count(3) == 2
     assert types == [0] * (ids.index(3) + 1) + [1] * (len(ids) - ids.index(3) - 1)
     batch = next(iter(dm.val_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "example_index"}
     assert (batch["input_ids"][batch["attention_mask"] == 0] == 1).all()  # padded with the given pad id
     assert sum(len(b) for b in dm.train_texts()) == 2 * len(dm.raw["train"])  # texts and pairs for the tokenizer
 
@@ -252,7 +252,9 @@ def test_loaders_shapes_order_and_resume(tmp_path):
                        batch_size=8, val_fraction=0.2, test_fraction=0.1))
     val = [b for b in dm.val_dataloader()]
     assert sum(len(b["labels"]) for b in val) == 12
-    assert torch.equal(torch.cat([b["labels"] for b in val]), torch.tensor(list(dm.raw["validation"]["label"])))
+    index = torch.cat([b["example_index"] for b in val])  # evaluation goes by length; example_index maps back
+    assert sorted(index.tolist()) == list(range(12))
+    assert torch.equal(torch.cat([b["labels"] for b in val])[index.argsort()], torch.tensor(list(dm.raw["validation"]["label"])))
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape == batch["attention_mask"].shape
     assert batch["input_ids"].shape[1] == batch["attention_mask"].sum(1).max()

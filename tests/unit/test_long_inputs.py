@@ -17,11 +17,22 @@ from lit_llm.tasks.classification import ClassificationTask, aggregate_windows
 from tests.unit.test_classification_data import CLS, PAD, SEP, _FakeTokenizer, make_dm, ready, tsv
 
 
-def _windows(texts, pairs=None, max_length=6, doc_stride=1, max_windows=None, tokenizer=None):
+def _windows(texts, pairs=None, max_length=6, doc_stride=1, max_windows=None, tokenizer=None, windowed_text="second"):
     batch = {"text": texts, "label": [0] * len(texts)}
     if pairs is not None:
         batch["text_pair"] = pairs
-    return _encode_windows(batch, tokenizer or _FakeTokenizer(), CLS, SEP, max_length, doc_stride, max_windows)
+    return _encode_windows(batch, tokenizer or _FakeTokenizer(), CLS, SEP, max_length, doc_stride, max_windows,
+                           windowed_text)
+
+
+def _template_tokenizer(pair="[CLS] $A [SEP] $B:1 [SEP]:1"):
+    """A WordLevel tokenizer over "10".."39" with its own post-processor (BERT's template by default)."""
+    vocab = {"[UNK]": 0, "[CLS]": CLS, "[SEP]": SEP, **{str(i): i for i in range(10, 40)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair=pair, special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)])
+    return tok
 
 
 def _split(out, row):
@@ -75,14 +86,58 @@ def test_a_pair_keeps_its_first_text_and_windows_the_second():
 
 
 def test_a_tokenizer_with_its_own_template_gives_the_same_windows():
-    vocab = {"[UNK]": 0, "[CLS]": CLS, "[SEP]": SEP, **{str(i): i for i in range(10, 40)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)])
+    tok = _template_tokenizer()
     pairs = [" ".join(str(t) for t in range(20, 30)), "20"]
     for texts, p, n in (([TEN, "10 11"], None, 6), (["10 11 12 13 14 15", "10"], pairs, 9)):
         assert _windows(texts, p, n, tokenizer=tok) == _windows(texts, p, n)
+        assert _windows(texts, p, n, max_windows=2, tokenizer=tok) == _windows(texts, p, n, max_windows=2)
+
+
+# windowed_text=first: the first text (an NLI premise) is windowed, the second repeated; order and types unchanged
+FIRST_WINDOWS = [[CLS, 10 + s, 11 + s, 12 + s, SEP, 20, 21, 22, SEP] for s in (0, 2, 4, 6)] + [
+    [CLS, 18, 19, SEP, 20, 21, 22, SEP]]
+FIRST_TYPES = [[0] * 5 + [1] * 4] * 4 + [[0] * 4 + [1] * 4]
+
+
+def test_windowed_text_first_windows_the_first_text_and_repeats_the_second():
+    out = _windows([TEN], ["20 21 22 23 24 25"], max_length=9, doc_stride=1, windowed_text="first")
+    # room 6: the second text keeps 3 tokens (half), the first is cut into windows of 3 sharing 1
+    assert _split(out, 0) == FIRST_WINDOWS
+    assert _split({**out, "input_ids": out["token_type_ids"]}, 0) == FIRST_TYPES
+    assert out["needed"] == [19] and out["dropped"] == [0] and out["length"] == [44]
+    capped = _windows([TEN], ["20 21 22 23 24 25"], max_length=9, doc_stride=1, max_windows=2, windowed_text="first")
+    assert _split(capped, 0) == FIRST_WINDOWS[:2] and capped["dropped"] == [5]  # 15..19
+    # a pair that fits is its truncate encoding, whichever text is windowed
+    short = _windows(["10 11"], ["20 21 22"], max_length=9, windowed_text="first")
+    assert short["input_ids"] == [[CLS, 10, 11, SEP, 20, 21, 22, SEP]] and short["window_lengths"] == [[8]]
+    assert short["token_type_ids"] == [[0] * 4 + [1] * 4]
+
+
+@pytest.mark.parametrize("template, extra", [("[CLS] $A [SEP] $B:1 [SEP]:1", []),  # BERT: as ours
+                                             ("[CLS] $A [SEP] [SEP]:1 $B:1 [SEP]:1", [SEP])])  # RoBERTa-like
+def test_windowed_text_first_with_a_tokenizer_template(template, extra):
+    tok = _template_tokenizer(template)
+    n = 9 + len(extra)  # the same room (6 text tokens) around the template's special tokens
+    for max_windows in (None, 2):
+        out = _windows([TEN], ["20 21 22 23 24 25"], n, 1, max_windows, tokenizer=tok, windowed_text="first")
+        want = [w[: w.index(SEP) + 1] + extra + w[w.index(SEP) + 1 :] for w in FIRST_WINDOWS][:max_windows]
+        want_types = [t[: w.index(SEP) + 1] + [1] * len(extra) + t[w.index(SEP) + 1 :]
+                      for w, t in zip(FIRST_WINDOWS, FIRST_TYPES)][:max_windows]
+        assert _split(out, 0) == want
+        assert _split({**out, "input_ids": out["token_type_ids"]}, 0) == want_types
+        assert out["dropped"] == [0 if max_windows is None else 5]
+        if not extra:
+            assert out == _windows([TEN], ["20 21 22 23 24 25"], n, 1, max_windows, windowed_text="first")
+
+
+def test_windowed_text_is_in_the_settings_only_for_windows_of_a_pair(tmp_path):
+    def settings(**kw):
+        return ClassificationDataModule(train_files=str(tmp_path / "x.tsv"), max_length=8,
+                                        **kw).long_inputs_settings()
+    assert "windowed_text" not in settings(long_inputs="windows", doc_stride=1, windowed_text="first")
+    assert "windowed_text" not in settings(text_pair_column="b", windowed_text="first")  # truncate
+    assert settings(long_inputs="windows", doc_stride=1, text_pair_column="b", windowed_text="first")[
+        "windowed_text"] == "first"
 
 
 # ============================================================================ batches
@@ -149,6 +204,9 @@ def test_task_forward_gives_one_row_per_document():
     ({"long_inputs": "windows", "doc_stride": -1}, "data.doc_stride=-1 must be an integer >= 0"),
     ({"long_inputs": "windows", "max_windows": 0}, "data.max_windows=0 must be a positive integer"),
     ({"long_inputs": "windows", "doc_stride": 3, "text_pair_column": "b"}, "holds at least 3 second-text tokens"),
+    ({"long_inputs": "windows", "doc_stride": 3, "text_pair_column": "b", "windowed_text": "first"},
+     "holds at least 3 first-text tokens"),
+    ({"long_inputs": "windows", "windowed_text": "premise"}, r"data.windowed_text='premise' is not one of \['second'"),
 ])
 def test_window_config_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
