@@ -17,6 +17,7 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 
 from lit_llm.checkpointing import AtomicCheckpointIO
 from lit_llm.errors import ConfigError
+from lit_llm.perf import PrecisionChoice, choose_precision
 
 log = logging.getLogger("lit_llm")
 
@@ -125,6 +126,18 @@ def attach_tokenizer(dm, tokenizer, tokenizer_fingerprint: str, special_ids: Map
 
 
 # -- the trainer ---------------------------------------------------------------------------------
+def resolve_precision(trainer_cfg, cache_dir: str | Path | None = None) -> PrecisionChoice:
+    """`trainer.precision=auto` made concrete once, before anything reads it: `trainer_cfg` gets the chosen value,
+    so the trainer, the checkpoints' run settings, SpeedMonitor's peak and evaluation all see bf16-mixed or 32-true
+    (`lit_llm.perf.choose_precision` decides; its CPU probe is cached in `cache_dir`). Logs one line; an unknown
+    precision is a ConfigError."""
+    choice = choose_precision(trainer_cfg.get("precision", "32-true"), trainer_cfg.get("accelerator", "auto"), cache_dir)
+    if choice.configured == "auto":
+        trainer_cfg["precision"] = choice.precision
+        log.info("trainer.precision=auto -> %s: %s", choice.precision, choice.reason)
+    return choice
+
+
 def build_trainer(trainer_cfg, out_dir: Path, callbacks_cfg=None, logger_cfg=None,
                   extra_callbacks: list | None = None) -> pl.Trainer:
     """`trainer_cfg` (a `pytorch_lightning.Trainer` config) with the configured callbacks, `extra_callbacks`
@@ -133,6 +146,7 @@ def build_trainer(trainer_cfg, out_dir: Path, callbacks_cfg=None, logger_cfg=Non
         return [instantiate(c, _convert_="all") for c in (group or {}).values() if c is not None and "_target_" in c]
 
     check_trainer_numbers(trainer_cfg)
+    resolve_precision(trainer_cfg)  # a no-op once train()/evaluate() resolved it (with their cache)
     loggers = build(logger_cfg)
     return instantiate(trainer_cfg, callbacks=build(callbacks_cfg) + list(extra_callbacks or []), logger=loggers or False,
                        plugins=[AtomicCheckpointIO()], default_root_dir=str(out_dir), _convert_="all")
@@ -165,4 +179,4 @@ def callback_of(trainer: pl.Trainer, cls: type):
 
 
 __all__ = ["instantiate", "container", "check_context", "resolve_model_config", "build_datamodule",
-           "attach_tokenizer", "build_trainer", "callback_of", "VOCAB_MULTIPLE"]
+           "attach_tokenizer", "resolve_precision", "build_trainer", "callback_of", "VOCAB_MULTIPLE"]

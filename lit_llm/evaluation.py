@@ -68,7 +68,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for result in trainer.test(task, datamodule=dm, verbose=False):
         metrics.update({k: float(v) for k, v in result.items()})
     metrics = dict(sorted(metrics.items()))
-    inference = {"precision": str(cfg.get("precision") or trainer_cfg["precision"]), **speed.summary()}
+    inference = {"precision": "int8" if is_int8(cfg) else str(trainer_cfg["precision"]), **speed.summary()}
     write_eval_outputs(cfg, ckpt, task, dm, data_cfg, metrics, out_dir, started, seed, tok_fp, inference)
     return metrics
 
@@ -209,6 +209,11 @@ def eval_trainer_config(cfg: DictConfig, stored: dict) -> dict:
             raise ConfigError(f"precision=int8 runs on the CPU only (int8 linear layers for CPU inference), not "
                               f"accelerator={accelerator}; use accelerator=cpu, or precision=bf16-mixed on a GPU")
         precision, accelerator = "32-true", "cpu"
+    elif str(precision) == "auto":
+        from lit_llm.builders import resolve_precision
+
+        cache_dir = (cfg.get("paths") or {}).get("cache_dir")
+        precision = resolve_precision({"precision": precision, "accelerator": accelerator}, cache_dir).precision
     return {"_target_": "pytorch_lightning.Trainer", "accelerator": accelerator, "devices": 1,
             "precision": precision, "enable_checkpointing": False, "enable_model_summary": False,
             "limit_test_batches": cfg.get("limit_batches") or 1.0,

@@ -26,6 +26,7 @@ from lit_llm.builders import (
     container,
     instantiate,
     resolve_model_config,
+    resolve_precision,
 )
 from lit_llm.callbacks import GenerateSamples, SpeedMonitor
 from lit_llm.checkpointing import (
@@ -82,6 +83,7 @@ class RunState:
     stopper: SignalStop | None = None   # the signals that stop the run (lit_llm.faults)
     guard: NonFiniteGuard | None = None  # the non-finite loss check
     attempt: dict | None = None         # what the run directory's run.json said before this run
+    precision: dict | None = None       # trainer.precision as configured and resolved, and why (run.json)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -108,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer = None
         try:
             pl.seed_everything(cfg.seed, workers=True)
+            run.precision = resolve_precision(cfg.trainer, cfg.paths.cache_dir).to_dict()  # auto -> concrete, first
             settings = model_settings(cfg)                                       # cheap checks first
             check_distill(cfg.task)
             dm, tokenizer, run.tokenizer_fingerprint = data_and_tokenizer(cfg, settings)
@@ -275,6 +278,7 @@ def start_run(cfg: DictConfig, settings: ModelSettings, trainer: pl.Trainer, tas
                        "total": sum(p.numel() for p in task.parameters()),
                        "peft": task.peft.to_dict() if task.peft is not None else None},
         "baselines": task.baselines(dm),
+        "precision": run.precision,
     }
     if run.attempt is not None and settings.ckpt_path:  # resumed: the attempts before this one
         run.meta["attempts"] = [*run.attempt["earlier"], run.attempt["this"]]

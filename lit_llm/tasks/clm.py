@@ -7,10 +7,62 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.text import Perplexity
 
+from lit_llm.errors import ConfigError
 from lit_llm.metrics import bootstrap as bs
 from lit_llm.tasks.base import BackboneTask
 
 IGNORE_INDEX = -100
+
+
+class _ChunkedLMHeadLoss(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ weight.T` (the LM head) against `labels`, computed `chunk` rows at a time:
+    the [rows, vocab] logits exist one chunk at a time and never for the whole batch. The gradients are computed
+    in the forward pass (softmax - one-hot, times the head's inputs and weight), as Liger-Kernel's fused linear
+    cross-entropy does, so backward only scales them: the logits are never kept for backward either."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int,
+                ignore_index: int) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for start in range(0, hidden.size(0), chunk):
+            h, y = hidden[start:start + chunk], labels[start:start + chunk]
+            logits = (h @ weight.t()).float()  # under autocast the matmul runs in its dtype, the softmax in fp32
+            valid = y != ignore_index
+            target = torch.where(valid, y, 0)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += ((lse - logits.gather(1, target[:, None]).squeeze(1)) * valid).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            grad[torch.arange(grad.size(0), device=grad.device), target] -= 1.0
+            keep = valid[:, None].to(h.dtype)  # ignored rows: zero gradient, applied to the narrow [rows, C] side
+            if grad_hidden is not None:
+                grad_hidden[start:start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype) * keep
+            if grad_weight is not None:
+                grad_weight += grad.t().to(h.dtype) @ (h * keep)
+        scale = 1.0 / (labels != ignore_index).sum().clamp(min=1).float()
+        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, scale) if g is not None))
+        ctx.has, ctx.weight_dtype = (grad_hidden is not None, grad_weight is not None), weight.dtype
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        saved = list(ctx.saved_tensors)
+        scale = saved.pop() * grad_out
+        grad_hidden = saved.pop(0) * scale if ctx.has[0] else None
+        grad_weight = (saved.pop(0) * scale).to(ctx.weight_dtype) if ctx.has[1] else None
+        return grad_hidden, grad_weight, None, None, None
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 1024,
+                          ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """`F.cross_entropy(hidden @ weight.T, labels, ignore_index=...)` (the mean over labelled positions) for
+    hidden [..., C], weight [V, C], labels [...], without materialising the [..., V] logits: `chunk` rows at a
+    time (`_ChunkedLMHeadLoss`). Same loss and gradients within float rounding."""
+    return _ChunkedLMHeadLoss.apply(hidden.reshape(-1, hidden.size(-1)), weight, labels.reshape(-1), int(chunk),
+                                    ignore_index)
 
 
 class CausalLMTask(BackboneTask):
@@ -24,8 +76,18 @@ class CausalLMTask(BackboneTask):
     supports_distill = True  # task.distill: next-token distributions of a teacher GPT with the same tokenizer
 
     def __init__(self, model: dict, optim: dict, compile: bool = False, tokenizer_json: str | None = None,
-                 peft: dict | None = None, distill: dict | None = None):
+                 peft: dict | None = None, distill: dict | None = None, loss_chunk_size: int | None = None):
         super().__init__(model, optim, compile, tokenizer_json, peft, distill)
+        if loss_chunk_size is not None and (isinstance(loss_chunk_size, bool) or not isinstance(loss_chunk_size, int)
+                                            or loss_chunk_size <= 0):
+            raise ConfigError(f"task.loss_chunk_size={loss_chunk_size!r} must be a positive integer (rows of the "
+                              "LM head's logits at a time) or null (all at once)")
+        if loss_chunk_size and compile:
+            raise ConfigError("task.loss_chunk_size computes the LM head outside the compiled backbone; with "
+                              "task.compile=true leave it null")
+        # training loss from the LM head `loss_chunk_size` positions at a time (chunked_cross_entropy): no
+        # [batch, seq, vocab] logits; not with task.distill, whose soft targets need the whole logits
+        self.loss_chunk_size = loss_chunk_size
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = nn.ModuleList()  # one per test dataloader, built in on_test_start
 
@@ -41,9 +103,14 @@ class CausalLMTask(BackboneTask):
         return self(batch["input_ids"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["input_ids"])
-        hard = self._loss(logits, batch["labels"])
-        loss = self.distilled(hard, logits, batch, mask=batch["labels"] != IGNORE_INDEX)
+        if self.loss_chunk_size and self.distiller is None:
+            hidden = self.backbone.hidden_states(batch["input_ids"])
+            hard = loss = chunked_cross_entropy(hidden, self.backbone.lm_head.weight, batch["labels"],
+                                                self.loss_chunk_size)
+        else:
+            logits = self(batch["input_ids"])
+            hard = self._loss(logits, batch["labels"])
+            loss = self.distilled(hard, logits, batch, mask=batch["labels"] != IGNORE_INDEX)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/ppl", torch.exp(hard.detach()), on_step=True, on_epoch=False)
         return loss
