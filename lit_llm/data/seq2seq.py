@@ -145,6 +145,7 @@ class PairFeatures(torch.utils.data.Dataset):
         # what a batch pads to (length bucketing): sources by length, ties by target length
         src_len, tgt_len = np.diff(self.src_row), np.diff(self.tgt_row)
         self.pad_lengths = src_len * (int(tgt_len.max(initial=0)) + 1) + tgt_len
+        self.secondary_lengths = tgt_len  # the train sampler groups targets of similar length too
 
     def __len__(self) -> int:
         return len(self.src_row) - 1

@@ -33,6 +33,21 @@ def test_bucketing_removes_most_padding():
     assert _real_fraction(bucket, lengths, bs) > 0.9
 
 
+def test_a_secondary_length_pads_targets_less_and_keeps_the_batches_of_the_primary():
+    """seq2seq: sources bucketed, then targets re-sorted within neighbouring batches."""
+    src, tgt, bs = _lengths(2000, seed=1), _lengths(2000, seed=2), 8
+    plain = BucketRandomSampler(src, bs, seed=3)
+    both = BucketRandomSampler(src, bs, seed=3, secondary=tgt)
+    assert sorted(both.permutation(0)) == list(range(2000))
+    assert _real_fraction(both.permutation(0), tgt, bs) > _real_fraction(plain.permutation(0), tgt, bs) + 0.1
+    assert _real_fraction(both.permutation(0), src, bs) > 0.8  # sources still bucketed
+    shares = [BucketRandomSampler(src, bs // 2, seed=3, num_replicas=2, rank=r, secondary=tgt).permutation(0)
+              for r in (0, 1)]
+    for step in range(10):  # 2 processes x B/2 still train on the batches of 1 x B
+        together = set(shares[0][step * 4:(step + 1) * 4]) | set(shares[1][step * 4:(step + 1) * 4])
+        assert together == set(both.permutation(0)[step * bs:(step + 1) * bs])
+
+
 def test_bucket_order_is_seeded_and_changes_per_epoch():
     lengths = _lengths()
     a, b = BucketRandomSampler(lengths, 16, seed=7), BucketRandomSampler(lengths, 16, seed=7)
