@@ -6,8 +6,9 @@ directory and prints the tables. Sections (each `<name>.enabled`; SECTIONS names
 lit_llm/benchmarks, whose `run(cfg) -> rows`): training (Lightning vs plain loop), hf_training (ours vs
 Hugging Face GPT-2, Llama, T5), generation (KV cache vs recompute, ours vs HF generate), data (tokenize + pack),
 families (import / fine-tune / export a tiny checkpoint of each Hugging Face family), memory (activation
-checkpointing), attention_memory (sliding-window vs full attention, GPT and encoder; off by default; its
-module entry names a function: "memory:run_attention"), packing (tokenize + pack memory vs corpus size; off by
+checkpointing), padding (real-token fraction of the fine-tuning recipes' batches), attention_memory
+(sliding-window vs full attention, GPT and encoder; off by default; its module entry names a function:
+"memory:run_attention"), packing (tokenize + pack memory vs corpus size; off by
 default). A row with a target says it
 (`target`) and whether it is met (`meets`).
 A user error (lit_llm.errors.ConfigError, e.g. device=cuda without CUDA) prints one line `error: ...` and
@@ -34,6 +35,7 @@ SECTIONS = {  # config key -> (module in lit_llm/benchmarks, table title), in th
     "families": ("families", "Hugging Face families: import, fine-tune and export a tiny random checkpoint of each"),
     "memory": ("memory", "Memory: one training step (forward + backward) vs sequence length, with/without activation "
                          "checkpointing"),
+    "padding": ("padding", "Padding: real (non-padding) tokens / all tokens in fine-tuning train batches, by default"),
     "attention_memory": ("memory:run_attention", "Memory: one training step, sliding-window (model.attention_window) "
                                                  "vs full attention, GPT and encoder"),
     "packing": ("packing", "Tokenize + pack vs corpus size: peak memory, tokens/s, cached reload (fresh processes)"),
@@ -51,7 +53,8 @@ def markdown(rows: list[dict]) -> str:
 
 def targets_summary(sections: dict[str, list[dict]]) -> dict:
     checked = [(name, r) for name, rows in sections.items() for r in rows if "meets" in r]
-    missed = [f"{name}: {r.get('run') or r.get('model')} ({r['target']})" for name, r in checked if not r["meets"]]
+    missed = [f"{name}: {r.get('run') or r.get('model') or r.get('recipe')} ({r['target']})"
+              for name, r in checked if not r["meets"]]
     return {"checked": len(checked), "met": len(checked) - len(missed), "missed": missed}
 
 

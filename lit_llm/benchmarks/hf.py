@@ -1,5 +1,6 @@
 """The Hugging Face reference: a `transformers.GPT2LMHeadModel` (or, for a Llama-style GPT, a `LlamaForCausalLM`)
-with our GPT's architecture and weights; a `T5ForConditionalGeneration` with a T5-style EncoderDecoder's.
+with our GPT's architecture and weights; a `T5ForConditionalGeneration` (`BartForConditionalGeneration`) with a
+T5-style (BART-style) EncoderDecoder's.
 
 Same weights (not just the same sizes) so that both models do exactly the same arithmetic: a
 speed difference is then the implementation's, never the data's or the init's. transformers is
@@ -84,6 +85,22 @@ def t5_from(model: EncoderDecoder):
     tied = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
     if unexpected or set(missing) - tied:
         raise RuntimeError(f"EncoderDecoder -> T5ForConditionalGeneration: missing {missing}, unexpected {unexpected}")
+    return hf.to(model.wte.weight.device)
+
+
+def bart_from(model: EncoderDecoder):
+    """A BartForConditionalGeneration (sdpa attention) holding a BART-style `model`'s weights (hf_seq2seq's export
+    config and name table)."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from lit_llm.models.hf_seq2seq import bart_hf_config, bart_state_dict
+
+    ids = {tok: SPECIAL_TOKENS.index(tok) for tok in (BOS, EOS, PAD)}
+    hf = BartForConditionalGeneration(BartConfig(**bart_hf_config(model, ids), attn_implementation="sdpa"))
+    missing, unexpected = hf.load_state_dict(bart_state_dict(model), strict=False)
+    tied = {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"EncoderDecoder -> BartForConditionalGeneration: missing {missing}, unexpected {unexpected}")
     return hf.to(model.wte.weight.device)
 
 

@@ -29,6 +29,12 @@ LLAMA_OPTIONS = {"norm": "rmsnorm", "mlp": "swiglu", "pos_embedding": "rope", "b
 T5_OPTIONS = {"arch": "encoder_decoder", "pos_embedding": "relative", "norm": "rmsnorm", "bias": False,
               "scale_attention": False, "scale_embeddings": False, "tie_embeddings": True, "pad_id": None,
               "ln_eps": 1e-6}
+# a BART-style EncoderDecoder (learned positions from row 2, one table per stack, embedding LayerNorm, post-norm,
+# biases, logits bias) against BartForConditionalGeneration (the generation section)
+BART_OPTIONS = {"arch": "encoder_decoder", "pos_embedding": "learned", "position_offset": 2, "tie_positions": False,
+                "embedding_norm": True, "norm": "layernorm", "norm_first": False, "bias": True, "tie_embeddings": True,
+                "tie_output": True, "output_bias": True, "activation": "gelu", "ln_eps": 1e-5,
+                "scale_embeddings": False}
 SEQ2SEQ_INPUTS = ("input_ids", "decoder_input_ids", "attention_mask")
 
 
@@ -128,7 +134,7 @@ def best_seconds(cfg: dict, build, reference, hf_forward, names: dict, loader_of
 
 
 def ratio_rows(cfg: dict, names: dict, prefix: str, best: dict, steps_of: dict) -> list[dict]:
-    """ours / hf tokens/s per precision (target `<prefix>_ours_vs_hf_fp32` on fp32), and each model's
+    """ours / hf tokens/s per precision (target `<prefix>_ours_vs_hf_<fp32|bf16|fp16>`), and each model's
     low-precision / fp32 ratio (target `bf16_vs_fp32` for our GPT). Same tokens per step for both models."""
     targets, rows = cfg.get("targets") or {}, []
 
@@ -137,7 +143,7 @@ def ratio_rows(cfg: dict, names: dict, prefix: str, best: dict, steps_of: dict) 
 
     for precision in steps_of:
         r = ratio(speed("ours", precision), speed("hf", precision))
-        target = targets.get(f"{prefix.strip() + '_' if prefix else ''}ours_vs_hf_fp32") if precision in FP32 else None
+        target = targets.get(f"{prefix.strip() + '_' if prefix else ''}ours_vs_hf_{precision_key(precision)}")
         rows.append({"run": f"{prefix}ours / hf", "precision": precision, "ratio": r, **check("ratio", r, target)})
     fp32 = next((p for p in steps_of if p in FP32), None)
     for precision in (p for p in steps_of if p not in FP32 and fp32):
@@ -147,6 +153,11 @@ def ratio_rows(cfg: dict, names: dict, prefix: str, best: dict, steps_of: dict) 
             rows.append({"run": f"{prefix}{which} {precision} / {fp32}", "precision": precision, "ratio": r,
                          **check("ratio", r, target)})
     return rows
+
+
+def precision_key(precision: str) -> str:
+    """fp32 / bf16 / fp16: how a target's name says a precision (32-true, bf16-mixed, 16-mixed)."""
+    return "fp32" if precision in FP32 else {"bf16": "bf16", "16": "fp16"}.get(precision.split("-")[0], precision)
 
 
 def seq2seq_batches(num_batches: int, batch_size: int, source_len: int, target_len: int, vocab_size: int,

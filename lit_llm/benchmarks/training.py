@@ -10,7 +10,8 @@ a GPU synchronize): the total over the timed steps, including everything between
 hooks, logging). Lightning and plain runs alternate `repeats` times; the best of each is reported.
 
 Every row gets model FLOP/s (tokens/s x `GPT.flops_per_token`, the analytic nanoGPT/PaLM count) and
-its fraction of the peak: the datasheet on a known GPU, else the best n x n matmul measured here.
+its fraction of the peak: the datasheet on a known GPU, else the best n x n matmul measured here. fp32 rows are
+checked against `targets.mfu_fp32` (eager) or `targets.mfu_compiled` (compile: true).
 """
 from __future__ import annotations
 
@@ -137,6 +138,13 @@ def peaks(device: torch.device, precisions, cfg: dict) -> tuple[dict, list[dict]
     return out, rows
 
 
+def mfu_target_of(targets: dict, compiled: bool) -> float | None:
+    """The MFU target of fp32 rows: `mfu_compiled` with torch.compile (falling back to `mfu_fp32`), else `mfu_fp32`."""
+    if compiled and targets.get("mfu_compiled") is not None:
+        return targets["mfu_compiled"]
+    return targets.get("mfu_fp32")
+
+
 def run(cfg: dict) -> list[dict]:
     device = resolve_device(cfg.get("device"))
     paths = list(cfg.get("paths") or PATHS)
@@ -166,9 +174,9 @@ def run(cfg: dict) -> list[dict]:
                 seconds, _ = plain_train(GPT(GPTConfig.from_dict(model_cfg)), loader, device, precision, warmup,
                                          steps, cfg["optim"], compile=bool(cfg.get("compile")))
             best[path] = min(best[path], seconds)
+    mfu_target = mfu_target_of(targets, bool(cfg.get("compile")))
     for path in paths:
-        rows.append(speed_row(path, "gpt", gpt, precision, B, T, steps, best[path], device, peak,
-                              targets.get("mfu_fp32")))
+        rows.append(speed_row(path, "gpt", gpt, precision, B, T, steps, best[path], device, peak, mfu_target))
     if len(paths) == 2:
         r = ratio(best["plain"], best["lightning"])  # tokens/s ratio lightning / plain
         rows.append({"run": "lightning / plain", "precision": precision, "ratio": r,

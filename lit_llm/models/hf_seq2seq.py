@@ -264,11 +264,15 @@ def bart_hf_config(model: EncoderDecoder, ids: Mapping[str, int] | None = None) 
 def export_hf_bart(model: EncoderDecoder, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
     """Write `model` as a BartForConditionalGeneration checkpoint (+ tokenizer files when given one)."""
     ids = hf_special_ids(tokenizer) if tokenizer is not None else {}
-    hf = bart_hf_config(model, ids)
+    return _write_checkpoint(path, bart_hf_config(model, ids), bart_state_dict(model), tokenizer)
+
+
+def bart_state_dict(model: EncoderDecoder) -> dict[str, torch.Tensor]:
+    """`model`'s weights under BartForConditionalGeneration's names (q/k/v and k/v split back apart)."""
     state = {("" if k == "final_logits_bias" else "model.") + k: v
              for k, v in _mapped_state(model, bart_name_table(model.config)).items()}
     state["lm_head.weight"] = state["model.shared.weight"]
-    return _write_checkpoint(path, hf, state, tokenizer)
+    return state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,4 +295,5 @@ def _exportable(cfg: EncoderDecoderConfig, family: str, needed: Mapping[str, obj
 
 
 __all__ = ["load_hf_t5", "export_hf_t5", "t5_config_from_hf", "t5_name_table", "t5_state_dict", "t5_hf_config", "is_t5",
-           "load_hf_bart", "export_hf_bart", "bart_config_from_hf", "bart_name_table", "is_bart"]
+           "load_hf_bart", "export_hf_bart", "bart_config_from_hf", "bart_name_table", "bart_state_dict", "bart_hf_config",
+           "is_bart"]

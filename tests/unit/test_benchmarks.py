@@ -132,3 +132,85 @@ def test_targets_are_reported_only_where_they_apply():
     assert check("ratio", 0.98, 0.97) == {"target": "ratio >= 0.97", "meets": True}
     assert check("mfu", 0.5, 0.65) == {"target": "mfu >= 0.65", "meets": False}
     assert check("mfu", 0.5, None) == {}
+
+
+def test_compiled_runs_take_the_compiled_mfu_target():
+    from lit_llm.benchmarks.training import mfu_target_of
+
+    targets = {"mfu_fp32": 0.75, "mfu_compiled": 0.85}
+    assert mfu_target_of(targets, compiled=False) == 0.75 and mfu_target_of(targets, compiled=True) == 0.85
+    assert mfu_target_of({"mfu_fp32": 0.75}, compiled=True) == 0.75  # no compiled key: the eager one
+
+
+def test_ours_vs_hf_has_a_target_per_precision():
+    from lit_llm.benchmarks.hf_training import ratio_rows
+
+    best = {("ours", "32-true"): 1.0, ("hf", "32-true"): 1.3, ("ours", "bf16-mixed"): 1.0, ("hf", "bf16-mixed"): 1.1}
+    steps = {"32-true": 10, "bf16-mixed": 10}
+    cfg = {"targets": {"ours_vs_hf_fp32": 1.25, "ours_vs_hf_bf16": 1.2, "llama_ours_vs_hf_fp32": 1.15}}
+    rows = {(r["run"], r["precision"]): r for r in ratio_rows(cfg, {"ours": "a", "hf": "b"}, "", best, steps)}
+    assert rows[("ours / hf", "32-true")]["target"] == "ratio >= 1.25" and rows[("ours / hf", "32-true")]["meets"]
+    assert rows[("ours / hf", "bf16-mixed")]["target"] == "ratio >= 1.2"
+    assert rows[("ours / hf", "bf16-mixed")]["meets"] is False  # 1.1 / 1.0
+    llama = {(r["run"], r["precision"]): r for r in ratio_rows(cfg, {"ours": "a", "hf": "b"}, "llama ", best, steps)}
+    assert llama[("llama ours / hf", "32-true")]["target"] == "ratio >= 1.15"
+    assert "target" not in llama[("llama ours / hf", "bf16-mixed")]  # no llama bf16 key configured
+
+
+S2S_TINY = {"vocab_size": 128, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 32, "intermediate_size": 48,
+            "dropout": 0.0}
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_seq2seq_generation_rows_compare_the_same_model(family):
+    """Our generate_seq2seq and HF generate on the copy give the same tokens (greedy and beam): the same work."""
+    pytest.importorskip("transformers")
+    from lit_llm.benchmarks import generation_speed as gs
+    from lit_llm.benchmarks import hf
+    from lit_llm.models.encoder_decoder import EncoderDecoder
+
+    options, convert = gs.SEQ2SEQ_STYLES[family]
+    torch.manual_seed(0)
+    ours = EncoderDecoder({**S2S_TINY, **options}).eval()
+    theirs = getattr(hf, convert)(ours).eval()
+    src = torch.randint(7, 128, (3, 10))
+    for beams in (1, 4):
+        mine, ref = gs._seq2seq(ours, src, 8, beams), gs._hf_seq2seq(theirs, src, 8, beams)
+        assert mine.shape == ref.shape == (3, 8) and torch.equal(mine, ref)
+
+
+def test_generation_section_checks_seq2seq_and_llama_against_hf():
+    pytest.importorskip("transformers")
+    from lit_llm.benchmarks import generation_speed
+
+    cfg = {"gpt": TINY, "encoder_decoder": {"arch": "encoder_decoder", **S2S_TINY}, "hf": True,
+           "llama": {"n_kv_head": 1, "intermediate_size": 48}, "hf_seq2seq": ["t5", "bart"], "prompt_tokens": 4,
+           "new_tokens": 3, "batch_sizes": [2], "num_beams": [1], "repeats": 1, "device": "cpu",
+           "targets": {"vs_hf": 1.0, "seq2seq_vs_hf": 1.2}}
+    rows = {(r["model"], r["kv_cache"]): r for r in generation_speed.run(cfg)}
+    assert {"t5", "hf_t5", "bart", "hf_bart", "llama", "hf_llama"} <= {m for m, _ in rows}
+    for model in ("t5", "bart"):
+        assert rows[(model, True)]["target"] == "vs_hf >= 1.2" and rows[(model, True)]["examples_per_s"] > 0
+    assert rows[("llama", True)]["target"] == "vs_hf >= 1.0" and rows[("gpt", True)]["target"] == "vs_hf >= 1.0"
+    assert "target" not in rows[("hf_t5", True)] and "target" not in rows[("encoder_decoder", True)]
+
+
+def test_padding_counts_source_and_target_tokens_together():
+    from lit_llm.benchmarks.padding import count_tokens, fractions
+
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    labels = torch.tensor([[5, 6, -100, -100], [5, 6, 7, 8]])
+    batch = {"input_ids": mask, "attention_mask": mask, "decoder_input_ids": labels, "labels": labels}
+    counts = count_tokens([batch, batch, batch], batches=2)
+    assert counts == {"batches": 2, "source_real": 14, "source_all": 16, "target_real": 12, "target_all": 16}
+    assert fractions(counts) == {"batches": 2, "tokens": 32, "real_fraction": round(26 / 32, 3),
+                                 "source_fraction": round(14 / 16, 3), "target_fraction": 0.75}
+    assert fractions(count_tokens([{"input_ids": mask, "attention_mask": mask}], 5))["real_fraction"] == 0.875
+
+
+def test_padding_section_notes_missing_data(tmp_path):
+    from lit_llm.benchmarks import padding
+
+    rows = padding.run({"recipes": ["sst2_bert"], "batches": 1, "data_dir": str(tmp_path / "none"),
+                        "targets": {"real_fraction": 0.9}})
+    assert len(rows) == 1 and rows[0]["recipe"] == "sst2_bert" and rows[0]["note"].startswith("skipped: no data")
