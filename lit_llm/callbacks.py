@@ -53,6 +53,7 @@ class SpeedMonitor(Callback):
         self._steps = 0
         self._totals = {"time": 0.0, "tokens": 0, "real_tokens": 0, "samples": 0, "flops": 0.0, "steps": 0}
         self._step_times: list[float] = []
+        self._first_step_s: float | None = None  # this segment's first training step (task.compile compiles in it)
         self._flops: dict[tuple, float | None] = {}
         # compute accounting: every micro-batch, kept in checkpoints (state_dict / load_state_dict)
         self._counts: dict[str, Any] = {"train_flops": 0.0, "tokens": 0, "real_tokens": 0, "examples": 0,
@@ -194,6 +195,8 @@ class SpeedMonitor(Callback):
         c["optimizer_steps"] = trainer.global_step
         if self._batch_start is not None:
             c["train_step_s"] += now - self._batch_start
+            if self._first_step_s is None:
+                self._first_step_s = now - self._batch_start
         if shape is not None:
             c["tokens"] += shape["tokens"] * world
             c["real_tokens"] += shape["real_tokens"] * world
@@ -235,6 +238,11 @@ class SpeedMonitor(Callback):
                 mfu = self._honest_mfu(trainer, achieved, "the end of fit", devices)
                 summary.update(peak_flops_per_s=self._peak * devices, peak_source=self._peak_source,
                                peak_measured=self._peak_when, mfu=mfu)
+        if self._first_step_s is not None:
+            summary["first_step_s"] = self._first_step_s
+            if getattr(pl_module, "compiles", False):  # torch.compile traces and builds kernels in the first step;
+                # recompiles later (a new batch shape, eval mode) are not in this figure
+                summary["compile_s"] = max(0.0, self._first_step_s - statistics.median(self._step_times))
         summary.update(peak_memory(device))
         self.summary = summary
 
@@ -271,6 +279,8 @@ def format_perf(perf: dict) -> str:
     elif "peak_flops_per_s" in perf:
         parts.append(f"MFU not reported: above the peak of {perf['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s "
                      f"({perf['peak_source']})")
+    if "compile_s" in perf:
+        parts.append(f"torch.compile ~{perf['compile_s']:.1f} s (first step)")
     mem = perf.get("peak_memory_gb", perf.get("peak_rss_gb"))
     if mem is not None:
         parts.append(f"peak memory {mem:.2f} GB" + (" (RSS)" if "peak_rss_gb" in perf else ""))

@@ -322,8 +322,8 @@ class SelfAttention(nn.Module):
         # see every cached key, so it needs no mask at all.
         T = q.size(2)
         start = 0 if kv_cache is None else kv_cache.length
-        if start == 0:
-            return None, T > 1
+        if start == 0:  # (a lone query's causal mask hides nothing: `True`, not `T > 1`, which torch.compile
+            return None, True  # would trace as a symbolic bool that SDPA refuses, breaking the graph)
         if T > 1:
             return torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(diagonal=start), False
         return None, False

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
@@ -157,6 +159,16 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int, fuse
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
 
+def check_compile_toolchain() -> None:
+    """task.compile=true fails at once, not at the first training step, without the C++ compiler that
+    torch.compile's inductor backend builds its kernels with (`$CXX`, else g++ / c++ / clang++ on PATH)."""
+    names = [os.environ.get("CXX") or "g++", "c++", "clang++"]
+    if not any(shutil.which(name) for name in names):
+        raise ConfigError(f"task.compile=true: torch.compile (inductor) needs a C++ compiler and none of "
+                          f"{', '.join(names)} is on PATH; install one (e.g. apt-get install g++) or set "
+                          "task.compile=false")
+
+
 class BackboneTask(pl.LightningModule):
     """What every task shares: a backbone built from `model` (a config dict), AdamW + warmup/cosine,
     self-contained checkpoints (backbone config + tokenizer) and an exactly resumable RNG stream."""
@@ -184,8 +196,12 @@ class BackboneTask(pl.LightningModule):
             raise ConfigError(f"task.distill: {self.task_kind} does not support distillation (classification and "
                               "clm do); use task/distill=none")
         self.distiller = Distiller(distill_cfg) if distill_cfg is not None else None
-        # Kept out of nn.Module registration so the compiled wrapper adds no state_dict keys.
-        self.__dict__["_compiled"] = torch.compile(self.backbone) if compile else self.backbone
+        if compile:
+            check_compile_toolchain()
+        self.compiles = bool(compile)
+        # backbone method name -> its torch.compile'd version, built on first use (`compiled`); kept out of
+        # nn.Module registration so compiled wrappers add no state_dict keys
+        self.__dict__["_compiled_methods"] = {}
         self.last_val_step: int | None = None
         # The run's data/task settings (lit_llm.run sets them), saved in checkpoints for pipelines/evaluate.py.
         self.run_config: dict[str, Any] | None = None
@@ -197,6 +213,21 @@ class BackboneTask(pl.LightningModule):
         self._test_hashes: dict[str, hashlib._Hash] = {}
         # Epoch means of evaluation losses (`log_mean`); metric states are not saved in checkpoints.
         self.eval_means = nn.ModuleDict()
+
+    def compiled(self, method: str = "forward") -> Callable[..., Any]:
+        """The backbone's `method` ("forward", "hidden_states", ...) as a task's forward pass calls it: through
+        torch.compile when task.compile=true, else the plain method. Each method is compiled once, lazily (the
+        first call traces and builds kernels: the first training step's extra time, run.json's perf.compile_s).
+        dynamic=None: fixed shapes (packed blocks) stay static; when the sequence length first changes (bucketing)
+        and when the batch size first changes (a short last batch), it recompiles once with that size symbolic,
+        and every later shape reuses the graph (tests/unit/test_compile.py); eval mode compiles its own."""
+        entry = self.backbone if method == "forward" else getattr(self.backbone, method)  # the module: its hooks run
+        if not self.compiles:
+            return entry
+        cache = self.__dict__["_compiled_methods"]
+        if method not in cache:
+            cache[method] = torch.compile(entry)
+        return cache[method]
 
     # -- evaluation losses and results that are exact under DDP ---------------------------------
     def log_mean(self, name: str, value: torch.Tensor, weight: float | torch.Tensor, **kwargs) -> None:

@@ -176,10 +176,10 @@ class ClassificationTask(BackboneTask):
     def forward(self, batch: dict) -> torch.Tensor:
         mask = batch.get("attention_mask")
         if self.config.arch == "gpt":
-            hidden = self.backbone.hidden_states(batch["input_ids"], attention_mask=mask)
+            hidden = self.compiled("hidden_states")(batch["input_ids"], attention_mask=mask)
         else:
-            hidden = self._compiled(batch["input_ids"], attention_mask=mask,
-                                    token_type_ids=batch.get("token_type_ids"))
+            hidden = self.compiled()(batch["input_ids"], attention_mask=mask,
+                                     token_type_ids=batch.get("token_type_ids"))
         logits = self.head(self.dropout(pool(hidden, mask, self.pooling))).float()
         if "window_doc" in batch:  # data.long_inputs=windows: one row per window -> one per document
             labels = batch.get("labels")

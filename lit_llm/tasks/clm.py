@@ -92,7 +92,7 @@ class CausalLMTask(BackboneTask):
         self.test_ppl = nn.ModuleList()  # one per test dataloader, built in on_test_start
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self._compiled(input_ids)
+        return self.compiled()(input_ids)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(

@@ -179,7 +179,7 @@ class DPOTask(BackboneTask):
         B = batch["chosen_ids"].size(0)
         ids = torch.cat([batch["chosen_ids"], batch["rejected_ids"]])
         labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])
-        logps, tokens = sequence_logps(self._compiled(ids), labels)
+        logps, tokens = sequence_logps(self.compiled()(ids), labels)
         reference = self.reference_logps(ids, labels)
         losses, chosen, rejected = dpo_loss(logps[:B], logps[B:], reference[:B], reference[B:], self.beta,
                                             self.label_smoothing)

@@ -32,7 +32,7 @@ class MaskedLMTask(BackboneTask):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Vocabulary logits at every position (B, T, V) (for inspection; training uses `_step`)."""
-        hidden = self._compiled(batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        hidden = self.compiled()(batch["input_ids"], attention_mask=batch.get("attention_mask"))
         return self.backbone.mlm_logits(hidden)
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,7 +41,7 @@ class MaskedLMTask(BackboneTask):
         The head (dense + vocabulary matmul, ~40% of bert_small's FLOPs at 128 tokens) runs on the
         ~15% of positions that carry a label, as in MosaicBERT/ModernBERT's sparse prediction;
         the loss is the same as over all positions with ignore_index."""
-        hidden = self._compiled(batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        hidden = self.compiled()(batch["input_ids"], attention_mask=batch.get("attention_mask"))
         labels = batch["labels"]
         chosen = labels != IGNORE_INDEX
         logits = self.backbone.mlm_logits(hidden[chosen]).float()

@@ -73,8 +73,8 @@ class QuestionAnsweringTask(BackboneTask):
         self.predictions: dict[str, dict[str, str]] = {}
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self._compiled(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                                token_type_ids=batch.get("token_type_ids"))
+        hidden = self.compiled()(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                                 token_type_ids=batch.get("token_type_ids"))
         start, end = self.qa_head(hidden).float().unbind(-1)
         return start, end
 

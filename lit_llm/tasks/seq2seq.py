@@ -72,7 +72,7 @@ class Seq2SeqTask(BackboneTask):
 
     # -- training
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.backbone(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"))
+        return self.compiled()(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch).float()

@@ -83,8 +83,8 @@ class SFTTask(BackboneTask):
     # -- loss
     def forward(self, batch: dict) -> torch.Tensor:
         if self.config.arch == "gpt":
-            return self._compiled(batch["input_ids"], document_ids=batch.get("document_ids"))
-        return self._compiled(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"))
+            return self.compiled()(batch["input_ids"], document_ids=batch.get("document_ids"))
+        return self.compiled()(batch["input_ids"], batch["decoder_input_ids"], batch.get("attention_mask"))
 
     @staticmethod
     def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
