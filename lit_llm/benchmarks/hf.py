@@ -109,6 +109,14 @@ def logits(hf, input_ids: torch.Tensor) -> torch.Tensor:
     return hf(input_ids=input_ids, use_cache=False).logits
 
 
+def causal_lm_loss(hf):
+    """batch -> the model's own training loss: `labels=` in its forward (transformers' ForCausalLMLoss: logits in
+    fp32, cross-entropy over the vocabulary). Our batches hold labels already shifted (labels[t] follows
+    input_ids[t]), so they go in as `shift_labels` too: HF then does not shift them again."""
+    return lambda batch: hf(input_ids=batch["input_ids"], labels=batch["labels"], shift_labels=batch["labels"],
+                            use_cache=False).loss
+
+
 def seq2seq_logits(hf, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Teacher-forced training forward of a transformers encoder-decoder: logits only."""

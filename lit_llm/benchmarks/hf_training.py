@@ -2,9 +2,12 @@
 `hf_training.llama`) our Llama-style GPT vs `LlamaForCausalLM`, and (with `hf_training.t5`) our T5-style
 EncoderDecoder vs `T5ForConditionalGeneration`.
 
-Both run the same plain loop (`training.plain_train`: same batches, same AdamW groups and schedule,
-same loss on logits; an encoder-decoder gets source, decoder input and source mask, teacher-forced), in
-fp32 and in bf16 autocast ("bf16-mixed"), so the ratio is the models' alone; the T5 pair is checked to
+Both run the same plain loop (`training.plain_train`: same batches, same AdamW groups and schedule), in
+fp32 and in bf16 autocast ("bf16-mixed"). The GPTs each train with their own library's loss, as a user of
+either would: ours with `CausalLMTask`'s (`training.task_loss`: the LM head and cross-entropy in chunks),
+HF's with `labels=` (its `ForCausalLMLoss` on the full logits; the same value, tested); the encoder-decoders
+(source, decoder input and source mask, teacher-forced) both with cross-entropy on their logits. So the ratio
+is the implementations' alone; the T5 pair is checked to
 give the same logits before it is timed. Encoder-decoder tokens are source + target tokens (what
 `perf.batch_shape` counts). bf16 runs take `bf16_steps` timed steps: a CPU without AVX512-BF16 runs bf16
 matmuls far slower than fp32, and the table reports that as it is. Without transformers the section is
@@ -16,7 +19,7 @@ import torch
 
 from lit_llm.benchmarks import hf
 from lit_llm.benchmarks.common import FP32, check, random_loader, ratio, resolve_device
-from lit_llm.benchmarks.training import peaks, plain_train, speed_row
+from lit_llm.benchmarks.training import peaks, plain_train, speed_row, task_loss
 from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lit_llm.models.gpt import GPT, GPTConfig
 from lit_llm.perf import precision_dtype
@@ -60,8 +63,9 @@ def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, dev
     B, T = int(cfg["batch_size"]), int(cfg.get("seq_len") or model_cfg["block_size"])
     seed = int(cfg.get("seed", 0))
     best, steps_of = best_seconds(
-        cfg, lambda: GPT(GPTConfig.from_dict(model_cfg)), reference, hf.logits, names,
-        lambda n: random_loader(n, B, T, model_cfg["vocab_size"], seed), ("input_ids",), device)
+        cfg, lambda: GPT(GPTConfig.from_dict(model_cfg)), reference, None, names,
+        lambda n: random_loader(n, B, T, model_cfg["vocab_size"], seed), ("input_ids",), device,
+        own_loss={"ours": task_loss, "hf": hf.causal_lm_loss})
     with torch.device("meta"):  # same architecture: one FLOPs formula for both models
         gpt = GPT(GPTConfig.from_dict(model_cfg))
     targets, rows = cfg.get("targets") or {}, []
@@ -107,9 +111,12 @@ def compare_t5(cfg: dict, t5: dict, device, peak) -> list[dict]:
 
 
 def best_seconds(cfg: dict, build, reference, hf_forward, names: dict, loader_of, inputs: tuple[str, ...],
-                 device) -> tuple[dict, dict]:
+                 device, own_loss: dict | None = None) -> tuple[dict, dict]:
     """({(which, precision): the best seconds of the timed steps}, {precision: timed steps}): ours = `build()`,
-    hf = `reference(build())`, both fresh from the same seed for every run, alternating under the same load."""
+    hf = `reference(build())`, both fresh from the same seed for every run, alternating under the same load.
+    `own_loss[which](model) -> (batch -> loss)`: each model trains with its own library's training loss (ours:
+    the task's chunked LM-head loss, HF: `labels=` in its forward); without it both take the cross-entropy of
+    their logits (`hf_forward(model, *inputs)` for HF)."""
     seed, warmup = int(cfg.get("seed", 0)), int(cfg["warmup_steps"])
     precisions = [str(p) for p in cfg["precisions"]]
     steps_of = {p: int(cfg["steps"] if p in FP32 else cfg["bf16_steps"]) for p in precisions}
@@ -126,8 +133,9 @@ def best_seconds(cfg: dict, build, reference, hf_forward, names: dict, loader_of
         for _ in range(max(1, int(repeats))):  # alternate ours / HF under the same load
             for which in names:
                 model, forward = fresh(which)
+                loss = own_loss[which](model) if own_loss else None
                 seconds, _ = plain_train(model, loader, device, precision, warmup, steps_of[precision],
-                                         cfg["optim"], forward, inputs=inputs)
+                                         cfg["optim"], forward, inputs=inputs, loss=loss)
                 key = (which, precision)
                 best[key] = min(best.get(key, float("inf")), seconds)
     return best, steps_of

@@ -1,8 +1,9 @@
 """Training speed: our GPT through Lightning (the real `CausalLMTask` + `pl.Trainer`) vs a plain PyTorch loop.
 
 Both paths do the same work on the same batches: same init (seed), same AdamW groups and warmup/cosine
-schedule (`build_optimizer`, what the task's `configure_optimizers` returns), zero_grad, forward,
-cross-entropy, backward, clip_grad_norm_(1.0), step. The unit tests check that they end with the same
+schedule (`build_optimizer`, what the task's `configure_optimizers` returns), zero_grad, forward and the
+task's loss (`task_loss`: hidden states, then the chunked LM head + cross-entropy), backward,
+clip_grad_norm_(1.0), step. The unit tests check that they end with the same
 weights, so the ratio measures Lightning's overhead and nothing else.
 
 Timing: the clock is read at the end of step `warmup_steps` and of step `warmup_steps + steps` (after
@@ -27,7 +28,7 @@ from lit_llm.benchmarks.common import FP32, autocast, check, peak_flops, random_
 from lit_llm.models.gpt import GPT, GPTConfig
 from lit_llm.perf import precision_dtype
 from lit_llm.tasks.base import OptimConfig, build_optimizer
-from lit_llm.tasks.clm import IGNORE_INDEX, CausalLMTask
+from lit_llm.tasks.clm import IGNORE_INDEX, LOSS_CHUNK_ROWS, CausalLMTask, chunked_cross_entropy
 
 PATHS = ("lightning", "plain")
 
@@ -75,28 +76,40 @@ def lightning_train(model_cfg: dict, loader, device: torch.device, precision: st
     return clock.seconds, task
 
 
+def task_loss(model: GPT, compile: bool = False):
+    """batch -> the training loss `CausalLMTask.training_step` computes with its default settings: the backbone's
+    hidden states (compiled with `compile`, as `task.compile=true` does), then the LM head and cross-entropy
+    `LOSS_CHUNK_ROWS` rows at a time (`chunked_cross_entropy`)."""
+    hidden_states = torch.compile(model.hidden_states) if compile else model.hidden_states
+    return lambda batch: chunked_cross_entropy(hidden_states(batch["input_ids"]), model.lm_head.weight,
+                                               batch["labels"], LOSS_CHUNK_ROWS)
+
+
 def plain_train(model: torch.nn.Module, loader, device: torch.device, precision: str, warmup: int, steps: int,
                 optim: dict, forward=None, compile: bool = False,
-                inputs: tuple[str, ...] = ("input_ids",)) -> tuple[float, torch.nn.Module]:
-    """The same training steps written out by hand; `forward(model, *batch[inputs]) -> logits` (default:
+                inputs: tuple[str, ...] = ("input_ids",), loss=None) -> tuple[float, torch.nn.Module]:
+    """The same training steps written out by hand. The loss: `loss(batch)` when given (a model's own training
+    loss, e.g. `task_loss(model)`), else the cross-entropy of `forward(model, *batch[inputs]) -> logits` (default:
     `model(*batch[inputs])`; an encoder-decoder takes `inputs=("input_ids", "decoder_input_ids",
-    "attention_mask")`), cross-entropy against `batch["labels"]`. Returns (seconds of the timed steps, the
-    trained model)."""
+    "attention_mask")`) against `batch["labels"]`. Returns (seconds of the timed steps, the trained model)."""
     model = model.to(device).train()
-    run = torch.compile(model) if compile else model
+    run = torch.compile(model) if compile and loss is None else model
     forward = forward or (lambda m, *args: m(*args))
     total = warmup + steps
     sched = build_optimizer(model, OptimConfig(**dict(optim)), total)
     opt, scheduler = sched["optimizer"], sched["lr_scheduler"]["scheduler"]
     marks = {}
     for step, batch in enumerate(loader, start=1):
-        args, labels = [batch[k].to(device) for k in inputs], batch["labels"].to(device)
+        batch = {k: v.to(device) for k, v in batch.items() if k in (*inputs, "labels")}
         opt.zero_grad(set_to_none=True)
         with autocast(device, precision):
-            logits = forward(run, *args)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.view(-1),
-                                   ignore_index=IGNORE_INDEX)
-        loss.backward()
+            if loss is not None:
+                value = loss(batch)
+            else:
+                logits = forward(run, *(batch[k] for k in inputs))
+                value = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1),
+                                        ignore_index=IGNORE_INDEX)
+        value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         scheduler.step()
@@ -171,8 +184,9 @@ def run(cfg: dict) -> list[dict]:
                                              cfg["optim"], seed, bool(cfg.get("compile")))
             else:
                 torch.manual_seed(seed)
-                seconds, _ = plain_train(GPT(GPTConfig.from_dict(model_cfg)), loader, device, precision, warmup,
-                                         steps, cfg["optim"], compile=bool(cfg.get("compile")))
+                gpt_model = GPT(GPTConfig.from_dict(model_cfg))
+                seconds, _ = plain_train(gpt_model, loader, device, precision, warmup, steps, cfg["optim"],
+                                         loss=task_loss(gpt_model, bool(cfg.get("compile"))))
             best[path] = min(best[path], seconds)
     mfu_target = mfu_target_of(targets, bool(cfg.get("compile")))
     for path in paths:

@@ -24,9 +24,15 @@ from lit_llm.errors import ConfigError
 from lit_llm.metrics import bootstrap as bs
 from lit_llm.models.decoding import GENERATION_OPTIONS, generate, generate_seq2seq
 from lit_llm.tasks.base import BackboneTask
+from lit_llm.tasks.clm import (
+    IGNORE_INDEX,
+    LOSS_CHUNK_ROWS,
+    check_loss_chunk_size,
+    chunked_cross_entropy,
+    lm_head_weight,
+)
 from lit_llm.tokenization import tokenizer_from_str
 
-IGNORE_INDEX = -100
 ARCHS = ("gpt", "encoder_decoder")
 DEFAULT_GENERATION = {"max_new_tokens": 128, "temperature": 0.0}
 
@@ -36,8 +42,10 @@ class SFTTask(BackboneTask):
     DEFAULT_TEST_NAME = "validation"
 
     def __init__(self, model: dict, optim: dict, generation: dict | None = None, score_generations: bool = True,
-                 compile: bool = False, tokenizer_json: str | None = None, peft: dict | None = None):
+                 compile: bool = False, tokenizer_json: str | None = None, peft: dict | None = None,
+                 loss_chunk_size: int | None = LOSS_CHUNK_ROWS):
         super().__init__(model, optim, compile, tokenizer_json, peft)
+        self.loss_chunk_size = check_loss_chunk_size(loss_chunk_size)
         if self.config.arch not in ARCHS:
             raise ConfigError(f"task=sft trains a model that writes text: model.arch must be one of {list(ARCHS)}, "
                               f"got {self.config.arch!r} (e.g. model=gpt_small or model.init_from=<clm run>)")
@@ -92,7 +100,13 @@ class SFTTask(BackboneTask):
                                ignore_index=IGNORE_INDEX)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch), batch["labels"])
+        head = lm_head_weight(self) if self.config.arch == "gpt" else None
+        if head is not None:  # the LM head and its loss on the answer tokens only (prompts are most of a row)
+            hidden = self.compiled("hidden_states")(batch["input_ids"], document_ids=batch.get("document_ids"))
+            answer = batch["labels"] != IGNORE_INDEX
+            loss = chunked_cross_entropy(hidden[answer], head, batch["labels"][answer], self.loss_chunk_size)
+        else:
+            loss = self._loss(self(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/target_tokens", (batch["labels"] != IGNORE_INDEX).sum().float(), on_step=True, on_epoch=False)
         return loss

@@ -105,15 +105,15 @@ def test_ckpt_path_auto_starts_afresh_without_a_checkpoint(compose_train, tmp_pa
 
 
 class NanLossAt(pl.Callback):
-    """Makes the training loss NaN at the given steps (as a diverging run would): the backbone's output is
-    multiplied by NaN in those steps' forward."""
+    """Makes the training loss NaN at the given steps (as a diverging run would): the final norm's output (what the
+    LM head and its loss read, whole or in chunks) is multiplied by NaN in those steps' forward."""
 
     def __init__(self, steps: list[int]):
         self.steps = set(steps)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step in self.steps:
-            self._hook = pl_module.backbone.register_forward_hook(lambda m, a, out: out * float("nan"))
+            self._hook = pl_module.backbone.ln_f.register_forward_hook(lambda m, a, out: out * float("nan"))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if getattr(self, "_hook", None) is not None:

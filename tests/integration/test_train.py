@@ -96,8 +96,9 @@ def test_same_seed_deterministic_runs_give_identical_metrics(compose_train, tmp_
 
 class AutocastProbe(pl.Callback):
     """Records, from inside the backbone's forward in every training step, whether CPU autocast is on, its
-    dtype, the dtype of the backbone's output and of its weights, as JSON lines in `path`. A callback like any
-    other: the test adds it with `+callbacks.autocast_probe._target_=...`."""
+    dtype, the dtype of a linear layer's output (the first block's attention input projection) and of its
+    weights, as JSON lines in `path`. A callback like any other: the test adds it with
+    `+callbacks.autocast_probe._target_=...`."""
 
     def __init__(self, path: str):
         self.path = Path(path)
@@ -110,7 +111,7 @@ class AutocastProbe(pl.Callback):
                 with self.path.open("a") as f:
                     f.write(json.dumps(row) + "\n")
 
-        self._handle = pl_module.backbone.register_forward_hook(record)
+        self._handle = pl_module.backbone.blocks[0].attn.c_attn.register_forward_hook(record)
 
     def on_fit_end(self, trainer, pl_module):
         self._handle.remove()
@@ -118,7 +119,7 @@ class AutocastProbe(pl.Callback):
 
 def test_bf16_mixed_on_cpu(compose_train, tmp_path):
     """precision=bf16-mixed really computes in bfloat16: every training step's forward runs under CPU autocast
-    to bfloat16 (logits in bfloat16) while the weights stay float32, and run.json says so."""
+    to bfloat16 (a linear layer's output in bfloat16) while the weights stay float32, and run.json says so."""
     out, probe = tmp_path / "run", tmp_path / "autocast.jsonl"
     metrics = train(compose_train(["experiment=quickstart", "trainer.precision=bf16-mixed", "test=false",
                                    f"+callbacks.autocast_probe._target_={__name__}.AutocastProbe",

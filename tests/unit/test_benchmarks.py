@@ -7,7 +7,7 @@ import torch
 
 from lit_llm.benchmarks import data, memory
 from lit_llm.benchmarks.common import check, random_loader
-from lit_llm.benchmarks.training import lightning_train, plain_train
+from lit_llm.benchmarks.training import lightning_train, plain_train, task_loss
 from lit_llm.models.gpt import GPT, GPTConfig
 
 TINY = {"arch": "gpt", "vocab_size": 128, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0}
@@ -28,7 +28,8 @@ def test_lightning_and_plain_loop_end_with_the_same_weights():
     torch.manual_seed(7)
     init = GPT(GPTConfig.from_dict(TINY))
     torch.manual_seed(7)
-    _, plain = plain_train(GPT(GPTConfig.from_dict(TINY)), loader, CPU, "32-true", warmup=1, steps=3, optim=OPTIM)
+    model = GPT(GPTConfig.from_dict(TINY))
+    _, plain = plain_train(model, loader, CPU, "32-true", warmup=1, steps=3, optim=OPTIM, loss=task_loss(model))
     assert max_diff(task.backbone, init) > 1e-3  # the weights moved...
     assert max_diff(task.backbone, plain) < 1e-5  # ...by the same steps on both paths
 
@@ -65,8 +66,11 @@ def test_ours_and_hf_train_alike_in_the_plain_loop():
     torch.manual_seed(0)
     ours = GPT(GPTConfig.from_dict(TINY))
     theirs = hf.gpt2_from(ours)
-    _, ours = plain_train(ours, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM)
-    _, theirs = plain_train(theirs, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM, forward=hf.logits)
+    batch = next(iter(loader))
+    torch.testing.assert_close(hf.causal_lm_loss(theirs)(batch), task_loss(ours)(batch))  # each library's own loss
+    _, ours = plain_train(ours, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM, loss=task_loss(ours))
+    _, theirs = plain_train(theirs, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM,
+                            loss=hf.causal_lm_loss(theirs))
     ids = torch.randint(0, TINY["vocab_size"], (2, 16))
     with torch.no_grad():
         assert (hf.logits(theirs.eval(), ids) - ours.eval()(ids)).abs().max().item() < 1e-4

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from lit_llm.errors import ConfigError
 from lit_llm.models.gpt import GPT
 from lit_llm.tasks.base import OptimConfig, build_optimizer, param_groups
-from lit_llm.tasks.clm import IGNORE_INDEX, CausalLMTask, chunked_cross_entropy
+from lit_llm.tasks.clm import IGNORE_INDEX, LOSS_CHUNK_ROWS, CausalLMTask, chunked_cross_entropy, lm_head_weight
 
 TINY = {"vocab_size": 96, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0}
 OPTIM = {"lr": 1e-2, "warmup_steps": 0, "weight_decay": 0.1}
@@ -85,9 +85,50 @@ def test_a_bad_loss_chunk_size_is_a_config_error(bad):
         CausalLMTask(TINY, OPTIM, loss_chunk_size=bad)
 
 
-def test_the_chunked_loss_refuses_compile():
-    with pytest.raises(ConfigError, match="task.loss_chunk_size .* task.compile=true"):
-        CausalLMTask(TINY, OPTIM, compile=True, loss_chunk_size=8)
+def test_the_chunked_loss_is_the_default_and_compile_compiles_the_backbone_below_it(monkeypatch):
+    assert CausalLMTask(TINY, OPTIM).loss_chunk_size == LOSS_CHUNK_ROWS
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn.__name__) or fn)
+    task = CausalLMTask(TINY, OPTIM, compile=True)
+    task.log = lambda *a, **k: None
+    batch = {"input_ids": torch.randint(0, 96, (2, 16)), "labels": torch.randint(0, 96, (2, 16))}
+    loss = task.training_step(batch, 0)
+    assert compiled == ["hidden_states"]  # the LM head + loss run eagerly, chunk by chunk
+    torch.testing.assert_close(loss, _reference(task.backbone.hidden_states(batch["input_ids"]),
+                                                task.backbone.lm_head.weight, batch["labels"]))
+
+
+def test_distillation_and_an_adapted_head_take_the_full_logits():
+    task = CausalLMTask(TINY, OPTIM)
+    assert lm_head_weight(task) is task.backbone.lm_head.weight
+    task.distiller = object()
+    assert lm_head_weight(task) is None
+    task = CausalLMTask(TINY, OPTIM)
+    task.backbone.lm_head = torch.nn.Sequential(task.backbone.lm_head)  # e.g. an adapter wrapping the head
+    assert lm_head_weight(task) is None
+    assert lm_head_weight(CausalLMTask(TINY, OPTIM, loss_chunk_size=None)) is None
+
+
+def test_sft_trains_on_the_answer_rows_with_the_loss_and_gradients_of_the_full_logits():
+    from lit_llm.tasks.sft import SFTTask
+
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 96, (2, 16), generator=gen)
+    labels = torch.full((2, 16), IGNORE_INDEX)
+    labels[0, 5:9], labels[1, 10:16] = ids[0, 6:10], torch.randint(0, 96, (6,), generator=gen)
+    batch = {"input_ids": ids, "labels": labels, "document_ids": torch.tensor([[0] * 9 + [1] * 7, [0] * 16])}
+    grads, losses = [], []
+    for chunk in (None, 3):
+        torch.manual_seed(0)
+        task = SFTTask(TINY, OPTIM, loss_chunk_size=chunk)
+        task.log = lambda *a, **k: None
+        loss = task.training_step(batch, 0)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad for n, p in task.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-6)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
 
 
 def _three_steps(opt_factory) -> dict:
