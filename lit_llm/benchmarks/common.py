@@ -58,10 +58,12 @@ def random_loader(num_batches: int, batch_size: int, seq_len: int, vocab_size: i
                       collate_fn=collate_blocks)
 
 
-def peak_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, budget_s: float = 1.0) -> tuple[float, str]:
-    """(peak FLOP/s, where it comes from), once per process: the datasheet on a known GPU, else the
-    best n x n matmul measured here (n = 2048: large enough that the BLAS reaches its steady speed)."""
-    return device_peak_flops(device, dtype, n=n, budget_s=budget_s)
+def peak_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, budget_s: float = 1.0,
+               remeasure: bool = False) -> tuple[float, str]:
+    """(peak FLOP/s, where it comes from), once per process unless `remeasure` (then the higher of the two): the
+    datasheet on a known GPU, else the best n x n matmul measured here (n = 2048: large enough that the BLAS
+    reaches its steady speed)."""
+    return device_peak_flops(device, dtype, remeasure=remeasure, n=n, budget_s=budget_s)
 
 
 def check(name: str, value: float | None, target: float | None) -> dict:

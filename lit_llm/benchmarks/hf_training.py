@@ -15,11 +15,13 @@ one note row.
 """
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from lit_llm.benchmarks import hf
 from lit_llm.benchmarks.common import FP32, check, random_loader, ratio, resolve_device
-from lit_llm.benchmarks.training import peaks, plain_train, speed_row, task_loss
+from lit_llm.benchmarks.training import PlainLoop, interleaved, paired_ratio, peaks, speed_row, task_loss
 from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lit_llm.models.gpt import GPT, GPTConfig
 from lit_llm.perf import precision_dtype
@@ -46,20 +48,24 @@ def run(cfg: dict) -> list[dict]:
         return [{"run": "hf_training", "note": hf.SKIPPED}]
     device = resolve_device(cfg.get("device"))
     precisions = [str(p) for p in cfg["precisions"]]
-    peak, peak_rows = peaks(device, precisions, cfg)
-    rows = compare(cfg, dict(cfg["model"]), hf.gpt2_from, MODELS, "", device, peak)
+    before, _ = peaks(device, precisions, cfg)
+    # each comparison times its runs and returns `rows_of(peak)`: the rows are built once all runs are done and the
+    # peak has been probed again (the higher reading counts)
+    measured = [compare(cfg, dict(cfg["model"]), hf.gpt2_from, MODELS, "", device)]
     if cfg.get("llama"):  # e.g. {n_kv_head: 2, intermediate_size: 688}
         llama_cfg = {**dict(cfg["model"]), **LLAMA_OPTIONS, **dict(cfg["llama"])}
-        rows += compare(cfg, llama_cfg, hf.llama_from, {"ours": "gpt, llama options (ours)", "hf": "LlamaForCausalLM"},
-                        "llama ", device, peak)
+        measured.append(compare(cfg, llama_cfg, hf.llama_from,
+                                {"ours": "gpt, llama options (ours)", "hf": "LlamaForCausalLM"}, "llama ", device))
     if cfg.get("t5"):  # e.g. {intermediate_size: 1024, activation: geglu, tie_output: false, target_len: 128}
-        rows += compare_t5(cfg, dict(cfg["t5"]), device, peak)
-    return rows + peak_rows
+        measured.append(compare_t5(cfg, dict(cfg["t5"]), device))
+    peak, peak_rows = peaks(device, precisions, cfg, before)
+    return [row for rows_of in measured for row in rows_of(peak)] + peak_rows
 
 
-def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, device, peak) -> list[dict]:
-    """Rows of our GPT of `model_cfg` vs `reference(gpt)` (a transformers model with its weights), per precision:
-    tokens/s, MFU and the ratio ours / HF; run names start with `prefix`."""
+def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, device):
+    """Times our GPT of `model_cfg` against `reference(gpt)` (a transformers model with its weights); returns
+    `rows_of(peak)`: per precision, tokens/s and MFU of each (median step) and the ratio ours / HF; run names
+    start with `prefix`."""
     B, T = int(cfg["batch_size"]), int(cfg.get("seq_len") or model_cfg["block_size"])
     seed = int(cfg.get("seed", 0))
     best, steps_of = best_seconds(
@@ -68,17 +74,22 @@ def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, dev
         own_loss={"ours": task_loss, "hf": hf.causal_lm_loss})
     with torch.device("meta"):  # same architecture: one FLOPs formula for both models
         gpt = GPT(GPTConfig.from_dict(model_cfg))
-    targets, rows = cfg.get("targets") or {}, []
-    for precision in steps_of:
-        for which, name in names.items():
-            mfu_target = targets.get("mfu_fp32") if which == "ours" and not prefix else None  # ours to meet
-            rows.append(speed_row(f"{prefix}{which} plain", name, gpt, precision, B, T, steps_of[precision],
-                                  best[(which, precision)], device, peak, mfu_target))
-    return rows + ratio_rows(cfg, names, prefix, best, steps_of)
+    targets = cfg.get("targets") or {}
+
+    def rows_of(peak: dict) -> list[dict]:
+        rows = []
+        for precision, steps in steps_of.items():
+            for which, name in names.items():
+                mfu_target = targets.get("mfu_fp32") if which == "ours" and not prefix else None  # ours to meet
+                rows.append(speed_row(f"{prefix}{which} plain", name, gpt, precision, B, T, steps,
+                                      statistics.median(best[(which, precision)]) * steps, device, peak, mfu_target))
+        return rows + ratio_rows(cfg, names, prefix, best, steps_of)
+
+    return rows_of
 
 
-def compare_t5(cfg: dict, t5: dict, device, peak) -> list[dict]:
-    """Rows of our T5-style EncoderDecoder vs T5ForConditionalGeneration with its weights (`hf.t5_from`): the
+def compare_t5(cfg: dict, t5: dict, device):
+    """`rows_of(peak)` (as `compare`) of our T5-style EncoderDecoder vs T5ForConditionalGeneration with its weights (`hf.t5_from`): the
     model's sizes with T5_OPTIONS and `t5`'s settings; sources of `source_len` (default: seq_len or block_size)
     and targets of `target_len` (default: the source length) tokens."""
     B = int(cfg["batch_size"])
@@ -97,66 +108,65 @@ def compare_t5(cfg: dict, t5: dict, device, peak) -> list[dict]:
                                   SEQ2SEQ_INPUTS, device)
     with torch.device("meta"):
         flops_per_step = B * build().train_flops(S, T)
-    rows = []
-    for precision in steps_of:
-        for which, name in names.items():
-            seconds, steps = best[(which, precision)], steps_of[precision]
-            flops = flops_per_step * steps / seconds
-            rows.append({"run": f"t5 {which} plain", "model": name, "precision": precision, "batch": B,
-                         "seq_len": S, "target_len": T, "steps": steps,
-                         "tokens_per_s": round(B * (S + T) * steps / seconds, 1),
-                         "step_ms": round(1000 * seconds / steps, 1), "model_gflops": round(flops / 1e9, 1),
-                         "mfu": round(flops / peak[precision_dtype(precision, device.type)][0], 3)})
-    return rows + ratio_rows(cfg, names, "t5 ", best, steps_of)
+
+    def rows_of(peak: dict) -> list[dict]:
+        rows = []
+        for precision, steps in steps_of.items():
+            for which, name in names.items():
+                step_s = statistics.median(best[(which, precision)])
+                flops = flops_per_step / step_s
+                rows.append({"run": f"t5 {which} plain", "model": name, "precision": precision, "batch": B,
+                             "seq_len": S, "target_len": T, "steps": steps,
+                             "tokens_per_s": round(B * (S + T) / step_s, 1), "step_ms": round(1000 * step_s, 1),
+                             "model_gflops": round(flops / 1e9, 1),
+                             "mfu": round(flops / peak[precision_dtype(precision, device.type)][0], 3)})
+        return rows + ratio_rows(cfg, names, "t5 ", best, steps_of)
+
+    return rows_of
 
 
 def best_seconds(cfg: dict, build, reference, hf_forward, names: dict, loader_of, inputs: tuple[str, ...],
                  device, own_loss: dict | None = None) -> tuple[dict, dict]:
-    """({(which, precision): the best seconds of the timed steps}, {precision: timed steps}): ours = `build()`,
-    hf = `reference(build())`, both fresh from the same seed for every run, alternating under the same load.
+    """({(which, precision): per-step seconds of its timed steps}, {precision: timed steps}): ours = `build()`,
+    hf = `reference(build())`, both from the same seed, taking turns step by step on the same batches
+    (`training.interleaved`: the machine's drift cancels in the per-step ratios).
     `own_loss[which](model) -> (batch -> loss)`: each model trains with its own library's training loss (ours:
     the task's chunked LM-head loss, HF: `labels=` in its forward); without it both take the cross-entropy of
     their logits (`hf_forward(model, *inputs)` for HF)."""
     seed, warmup = int(cfg.get("seed", 0)), int(cfg["warmup_steps"])
     precisions = [str(p) for p in cfg["precisions"]]
     steps_of = {p: int(cfg["steps"] if p in FP32 else cfg["bf16_steps"]) for p in precisions}
-
-    def fresh(which: str):
-        torch.manual_seed(seed)
-        model = build()
-        return (model, None) if which == "ours" else (reference(model), hf_forward)
-
-    best: dict[tuple[str, str], float] = {}
+    times: dict[tuple[str, str], list[float]] = {}
     for precision in precisions:
-        loader = loader_of(warmup + steps_of[precision])
-        repeats = cfg.get("repeats", 1) if precision in FP32 else cfg.get("bf16_repeats", 1)
-        for _ in range(max(1, int(repeats))):  # alternate ours / HF under the same load
-            for which in names:
-                model, forward = fresh(which)
-                loss = own_loss[which](model) if own_loss else None
-                seconds, _ = plain_train(model, loader, device, precision, warmup, steps_of[precision],
-                                         cfg["optim"], forward, inputs=inputs, loss=loss)
-                key = (which, precision)
-                best[key] = min(best.get(key, float("inf")), seconds)
-    return best, steps_of
+        loops = {}
+        for which in names:
+            torch.manual_seed(seed)
+            model = build()
+            forward = None
+            if which == "hf":
+                model, forward = reference(model), hf_forward
+            loss = own_loss[which](model) if own_loss else None
+            loops[which] = PlainLoop(model, device, precision, warmup + steps_of[precision], cfg["optim"], forward,
+                                     inputs=inputs, loss=loss)
+        per_step = interleaved(loops, loader_of(warmup + steps_of[precision]), warmup, steps_of[precision], device)
+        times.update({(which, precision): t for which, t in per_step.items()})
+        del loops
+    return times, steps_of
 
 
-def ratio_rows(cfg: dict, names: dict, prefix: str, best: dict, steps_of: dict) -> list[dict]:
-    """ours / hf tokens/s per precision (target `<prefix>_ours_vs_hf_<fp32|bf16|fp16>`), and each model's
-    low-precision / fp32 ratio (target `bf16_vs_fp32` for our GPT). Same tokens per step for both models."""
+def ratio_rows(cfg: dict, names: dict, prefix: str, times: dict, steps_of: dict) -> list[dict]:
+    """ours / hf tokens/s per precision, the median of the per-step ratios of the interleaved runs (target
+    `<prefix>_ours_vs_hf_<fp32|bf16|fp16>`), and each model's low-precision / fp32 ratio of median step times
+    (separate runs; target `bf16_vs_fp32` for our GPT). Same tokens per step for both models."""
     targets, rows = cfg.get("targets") or {}, []
-
-    def speed(which: str, precision: str) -> float:
-        return steps_of[precision] / best[(which, precision)]
-
     for precision in steps_of:
-        r = ratio(speed("ours", precision), speed("hf", precision))
+        r = round(paired_ratio(times[("hf", precision)], times[("ours", precision)]), 3)
         target = targets.get(f"{prefix.strip() + '_' if prefix else ''}ours_vs_hf_{precision_key(precision)}")
         rows.append({"run": f"{prefix}ours / hf", "precision": precision, "ratio": r, **check("ratio", r, target)})
     fp32 = next((p for p in steps_of if p in FP32), None)
     for precision in (p for p in steps_of if p not in FP32 and fp32):
         for which in names:
-            r = ratio(speed(which, precision), speed(which, fp32))
+            r = ratio(statistics.median(times[(which, fp32)]), statistics.median(times[(which, precision)]))
             target = targets.get("bf16_vs_fp32") if which == "ours" and not prefix else None
             rows.append({"run": f"{prefix}{which} {precision} / {fp32}", "precision": precision, "ratio": r,
                          **check("ratio", r, target)})

@@ -17,6 +17,7 @@ checked against `targets.mfu_fp32` (eager) or `targets.mfu_compiled` (compile: t
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 import warnings
 
@@ -24,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from lit_llm.benchmarks.common import FP32, autocast, check, peak_flops, random_loader, ratio, resolve_device, sync
+from lit_llm.benchmarks.common import FP32, autocast, check, peak_flops, random_loader, resolve_device, sync
 from lit_llm.models.gpt import GPT, GPTConfig
 from lit_llm.perf import precision_dtype
 from lit_llm.tasks.base import OptimConfig, build_optimizer
@@ -52,12 +53,50 @@ class StepClock(pl.Callback):
         return self.marks[self.stop] - self.marks[self.start]
 
 
+class TakeTurns(pl.Callback):
+    """Times each Lightning step and, between Lightning's steps, runs and times the plain loop's step on the same
+    batch (`interleaved`'s turn-taking, with the Trainer driving). A Lightning step is timed from the end of the
+    previous plain step to the end of its own on_train_batch_end, so it includes everything Lightning does around
+    the step (fetching the batch, hooks, logging). Steps after `warmup` are kept: `times[path]`."""
+
+    def __init__(self, plain: PlainLoop | None, warmup: int, device: torch.device):
+        self.plain, self.warmup, self.device = plain, warmup, device
+        self.times: dict[str, list[float]] = {"lightning": [], **({"plain": []} if plain is not None else {})}
+        self._mark: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._mark is None:  # the first step: nothing before it to time from
+            sync(self.device)
+            self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sync(self.device)
+        now = time.perf_counter()
+        timed = trainer.global_step > self.warmup
+        if timed:
+            self.times["lightning"].append(now - self._mark)
+        if self.plain is not None:
+            self.plain.step(batch)
+            sync(self.device)
+            if timed:
+                self.times["plain"].append(time.perf_counter() - now)
+        self._mark = time.perf_counter()
+
+
 def _quiet_lightning() -> None:
     # The benchmark prints tables; Lightning's "GPU available", "does not have many workers" and
     # similar lines would only bury them.
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"(pytorch_)?lightning.*")
+
+
+def _trainer(device: torch.device, precision: str, max_steps: int, callbacks: list) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator=device.type, devices=1, precision=precision, max_steps=max_steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        gradient_clip_val=1.0, num_sanity_val_steps=0, limit_val_batches=0, callbacks=callbacks,
+    )
 
 
 def lightning_train(model_cfg: dict, loader, device: torch.device, precision: str, warmup: int, steps: int,
@@ -67,13 +106,28 @@ def lightning_train(model_cfg: dict, loader, device: torch.device, precision: st
     torch.manual_seed(seed)
     task = CausalLMTask(model=dict(model_cfg), optim=dict(optim), compile=compile)
     clock = StepClock(warmup, warmup + steps, device)
-    trainer = pl.Trainer(
-        accelerator=device.type, devices=1, precision=precision, max_steps=warmup + steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        gradient_clip_val=1.0, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[clock],
-    )
-    trainer.fit(task, train_dataloaders=loader)
+    _trainer(device, precision, warmup + steps, [clock]).fit(task, train_dataloaders=loader)
     return clock.seconds, task
+
+
+def lightning_and_plain(model_cfg: dict, loader, device: torch.device, precision: str, warmup: int, steps: int,
+                        optim: dict, seed: int, compile: bool = False, paths=PATHS):
+    """`CausalLMTask` in a `pl.Trainer` and the same model (same seed) in a `PlainLoop` with the task's loss,
+    taking turns step by step on the same batches (`TakeTurns`); ({path: per-step seconds}, task, plain model).
+    `paths` may hold one of the two: that one alone."""
+    _quiet_lightning()
+    plain = None
+    if "plain" in paths:
+        torch.manual_seed(seed)
+        model = GPT(GPTConfig.from_dict(model_cfg))
+        plain = PlainLoop(model, device, precision, warmup + steps, optim, loss=task_loss(model, compile))
+    if "lightning" not in paths:
+        return interleaved({"plain": plain}, loader, warmup, steps, device), None, plain.model
+    torch.manual_seed(seed)
+    task = CausalLMTask(model=dict(model_cfg), optim=dict(optim), compile=compile)
+    turns = TakeTurns(plain, warmup, device)
+    _trainer(device, precision, warmup + steps, [turns]).fit(task, train_dataloaders=loader)
+    return turns.times, task, None if plain is None else plain.model
 
 
 def task_loss(model: GPT, compile: bool = False):
@@ -85,34 +139,47 @@ def task_loss(model: GPT, compile: bool = False):
                                                batch["labels"], LOSS_CHUNK_ROWS)
 
 
-def plain_train(model: torch.nn.Module, loader, device: torch.device, precision: str, warmup: int, steps: int,
-                optim: dict, forward=None, compile: bool = False,
-                inputs: tuple[str, ...] = ("input_ids",), loss=None) -> tuple[float, torch.nn.Module]:
-    """The same training steps written out by hand. The loss: `loss(batch)` when given (a model's own training
-    loss, e.g. `task_loss(model)`), else the cross-entropy of `forward(model, *batch[inputs]) -> logits` (default:
-    `model(*batch[inputs])`; an encoder-decoder takes `inputs=("input_ids", "decoder_input_ids",
-    "attention_mask")`) against `batch["labels"]`. Returns (seconds of the timed steps, the trained model)."""
-    model = model.to(device).train()
-    run = torch.compile(model) if compile and loss is None else model
-    forward = forward or (lambda m, *args: m(*args))
-    total = warmup + steps
-    sched = build_optimizer(model, OptimConfig(**dict(optim)), total)
-    opt, scheduler = sched["optimizer"], sched["lr_scheduler"]["scheduler"]
-    marks = {}
-    for step, batch in enumerate(loader, start=1):
-        batch = {k: v.to(device) for k, v in batch.items() if k in (*inputs, "labels")}
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            if loss is not None:
-                value = loss(batch)
+class PlainLoop:
+    """The plain PyTorch training loop, one step at a time (`step(batch)`): zero_grad, forward and loss under the
+    precision's autocast, backward, clip_grad_norm_(1.0), AdamW step, scheduler step. The loss: `loss(batch)` when
+    given (a model's own training loss, e.g. `task_loss(model)`), else the cross-entropy of `forward(model,
+    *batch[inputs]) -> logits` (default: `model(*batch[inputs])`; an encoder-decoder takes `inputs=("input_ids",
+    "decoder_input_ids", "attention_mask")`) against `batch["labels"]`."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str, total_steps: int, optim: dict,
+                 forward=None, compile: bool = False, inputs: tuple[str, ...] = ("input_ids",), loss=None):
+        self.model, self.device, self.precision = model.to(device).train(), device, precision
+        self.run = torch.compile(model) if compile and loss is None else model
+        self.forward = forward or (lambda m, *args: m(*args))
+        self.inputs, self.loss = inputs, loss
+        sched = build_optimizer(model, OptimConfig(**dict(optim)), total_steps)
+        self.opt, self.scheduler = sched["optimizer"], sched["lr_scheduler"]["scheduler"]
+
+    def step(self, batch: dict) -> None:
+        batch = {k: v.to(self.device) for k, v in batch.items() if k in (*self.inputs, "labels")}
+        self.opt.zero_grad(set_to_none=True)
+        with torch.enable_grad(), autocast(self.device, self.precision):
+            if self.loss is not None:
+                value = self.loss(batch)
             else:
-                logits = forward(run, *(batch[k] for k in inputs))
+                logits = self.forward(self.run, *(batch[k] for k in self.inputs))
                 value = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1),
                                         ignore_index=IGNORE_INDEX)
         value.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        scheduler.step()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.scheduler.step()
+
+
+def plain_train(model: torch.nn.Module, loader, device: torch.device, precision: str, warmup: int, steps: int,
+                optim: dict, forward=None, compile: bool = False,
+                inputs: tuple[str, ...] = ("input_ids",), loss=None) -> tuple[float, torch.nn.Module]:
+    """`warmup + steps` steps of a `PlainLoop` (arguments as there); (seconds of the last `steps`, the model)."""
+    total = warmup + steps
+    loop = PlainLoop(model, device, precision, total, optim, forward, compile, inputs, loss)
+    marks = {}
+    for step, batch in enumerate(loader, start=1):
+        loop.step(batch)
         if step in (warmup, total):
             sync(device)
             marks[step] = time.perf_counter()
@@ -120,7 +187,35 @@ def plain_train(model: torch.nn.Module, loader, device: torch.device, precision:
             break
     if total not in marks:
         raise ValueError(f"the loader has fewer than {total} batches")
-    return marks[total] - marks[warmup], model
+    return marks[total] - marks[warmup], loop.model
+
+
+def interleaved(loops: dict[str, PlainLoop], loader, warmup: int, steps: int,
+                device: torch.device) -> dict[str, list[float]]:
+    """{name: seconds of each of its `steps` timed steps}: the loops take turns on every batch (who goes first
+    alternates), after `warmup` untimed steps each. This machine's speed drifts by 10-20% over seconds (other
+    work on the host), so loops timed one after another compare different machines; taking turns step by step,
+    neighbouring steps see the same machine, and the per-step ratios (`paired_ratio`) cancel the drift."""
+    names, times = list(loops), {name: [] for name in loops}
+    for i, batch in enumerate(loader):
+        if i == warmup + steps:
+            break
+        for name in (names if i % 2 == 0 else names[::-1]):
+            sync(device)
+            started = time.perf_counter()
+            loops[name].step(batch)
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - started)
+    if any(len(t) < steps for t in times.values()):
+        raise ValueError(f"the loader has fewer than {warmup + steps} batches")
+    return times
+
+
+def paired_ratio(times_a: list[float], times_b: list[float]) -> float:
+    """The median of the step-by-step time ratios a[i] / b[i], i.e. b's speed / a's speed, of two interleaved runs:
+    neighbouring steps ran on the same machine state, so the drift cancels in each ratio."""
+    return statistics.median(a / b for a, b in zip(times_a, times_b, strict=True))
 
 
 def speed_row(run: str, model_name: str, gpt: GPT, precision: str, batch: int, seq_len: int, steps: int,
@@ -136,16 +231,21 @@ def speed_row(run: str, model_name: str, gpt: GPT, precision: str, batch: int, s
     return {**row, **check("mfu", mfu, mfu_target if str(precision) in FP32 else None)}
 
 
-def peaks(device: torch.device, precisions, cfg: dict) -> tuple[dict, list[dict]]:
+def peaks(device: torch.device, precisions, cfg: dict, before: dict | None = None) -> tuple[dict, list[dict]]:
     """{dtype: (FLOP/s, source)} for the precisions measured, and a row for each. Low-precision probes
-    use `peak.low_precision_n`: bf16 matmuls on a CPU without AVX512-BF16 take seconds at n = 2048."""
+    use `peak.low_precision_n`: bf16 matmuls on a CPU without AVX512-BF16 take seconds at n = 2048.
+    `before`: the probes taken before the timed runs; each is taken again and the higher reading kept (a probe
+    that ran while the host was busy reads low, which would inflate MFU: SpeedMonitor's rule)."""
     out, rows = {}, []
     for precision in precisions:
         dtype = precision_dtype(precision, device.type)
         if dtype not in out:
             probe = cfg["peak"]
             n = int(probe["n"] if dtype is torch.float32 else probe.get("low_precision_n", probe["n"]))
-            out[dtype] = peak_flops(device, dtype, n, float(probe["budget_s"]))
+            flops, source = peak_flops(device, dtype, n, float(probe["budget_s"]), remeasure=before is not None)
+            if before is not None and dtype in before and source.startswith("measured"):
+                flops, source = max(flops, before[dtype][0]), f"{source}, the best of a probe before and after the runs"
+            out[dtype] = (flops, source)
             rows.append({"run": "matmul peak", "precision": str(dtype).removeprefix("torch."),
                          "peak_gflops": round(out[dtype][0] / 1e9, 1), "source": out[dtype][1]})
     return out, rows
@@ -172,27 +272,19 @@ def run(cfg: dict) -> list[dict]:
     with torch.device("meta"):  # for the FLOPs formula only: no memory, no init time
         gpt = GPT(GPTConfig.from_dict(model_cfg))
     loader = random_loader(warmup + steps, B, T, gpt.config.vocab_size, seed)
-    peak, peak_rows = peaks(device, [precision], cfg)
+    peak, _ = peaks(device, [precision], cfg)
     rows = []
     targets = cfg.get("targets") or {}
 
-    best = {p: float("inf") for p in paths}
-    for _ in range(max(1, int(cfg.get("repeats", 1)))):  # alternate, so both see the same machine load
-        for path in paths:
-            if path == "lightning":
-                seconds, _ = lightning_train(model_cfg, loader, device, precision, warmup, steps,
-                                             cfg["optim"], seed, bool(cfg.get("compile")))
-            else:
-                torch.manual_seed(seed)
-                gpt_model = GPT(GPTConfig.from_dict(model_cfg))
-                seconds, _ = plain_train(gpt_model, loader, device, precision, warmup, steps, cfg["optim"],
-                                         loss=task_loss(gpt_model, bool(cfg.get("compile"))))
-            best[path] = min(best[path], seconds)
+    times, _, _ = lightning_and_plain(model_cfg, loader, device, precision, warmup, steps, cfg["optim"], seed,
+                                      bool(cfg.get("compile")), paths)
+    peak, peak_rows = peaks(device, [precision], cfg, peak)  # probed again after the runs: the higher one counts
     mfu_target = mfu_target_of(targets, bool(cfg.get("compile")))
     for path in paths:
-        rows.append(speed_row(path, "gpt", gpt, precision, B, T, steps, best[path], device, peak, mfu_target))
+        rows.append(speed_row(path, "gpt", gpt, precision, B, T, steps, statistics.median(times[path]) * steps,
+                              device, peak, mfu_target))
     if len(paths) == 2:
-        r = ratio(best["plain"], best["lightning"])  # tokens/s ratio lightning / plain
+        r = round(paired_ratio(times["plain"], times["lightning"]), 3)  # tokens/s ratio lightning / plain
         rows.append({"run": "lightning / plain", "precision": precision, "ratio": r,
                      **check("ratio", r, targets.get("lightning_vs_plain"))})
     return rows + peak_rows

@@ -21,8 +21,8 @@ TINY_GPT = "{arch: gpt, vocab_size: 256, block_size: 64, n_layer: 2, n_head: 2, 
 TINY_S2S = "{arch: encoder_decoder, vocab_size: 256, block_size: 64, n_layer: 1, n_head: 2, n_embd: 64}"
 TINY = [
     "threads=1", f"model={TINY_GPT}", "peak.n=128", "peak.low_precision_n=64", "peak.budget_s=0.05",
-    "training.steps=2", "training.warmup_steps=1", "training.repeats=1", "training.batch_size=2",
-    "hf_training.steps=2", "hf_training.bf16_steps=1", "hf_training.warmup_steps=1", "hf_training.repeats=1",
+    "training.steps=2", "training.warmup_steps=1", "training.batch_size=2",
+    "hf_training.steps=2", "hf_training.bf16_steps=1", "hf_training.warmup_steps=1",
     "hf_training.batch_size=2", "hf_training.t5.intermediate_size=96", "hf_training.t5.source_len=16",
     "hf_training.t5.target_len=8",
     "families.steps=2", "families.batch_size=2", "families.seq_len=8",

@@ -34,6 +34,37 @@ def test_lightning_and_plain_loop_end_with_the_same_weights():
     assert max_diff(task.backbone, plain) < 1e-5  # ...by the same steps on both paths
 
 
+def test_lightning_and_the_plain_loop_taking_turns_end_with_the_same_weights():
+    """The benchmark's timing: the plain loop steps between Lightning's steps, on the same batches."""
+    from lit_llm.benchmarks.training import lightning_and_plain, paired_ratio
+
+    loader = random_loader(num_batches=5, batch_size=4, seq_len=16, vocab_size=128, seed=0)
+    times, task, plain = lightning_and_plain(TINY, loader, CPU, "32-true", warmup=2, steps=3, optim=OPTIM, seed=7)
+    assert task.global_step == 5 and {k: len(v) for k, v in times.items()} == {"lightning": 3, "plain": 3}
+    torch.manual_seed(7)
+    init = GPT(GPTConfig.from_dict(TINY))
+    assert max_diff(task.backbone, init) > 1e-3 and max_diff(task.backbone, plain) < 1e-5
+    assert paired_ratio([2.0, 3.0, 9.0], [1.0, 3.0, 3.0]) == 2.0  # the median of 2, 1, 3
+
+
+def test_interleaved_plain_loops_take_turns_and_time_every_step():
+    from lit_llm.benchmarks.training import PlainLoop, interleaved
+
+    loader = random_loader(num_batches=4, batch_size=2, seq_len=16, vocab_size=128, seed=0)
+    order = []
+    loops = {}
+    for name in ("a", "b"):
+        torch.manual_seed(1)
+        model = GPT(GPTConfig.from_dict(TINY))
+        loops[name] = PlainLoop(model, CPU, "32-true", 4, OPTIM, loss=task_loss(model))
+        step = loops[name].step
+        loops[name].step = lambda batch, name=name, step=step: (order.append(name), step(batch))
+    times = interleaved(loops, loader, warmup=1, steps=3, device=CPU)
+    assert order == ["a", "b", "b", "a", "a", "b", "b", "a"]  # who goes first alternates
+    assert [len(t) for t in times.values()] == [3, 3] and all(x > 0 for t in times.values() for x in t)
+    assert max_diff(loops["a"].model, loops["b"].model) == 0.0  # same steps on the same batches
+
+
 def test_plain_loop_in_bf16_autocast_runs():
     loader = random_loader(num_batches=2, batch_size=2, seq_len=16, vocab_size=128, seed=0)
     seconds, model = plain_train(GPT(GPTConfig.from_dict(TINY)), loader, CPU, "bf16-mixed", warmup=1, steps=1,
@@ -149,7 +180,9 @@ def test_compiled_runs_take_the_compiled_mfu_target():
 def test_ours_vs_hf_has_a_target_per_precision():
     from lit_llm.benchmarks.hf_training import ratio_rows
 
-    best = {("ours", "32-true"): 1.0, ("hf", "32-true"): 1.3, ("ours", "bf16-mixed"): 1.0, ("hf", "bf16-mixed"): 1.1}
+    # per-step seconds of interleaved runs: the ratio is the median of the step-by-step ratios (here 1.3 and 1.1)
+    best = {("ours", "32-true"): [1.0, 2.0, 1.0], ("hf", "32-true"): [1.3, 2.6, 1.0],
+            ("ours", "bf16-mixed"): [1.0, 1.0, 1.0], ("hf", "bf16-mixed"): [1.1, 1.1, 1.1]}
     steps = {"32-true": 10, "bf16-mixed": 10}
     cfg = {"targets": {"ours_vs_hf_fp32": 1.25, "ours_vs_hf_bf16": 1.2, "llama_ours_vs_hf_fp32": 1.15}}
     rows = {(r["run"], r["precision"]): r for r in ratio_rows(cfg, {"ours": "a", "hf": "b"}, "", best, steps)}
