@@ -56,6 +56,16 @@ def generate(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p!r} must be in (0, 1] or None")
 
+    if temperature == 0 and eos_id is not None:
+        # Greedy with eos: decode_tokens drops finished rows from the batch (early exit), same tokens.
+        was_training = model.training
+        model.eval()
+        try:
+            step, reorder = _gpt_decoder(model, input_ids, max_new_tokens, use_cache)
+            new = decode_tokens(step, input_ids, max_new_tokens, eos_id, eos_id, reorder=reorder)
+        finally:
+            model.train(was_training)
+        return torch.cat([input_ids, new], dim=1)
     done = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
     out = [input_ids]
     with closing(_gpt_tokens(model, input_ids, max_new_tokens, temperature, top_k, top_p, generator,
@@ -96,6 +106,27 @@ def _gpt_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature:
             idx = torch.cat((idx, token[:, None]), dim=1)
     finally:
         model.train(was_training)
+
+
+def _gpt_decoder(model: GPT, idx: torch.Tensor, max_new_tokens: int, use_cache: bool):
+    """(step, reorder) of the GPT for `decode_tokens`: the logits `_gpt_tokens` computes (KV cache while the
+    sequence fits in block_size, then the sliding window); `reorder(rows)` keeps cache rows `rows`."""
+    block_size = model.config.block_size
+    B, T = idx.shape
+    cache = None
+    if use_cache and T <= block_size and max_new_tokens > 0:
+        cache = model.new_kv_cache(B, max_len=min(block_size, T + max_new_tokens - 1))
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        if cache is not None and tokens.size(1) <= cache.max_len:
+            return model(tokens[:, cache.length:], kv_cache=cache)[:, -1, :]
+        return model(tokens[:, -block_size:])[:, -1, :]
+
+    def reorder(rows: torch.Tensor) -> None:
+        if cache is not None:
+            cache.reorder(rows)
+
+    return step, reorder
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_k: int | None,
@@ -193,13 +224,25 @@ def _check_options(num_beams, temperature, top_k, top_p, max_new_tokens, min_new
 def decode_tokens(step, start: torch.Tensor, max_new_tokens: int, eos_id: int, pad_id: int, *,
                   temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                   min_new_tokens: int = 0, no_repeat_ngram_size: int = 0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, reorder=None) -> torch.Tensor:
     """Greedy (temperature 0) or sampled decoding, batched: (N, P) start tokens -> (N, L) new
     tokens, L <= max_new_tokens; a row that emitted `eos_id` is padded with `pad_id` and decoding
-    stops when every row has."""
-    tokens = start
-    done = torch.zeros(start.size(0), dtype=torch.bool, device=start.device)
+    stops when every row has.
+
+    Early exit: with `reorder` (the step's cache follows `reorder(rows)`, as in beam search), greedy
+    decoding drops finished rows from the step batch once at least a quarter of the rows in it have
+    finished (compacting costs an index_select of the cache, so not at every finished row); their
+    remaining tokens are pad, as without compaction. Sampling never compacts: multinomial over fewer
+    rows would draw a different random stream, and seeded samples must stay as they were."""
+    N, P = start.shape
+    out = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=start.device)
+    rows = torch.arange(N, device=start.device)  # the row of `out` of each row in the step batch
+    tokens = start                               # the step batch's tokens so far
+    done = torch.zeros(N, dtype=torch.bool, device=start.device)
+    compact = reorder is not None and temperature == 0
+    steps = 0
     for t in range(max_new_tokens):
+        steps = t + 1
         logits = step(tokens).float()
         if t < min_new_tokens:
             logits[:, eos_id] = float("-inf")
@@ -212,9 +255,15 @@ def decode_tokens(step, start: torch.Tensor, max_new_tokens: int, eos_id: int, p
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         done |= nxt == eos_id
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        if bool(done.all()):
+        out[rows, t] = nxt
+        n_done = int(done.sum())
+        if n_done == len(done):
             break
-    return tokens[:, start.size(1):]
+        if compact and 4 * n_done >= len(done) and t + 1 < max_new_tokens:
+            running = (~done).nonzero().squeeze(1)
+            reorder(running)
+            tokens, rows, done = tokens.index_select(0, running), rows.index_select(0, running), done[running]
+    return out[:, :steps]
 
 
 def beam_search(step, reorder, start: torch.Tensor, num_beams: int, max_new_tokens: int, eos_id: int,
@@ -247,32 +296,37 @@ def beam_search(step, reorder, start: torch.Tensor, num_beams: int, max_new_toke
         logp = ban_repeated_ngrams(tokens, logp, no_repeat_ngram_size)
         V = logp.size(-1)
         cand = (scores[:, None] + logp).view(B, K * V)
-        top_scores, top_idx = cand.topk(2 * K, dim=1)
-        top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
-        next_scores = torch.full((B, K), float("-inf"), device=device)
-        next_rows = torch.arange(B * K, device=device).view(B, K).clone()
-        next_tokens = torch.full((B, K), pad_id, dtype=torch.long, device=device)
-        for b in range(B):
-            if done[b]:
-                continue
-            k = 0
-            for rank, (score, idx) in enumerate(zip(top_scores[b], top_idx[b])):
-                if score == float("-inf"):
-                    break
-                parent, token = b * K + idx // V, idx % V
-                if token == eos_id:
-                    if rank < K:  # an eos outside the top K is not a better hypothesis than the beams kept
-                        seq = torch.cat([tokens[parent, P:], tokens.new_tensor([eos_id])])
-                        finished[b].append((score / steps ** length_penalty, seq))
-                        finished[b].sort(key=lambda h: -h[0])
-                        del finished[b][K:]
-                    continue
-                next_scores[b, k], next_rows[b, k], next_tokens[b, k] = score, parent, token
-                k += 1
-                if k == K:
-                    break
-            if len(finished[b]) == K:
-                best_running = next_scores[b].max().item() / steps ** length_penalty
+        top_scores, top_idx = cand.topk(2 * K, dim=1)                # (B, 2K), best first
+        top_rows = top_idx // V + torch.arange(0, B * K, K, device=device)[:, None]  # parent beam of each
+        top_tokens = top_idx % V
+        is_eos = top_tokens == eos_id
+        # The beams kept: the first K non-eos candidates of each row, in topk order. Each parent beam has one
+        # eos candidate at most, so 2K candidates always hold K non-eos ones; a stable sort on the eos flag
+        # brings them to the front. A -inf pick (fewer than K finite candidates) and every beam of a row
+        # already done leave their slot as it is at the start: -inf score, its own row, pad.
+        keep = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :K]
+        next_scores = top_scores.gather(1, keep)
+        was_done = torch.tensor(done, device=device)
+        empty = (next_scores == float("-inf")) | was_done[:, None]
+        next_scores = next_scores.masked_fill(empty, float("-inf"))
+        next_rows = torch.where(empty, torch.arange(B * K, device=device).view(B, K), top_rows.gather(1, keep))
+        next_tokens = torch.where(empty, torch.full_like(top_tokens[:, :K], pad_id), top_tokens.gather(1, keep))
+        # Finished hypotheses: the finite eos candidates ranked < K (an eos outside the top K is not a better
+        # hypothesis than the beams kept) of rows still running, in row and rank order: the only Python work.
+        eos_b, eos_rank = (is_eos[:, :K] & (top_scores[:, :K] != float("-inf")) & ~was_done[:, None]).nonzero(
+            as_tuple=True)
+        if len(eos_b):
+            eos_parents = top_rows[eos_b, eos_rank].tolist()
+            for b, parent, score in zip(eos_b.tolist(), eos_parents, top_scores[eos_b, eos_rank].tolist()):
+                seq = torch.cat([tokens[parent, P:], tokens.new_tensor([eos_id])])
+                finished[b].append((score / steps ** length_penalty, seq))
+                finished[b].sort(key=lambda h: -h[0])
+                del finished[b][K:]
+        full = [b for b in range(B) if not done[b] and len(finished[b]) == K]
+        if full:
+            best_scores = next_scores.max(dim=1).values.tolist()
+            for b in full:
+                best_running = best_scores[b] / steps ** length_penalty
                 done[b] = early_stopping or finished[b][-1][0] >= best_running
         if all(done):
             break
@@ -320,7 +374,7 @@ def generate_seq2seq(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None
                                min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
         return decode_tokens(step, start, max_new_tokens, eos_id, pad_id, temperature=temperature, top_k=top_k,
                              top_p=top_p, min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
-                             generator=generator)
+                             generator=generator, reorder=reorder)
     finally:
         model.train(was_training)
 
