@@ -395,8 +395,8 @@ def _seq2seq_decoder(model, src_ids: torch.Tensor, src_mask: torch.Tensor | None
         return model.decode(tokens, state["memory"], state["mask"])[:, -1]
 
     def reorder(rows: torch.Tensor) -> None:
-        if cache is not None:
-            cache.reorder(rows)
+        if cache is not None:  # beam search permutes beams of the same source: their cross-attention stays
+            cache.reorder(rows, memory=num_beams == 1)
         else:
             state["memory"] = state["memory"].index_select(0, rows)
             state["mask"] = None if state["mask"] is None else state["mask"].index_select(0, rows)
