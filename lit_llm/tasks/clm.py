@@ -51,6 +51,8 @@ class _ChunkedLMHeadLoss(torch.autograd.Function):
             rows = min(chunk, n)
             logits_buf = torch.empty(rows, w.size(0), dtype=dtype, device=hidden.device)
             logp_buf = logits_buf if dtype == torch.float32 else torch.empty(rows, w.size(0), device=hidden.device)
+            # a low-precision chunk's weight gradient, before it joins the fp32 sum (one buffer for every chunk)
+            partial = None if dtype == torch.float32 or not need_w else torch.empty_like(w)
             for start in range(0, n, chunk):
                 h, y = h_all[start:start + chunk], labels[start:start + chunk]
                 r = h.size(0)
@@ -78,7 +80,7 @@ class _ChunkedLMHeadLoss(torch.autograd.Function):
                     if dtype == torch.float32:
                         grad_weight.addmm_(g.t(), h * keep)
                     else:
-                        grad_weight += torch.mm(g.t(), h * keep).float()
+                        grad_weight += torch.mm(g.t(), h * keep, out=partial)
             scale = 1.0 / (labels != ignore_index).sum().clamp(min=1).float()
         ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, scale) if g is not None))
         ctx.has, ctx.weight_dtype = (need_h, need_w), weight.dtype
