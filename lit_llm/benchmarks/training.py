@@ -287,4 +287,15 @@ def run(cfg: dict) -> list[dict]:
         r = round(paired_ratio(times["plain"], times["lightning"]), 3)  # tokens/s ratio lightning / plain
         rows.append({"run": "lightning / plain", "precision": precision, "ratio": r,
                      **check("ratio", r, targets.get("lightning_vs_plain"))})
+    if cfg.get("compiled_row") and not cfg.get("compile") and "lightning" in paths:
+        # the same Lightning run with task.compile=true (compiled in its warmup steps), against mfu_compiled
+        compiled, _, _ = lightning_and_plain(model_cfg, loader, device, precision, warmup, steps, cfg["optim"], seed,
+                                             True, ["lightning"])
+        peak, peak_rows = peaks(device, [precision], cfg, peak)
+        rows.append(speed_row("lightning compiled", "gpt", gpt, precision, B, T, steps,
+                              statistics.median(compiled["lightning"]) * steps, device, peak,
+                              mfu_target_of(targets, True)))
+        if "lightning" in times:  # compiled / eager: not taking turns (one Trainer at a time), medians
+            rows.append({"run": "lightning compiled / eager", "precision": precision,
+                         "ratio": round(statistics.median(times["lightning"]) / statistics.median(compiled["lightning"]), 3)})
     return rows + peak_rows

@@ -63,10 +63,13 @@ def test_every_section_writes_its_table(tmp_path):
 
     training = sections["training"]
     assert _runs(training) == {("lightning", "32-true"), ("plain", "32-true"), ("lightning / plain", "32-true"),
+                               ("lightning compiled", "32-true"), ("lightning compiled / eager", "32-true"),
                                ("matmul peak", "float32")}
     for r in training[:2]:
         assert {"tokens_per_s", "step_ms", "model_gflops", "mfu", "target", "meets"} <= set(r) and r["tokens_per_s"] > 0
     assert training[2]["target"] == "ratio >= 0.99" and isinstance(training[2]["meets"], bool)
+    compiled = next(r for r in training if r["run"] == "lightning compiled")
+    assert compiled["target"] == "mfu >= 0.85" and compiled["tokens_per_s"] > 0  # the compiled MFU target
 
     hf_rows = sections["hf_training"]
     if HAS_HF:
