@@ -86,22 +86,12 @@ def _gpt_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature:
     """The decoding loop `generate` and `stream_tokens` share: yields each step's (B,) next tokens, which the
     caller may overwrite in place before they are fed back. KV cache while the sequence fits in block_size,
     then the sliding-window recompute (see the module docstring)."""
-    block_size = model.config.block_size
-    B, T = idx.shape
-    cache = None
-    if use_cache and T <= block_size and max_new_tokens > 0:
-        # Room for every token whose logits we will need while the sequence still fits.
-        cache = model.new_kv_cache(B, max_len=min(block_size, T + max_new_tokens - 1))
+    step, _ = _gpt_decoder(model, idx, max_new_tokens, use_cache)
     was_training = model.training
     model.eval()  # no dropout while generating
     try:
         for _ in range(max_new_tokens):
-            if cache is not None and idx.size(1) <= cache.max_len:
-                # Feed only what the cache has not seen: the prompt first, then one token.
-                logits = model(idx[:, cache.length:], kv_cache=cache)[:, -1, :]
-            else:
-                logits = model(idx[:, -block_size:])[:, -1, :]
-            token = _pick(logits.float(), temperature, top_k, generator, top_p)
+            token = _pick(step(idx).float(), temperature, top_k, generator, top_p)
             yield token
             idx = torch.cat((idx, token[:, None]), dim=1)
     finally:
@@ -115,10 +105,12 @@ def _gpt_decoder(model: GPT, idx: torch.Tensor, max_new_tokens: int, use_cache: 
     B, T = idx.shape
     cache = None
     if use_cache and T <= block_size and max_new_tokens > 0:
+        # Room for every token whose logits we will need while the sequence still fits.
         cache = model.new_kv_cache(B, max_len=min(block_size, T + max_new_tokens - 1))
 
     def step(tokens: torch.Tensor) -> torch.Tensor:
         if cache is not None and tokens.size(1) <= cache.max_len:
+            # Feed only what the cache has not seen: the prompt first, then one token.
             return model(tokens[:, cache.length:], kv_cache=cache)[:, -1, :]
         return model(tokens[:, -block_size:])[:, -1, :]
 
