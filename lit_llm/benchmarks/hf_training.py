@@ -2,13 +2,13 @@
 `hf_training.llama`) our Llama-style GPT vs `LlamaForCausalLM`, and (with `hf_training.t5`) our T5-style
 EncoderDecoder vs `T5ForConditionalGeneration`.
 
-Both run the same plain loop (`training.plain_train`: same batches, same AdamW groups and schedule), in
-fp32 and in bf16 autocast ("bf16-mixed"). The GPTs each train with their own library's loss, as a user of
-either would: ours with `CausalLMTask`'s (`training.task_loss`: the LM head and cross-entropy in chunks),
-HF's with `labels=` (its `ForCausalLMLoss` on the full logits; the same value, tested); the encoder-decoders
-(source, decoder input and source mask, teacher-forced) both with cross-entropy on their logits. So the ratio
-is the implementations' alone; the T5 pair is checked to
-give the same logits before it is timed. Encoder-decoder tokens are source + target tokens (what
+Both run the same plain loop (`training.PlainLoop`, taking turns step by step: same batches, same AdamW
+groups and schedule), in fp32 and in bf16 autocast ("bf16-mixed"). The GPTs each train with their own
+library's loss, as a user of either would: ours with `CausalLMTask`'s (`training.task_loss`: the LM head and
+cross-entropy in chunks), HF's with `labels=` (its `ForCausalLMLoss` on the full logits; the same value,
+tested); the encoder-decoders (source, decoder input and source mask, teacher-forced) both with cross-entropy
+on their logits. So the ratio is the implementations' alone; the T5 pair is checked to give the same logits
+before it is timed. Encoder-decoder tokens are source + target tokens (what
 `perf.batch_shape` counts). bf16 runs take `bf16_steps` timed steps: a CPU without AVX512-BF16 runs bf16
 matmuls far slower than fp32, and the table reports that as it is. Without transformers the section is
 one note row.
@@ -68,7 +68,7 @@ def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, dev
     start with `prefix`."""
     B, T = int(cfg["batch_size"]), int(cfg.get("seq_len") or model_cfg["block_size"])
     seed = int(cfg.get("seed", 0))
-    best, steps_of = best_seconds(
+    times, steps_of = step_times(
         cfg, lambda: GPT(GPTConfig.from_dict(model_cfg)), reference, None, names,
         lambda n: random_loader(n, B, T, model_cfg["vocab_size"], seed), ("input_ids",), device,
         own_loss={"ours": task_loss, "hf": hf.causal_lm_loss})
@@ -82,8 +82,8 @@ def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, dev
             for which, name in names.items():
                 mfu_target = targets.get("mfu_fp32") if which == "ours" and not prefix else None  # ours to meet
                 rows.append(speed_row(f"{prefix}{which} plain", name, gpt, precision, B, T, steps,
-                                      statistics.median(best[(which, precision)]) * steps, device, peak, mfu_target))
-        return rows + ratio_rows(cfg, names, prefix, best, steps_of)
+                                      statistics.median(times[(which, precision)]) * steps, device, peak, mfu_target))
+        return rows + ratio_rows(cfg, names, prefix, times, steps_of)
 
     return rows_of
 
@@ -103,7 +103,7 @@ def compare_t5(cfg: dict, t5: dict, device):
         return EncoderDecoder(EncoderDecoderConfig.from_dict(model_cfg))
 
     check_same_logits(build, hf.t5_from, seq2seq_batches(1, 2, min(S, 16), min(T, 16), model_cfg["vocab_size"], seed))
-    best, steps_of = best_seconds(cfg, build, hf.t5_from, hf.seq2seq_logits, names,
+    times, steps_of = step_times(cfg, build, hf.t5_from, hf.seq2seq_logits, names,
                                   lambda n: seq2seq_batches(n, B, S, T, model_cfg["vocab_size"], seed),
                                   SEQ2SEQ_INPUTS, device)
     with torch.device("meta"):
@@ -113,19 +113,19 @@ def compare_t5(cfg: dict, t5: dict, device):
         rows = []
         for precision, steps in steps_of.items():
             for which, name in names.items():
-                step_s = statistics.median(best[(which, precision)])
+                step_s = statistics.median(times[(which, precision)])
                 flops = flops_per_step / step_s
                 rows.append({"run": f"t5 {which} plain", "model": name, "precision": precision, "batch": B,
                              "seq_len": S, "target_len": T, "steps": steps,
                              "tokens_per_s": round(B * (S + T) / step_s, 1), "step_ms": round(1000 * step_s, 1),
                              "model_gflops": round(flops / 1e9, 1),
                              "mfu": round(flops / peak[precision_dtype(precision, device.type)][0], 3)})
-        return rows + ratio_rows(cfg, names, "t5 ", best, steps_of)
+        return rows + ratio_rows(cfg, names, "t5 ", times, steps_of)
 
     return rows_of
 
 
-def best_seconds(cfg: dict, build, reference, hf_forward, names: dict, loader_of, inputs: tuple[str, ...],
+def step_times(cfg: dict, build, reference, hf_forward, names: dict, loader_of, inputs: tuple[str, ...],
                  device, own_loss: dict | None = None) -> tuple[dict, dict]:
     """({(which, precision): per-step seconds of its timed steps}, {precision: timed steps}): ours = `build()`,
     hf = `reference(build())`, both from the same seed, taking turns step by step on the same batches

@@ -6,9 +6,10 @@ task's loss (`task_loss`: hidden states, then the chunked LM head + cross-entrop
 clip_grad_norm_(1.0), step. The unit tests check that they end with the same
 weights, so the ratio measures Lightning's overhead and nothing else.
 
-Timing: the clock is read at the end of step `warmup_steps` and of step `warmup_steps + steps` (after
-a GPU synchronize): the total over the timed steps, including everything between them (data loading,
-hooks, logging). Lightning and plain runs alternate `repeats` times; the best of each is reported.
+Timing: the two paths take turns step by step on the same batches (`TakeTurns`: the plain step runs between
+Lightning's steps), each step timed after a GPU synchronize, a Lightning step including everything Lightning
+does around it (data loading, hooks, logging); after `warmup_steps`, tokens/s come from the median step and the
+ratio is the median of the per-step ratios (`paired_ratio`): this machine's speed drifts over seconds.
 
 Every row gets model FLOP/s (tokens/s x `GPT.flops_per_token`, the analytic nanoGPT/PaLM count) and
 its fraction of the peak: the datasheet on a known GPU, else the best n x n matmul measured here. fp32 rows are
@@ -32,25 +33,6 @@ from lit_llm.tasks.base import OptimConfig, build_optimizer
 from lit_llm.tasks.clm import IGNORE_INDEX, LOSS_CHUNK_ROWS, CausalLMTask, chunked_cross_entropy
 
 PATHS = ("lightning", "plain")
-
-
-class StepClock(pl.Callback):
-    """Reads the clock after optimizer step `start` and step `stop` (1-based): on_train_batch_end runs
-    after the batch's optimizer step."""
-
-    def __init__(self, start: int, stop: int, device: torch.device):
-        self.start, self.stop, self.device = start, stop, device
-        self.marks: dict[int, float] = {}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step in (self.start, self.stop):
-            sync(self.device)
-            self.marks[step] = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return self.marks[self.stop] - self.marks[self.start]
 
 
 class TakeTurns(pl.Callback):
@@ -91,25 +73,6 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", module=r"(pytorch_)?lightning.*")
 
 
-def _trainer(device: torch.device, precision: str, max_steps: int, callbacks: list) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator=device.type, devices=1, precision=precision, max_steps=max_steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        gradient_clip_val=1.0, num_sanity_val_steps=0, limit_val_batches=0, callbacks=callbacks,
-    )
-
-
-def lightning_train(model_cfg: dict, loader, device: torch.device, precision: str, warmup: int, steps: int,
-                    optim: dict, seed: int, compile: bool = False) -> tuple[float, CausalLMTask]:
-    """Train `CausalLMTask` for warmup + steps optimizer steps; (seconds of the timed steps, the task)."""
-    _quiet_lightning()
-    torch.manual_seed(seed)
-    task = CausalLMTask(model=dict(model_cfg), optim=dict(optim), compile=compile)
-    clock = StepClock(warmup, warmup + steps, device)
-    _trainer(device, precision, warmup + steps, [clock]).fit(task, train_dataloaders=loader)
-    return clock.seconds, task
-
-
 def lightning_and_plain(model_cfg: dict, loader, device: torch.device, precision: str, warmup: int, steps: int,
                         optim: dict, seed: int, compile: bool = False, paths=PATHS):
     """`CausalLMTask` in a `pl.Trainer` and the same model (same seed) in a `PlainLoop` with the task's loss,
@@ -126,7 +89,11 @@ def lightning_and_plain(model_cfg: dict, loader, device: torch.device, precision
     torch.manual_seed(seed)
     task = CausalLMTask(model=dict(model_cfg), optim=dict(optim), compile=compile)
     turns = TakeTurns(plain, warmup, device)
-    _trainer(device, precision, warmup + steps, [turns]).fit(task, train_dataloaders=loader)
+    pl.Trainer(
+        accelerator=device.type, devices=1, precision=precision, max_steps=warmup + steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        gradient_clip_val=1.0, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[turns],
+    ).fit(task, train_dataloaders=loader)
     return turns.times, task, None if plain is None else plain.model
 
 

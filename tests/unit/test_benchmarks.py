@@ -7,7 +7,7 @@ import torch
 
 from lit_llm.benchmarks import data, memory
 from lit_llm.benchmarks.common import check, random_loader
-from lit_llm.benchmarks.training import lightning_train, plain_train, task_loss
+from lit_llm.benchmarks.training import lightning_and_plain, plain_train, task_loss
 from lit_llm.models.gpt import GPT, GPTConfig
 
 TINY = {"arch": "gpt", "vocab_size": 128, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0}
@@ -23,8 +23,9 @@ def max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
 
 def test_lightning_and_plain_loop_end_with_the_same_weights():
     loader = random_loader(num_batches=4, batch_size=4, seq_len=16, vocab_size=128, seed=0)
-    seconds, task = lightning_train(TINY, loader, CPU, "32-true", warmup=1, steps=3, optim=OPTIM, seed=7)
-    assert seconds > 0 and task.global_step == 4
+    times, task, _ = lightning_and_plain(TINY, loader, CPU, "32-true", warmup=1, steps=3, optim=OPTIM, seed=7,
+                                         paths=["lightning"])
+    assert sum(times["lightning"]) > 0 and task.global_step == 4
     torch.manual_seed(7)
     init = GPT(GPTConfig.from_dict(TINY))
     torch.manual_seed(7)
@@ -36,7 +37,7 @@ def test_lightning_and_plain_loop_end_with_the_same_weights():
 
 def test_lightning_and_the_plain_loop_taking_turns_end_with_the_same_weights():
     """The benchmark's timing: the plain loop steps between Lightning's steps, on the same batches."""
-    from lit_llm.benchmarks.training import lightning_and_plain, paired_ratio
+    from lit_llm.benchmarks.training import paired_ratio
 
     loader = random_loader(num_batches=5, batch_size=4, seq_len=16, vocab_size=128, seed=0)
     times, task, plain = lightning_and_plain(TINY, loader, CPU, "32-true", warmup=2, steps=3, optim=OPTIM, seed=7)
