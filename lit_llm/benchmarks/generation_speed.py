@@ -125,12 +125,8 @@ def run(cfg: dict) -> list[dict]:
                 else:
                     seconds = timed(lambda: _gpt(gpt, prompt, n, beams, cache), (batch, n))
                 rows.append(_row("gpt", batch, beams, cache, n, seconds))
-
-                def s2s_run():
-                    return generate_seq2seq(s2s, prompt, torch.ones_like(prompt), start_id=START, eos_id=EOS,
-                                            pad_id=PAD, max_new_tokens=n, min_new_tokens=n, num_beams=beams,
-                                            use_cache=cache)
-                rows.append(_row("encoder_decoder", batch, beams, cache, n, timed(s2s_run, (batch, n))))
+                rows.append(_row("encoder_decoder", batch, beams, cache, n,
+                                 timed(lambda: _seq2seq(s2s, prompt, n, beams, cache), (batch, n))))
             for name, ours, theirs, ours_generate in pairs:  # ours and HF take turns under the same load
                 hf_generate = _hf if name == "llama" else _hf_seq2seq
                 seconds, hf_seconds = side_by_side(lambda: ours_generate(ours, prompt, n, beams),
