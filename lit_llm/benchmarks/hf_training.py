@@ -3,7 +3,12 @@
 EncoderDecoder vs `T5ForConditionalGeneration`.
 
 Both run the same plain loop (`training.PlainLoop`, taking turns step by step: same batches, same AdamW
-groups and schedule), in fp32 and in bf16 autocast ("bf16-mixed"). The GPTs each train with their own
+groups and schedule), in fp32 and in bf16 autocast ("bf16-mixed"). Each comparison at each precision runs in a
+FRESH process (`fresh_process`, 'spawn'), as a user's training run starts: what ran earlier in the benchmark
+process changes the speed of the models that follow, and not equally (measured on a 2-core Zen 4: Hugging Face
+GPT-2's bf16 step 400 -> 347 ms after an fp32 run in the same process, ours 310 ms either way; its element-wise
+copies, multiplies and fills ran twice as fast once the allocator had been warmed by the larger fp32 tensors), so
+in one process the figures depended on the order of the sections and precisions. The GPTs each train with their own
 library's loss, as a user of either would: ours with `CausalLMTask`'s (`training.task_loss`: the LM head and
 cross-entropy in chunks), HF's with `labels=` (its `ForCausalLMLoss` on the full logits; the same value,
 tested); the encoder-decoders (source, decoder input and source mask, teacher-forced) both with cross-entropy
@@ -15,12 +20,13 @@ one note row.
 """
 from __future__ import annotations
 
+import os
 import statistics
 
 import torch
 
 from lit_llm.benchmarks import hf
-from lit_llm.benchmarks.common import FP32, check, random_loader, ratio, resolve_device
+from lit_llm.benchmarks.common import FP32, check, random_loader, ratio, resolve_device, run_fresh
 from lit_llm.benchmarks.training import PlainLoop, interleaved, paired_ratio, peaks, speed_row, task_loss
 from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lit_llm.models.gpt import GPT, GPTConfig
@@ -51,10 +57,10 @@ def run(cfg: dict) -> list[dict]:
     before, _ = peaks(device, precisions, cfg)
     # each comparison times its runs and returns `rows_of(peak)`: the rows are built once all runs are done and the
     # peak has been probed again (the higher reading counts)
-    measured = [compare(cfg, dict(cfg["model"]), hf.gpt2_from, MODELS, "", device)]
+    measured = [compare(cfg, dict(cfg["model"]), "gpt2", MODELS, "", device)]
     if cfg.get("llama"):  # e.g. {n_kv_head: 2, intermediate_size: 688}
         llama_cfg = {**dict(cfg["model"]), **LLAMA_OPTIONS, **dict(cfg["llama"])}
-        measured.append(compare(cfg, llama_cfg, hf.llama_from,
+        measured.append(compare(cfg, llama_cfg, "llama",
                                 {"ours": "gpt, llama options (ours)", "hf": "LlamaForCausalLM"}, "llama ", device))
     if cfg.get("t5"):  # e.g. {intermediate_size: 1024, activation: geglu, tie_output: false, target_len: 128}
         measured.append(compare_t5(cfg, dict(cfg["t5"]), device))
@@ -62,16 +68,13 @@ def run(cfg: dict) -> list[dict]:
     return [row for rows_of in measured for row in rows_of(peak)] + peak_rows
 
 
-def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, device):
-    """Times our GPT of `model_cfg` against `reference(gpt)` (a transformers model with its weights); returns
-    `rows_of(peak)`: per precision, tokens/s and MFU of each (median step) and the ratio ours / HF; run names
-    start with `prefix`."""
+def compare(cfg: dict, model_cfg: dict, reference: str, names: dict, prefix: str, device):
+    """Times our GPT of `model_cfg` against `REFERENCES[reference](gpt)` (a transformers model with its weights);
+    returns `rows_of(peak)`: per precision, tokens/s and MFU of each (median step) and the ratio ours / HF; run
+    names start with `prefix`."""
     B, T = int(cfg["batch_size"]), int(cfg.get("seq_len") or model_cfg["block_size"])
-    seed = int(cfg.get("seed", 0))
-    times, steps_of = step_times(
-        cfg, lambda: GPT(GPTConfig.from_dict(model_cfg)), reference, None, names,
-        lambda n: random_loader(n, B, T, model_cfg["vocab_size"], seed), ("input_ids",), device,
-        own_loss={"ours": task_loss, "hf": hf.causal_lm_loss})
+    times, steps_of = step_times(cfg, {"reference": reference, "model": model_cfg, "batch_size": B,
+                                       "source_len": T}, device)
     with torch.device("meta"):  # same architecture: one FLOPs formula for both models
         gpt = GPT(GPTConfig.from_dict(model_cfg))
     targets = cfg.get("targets") or {}
@@ -89,23 +92,22 @@ def compare(cfg: dict, model_cfg: dict, reference, names: dict, prefix: str, dev
 
 
 def compare_t5(cfg: dict, t5: dict, device):
-    """`rows_of(peak)` (as `compare`) of our T5-style EncoderDecoder vs T5ForConditionalGeneration with its weights (`hf.t5_from`): the
-    model's sizes with T5_OPTIONS and `t5`'s settings; sources of `source_len` (default: seq_len or block_size)
-    and targets of `target_len` (default: the source length) tokens."""
+    """`rows_of(peak)` (as `compare`) of our T5-style EncoderDecoder vs T5ForConditionalGeneration with its weights
+    (`hf.t5_from`): the model's sizes with T5_OPTIONS and `t5`'s settings; sources of `source_len` (default:
+    seq_len or block_size) and targets of `target_len` (default: the source length) tokens."""
     B = int(cfg["batch_size"])
     S = int(t5.pop("source_len", None) or cfg.get("seq_len") or cfg["model"]["block_size"])
     T = int(t5.pop("target_len", None) or S)
     model_cfg = {**dict(cfg["model"]), **T5_OPTIONS, **t5}
-    seed = int(cfg.get("seed", 0))
     names = {"ours": "encoder_decoder, t5 options (ours)", "hf": "T5ForConditionalGeneration"}
 
     def build() -> EncoderDecoder:
         return EncoderDecoder(EncoderDecoderConfig.from_dict(model_cfg))
 
-    check_same_logits(build, hf.t5_from, seq2seq_batches(1, 2, min(S, 16), min(T, 16), model_cfg["vocab_size"], seed))
-    times, steps_of = step_times(cfg, build, hf.t5_from, hf.seq2seq_logits, names,
-                                  lambda n: seq2seq_batches(n, B, S, T, model_cfg["vocab_size"], seed),
-                                  SEQ2SEQ_INPUTS, device)
+    check_same_logits(build, hf.t5_from, seq2seq_batches(1, 2, min(S, 16), min(T, 16), model_cfg["vocab_size"],
+                                                         int(cfg.get("seed", 0))))
+    times, steps_of = step_times(cfg, {"reference": "t5", "model": model_cfg, "batch_size": B, "source_len": S,
+                                       "target_len": T}, device)
     with torch.device("meta"):
         flops_per_step = B * build().train_flops(S, T)
 
@@ -125,33 +127,55 @@ def compare_t5(cfg: dict, t5: dict, device):
     return rows_of
 
 
-def step_times(cfg: dict, build, reference, hf_forward, names: dict, loader_of, inputs: tuple[str, ...],
-                 device, own_loss: dict | None = None) -> tuple[dict, dict]:
-    """({(which, precision): per-step seconds of its timed steps}, {precision: timed steps}): ours = `build()`,
-    hf = `reference(build())`, both from the same seed, taking turns step by step on the same batches
-    (`training.interleaved`: the machine's drift cancels in the per-step ratios).
-    `own_loss[which](model) -> (batch -> loss)`: each model trains with its own library's training loss (ours:
-    the task's chunked LM-head loss, HF: `labels=` in its forward); without it both take the cross-entropy of
-    their logits (`hf_forward(model, *inputs)` for HF)."""
-    seed, warmup = int(cfg.get("seed", 0)), int(cfg["warmup_steps"])
+def step_times(cfg: dict, pair: dict, device) -> tuple[dict, dict]:
+    """({(which, precision): per-step seconds of its timed steps}, {precision: timed steps}) of the comparison
+    `pair` (`timed_pair`'s spec without the precision and loop settings), one precision at a time, each in a fresh
+    process unless `cfg["fresh_process"]` is false."""
     precisions = [str(p) for p in cfg["precisions"]]
     steps_of = {p: int(cfg["steps"] if p in FP32 else cfg["bf16_steps"]) for p in precisions}
     times: dict[tuple[str, str], list[float]] = {}
     for precision in precisions:
-        loops = {}
-        for which in names:
-            torch.manual_seed(seed)
-            model = build()
-            forward = None
-            if which == "hf":
-                model, forward = reference(model), hf_forward
-            loss = own_loss[which](model) if own_loss else None
-            loops[which] = PlainLoop(model, device, precision, warmup + steps_of[precision], cfg["optim"], forward,
-                                     inputs=inputs, loss=loss)
-        per_step = interleaved(loops, loader_of(warmup + steps_of[precision]), warmup, steps_of[precision], device)
-        times.update({(which, precision): t for which, t in per_step.items()})
-        del loops
+        spec = {**pair, "precision": precision, "steps": steps_of[precision], "warmup_steps": int(cfg["warmup_steps"]),
+                "seed": int(cfg.get("seed", 0)), "optim": dict(cfg["optim"]), "device": str(device),
+                "threads": torch.get_num_threads()}
+        result = run_fresh(timed_pair, spec) if cfg.get("fresh_process", True) else timed_pair(spec)
+        times.update({(which, precision): t for which, t in result["times"].items()})
     return times, steps_of
+
+
+REFERENCES = {"gpt2": "gpt2_from", "llama": "llama_from", "t5": "t5_from"}  # the transformers copy: hf.<function>
+
+
+def timed_pair(spec: dict) -> dict:
+    """Ours vs its transformers copy at one precision: {"times": {"ours" | "hf": per-step seconds}, "pid"}.
+    Ours is built from `spec["model"]` (a GPT, or an EncoderDecoder for reference "t5") and the reference model
+    is `hf.<REFERENCES[reference]>(ours)`, both from the same seed, taking turns step by step on the same
+    seeded random batches (`training.interleaved`: the machine's drift cancels in the per-step ratios). The GPTs
+    each train with their own library's loss (ours: the task's chunked LM-head loss; HF: `labels=` in its
+    forward); the encoder-decoders both with the cross-entropy of their logits. spec: reference, model,
+    batch_size, source_len (and target_len: encoder-decoder), precision, steps, warmup_steps, seed, optim, device,
+    threads (None: PyTorch's default)."""
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    device, precision, seed = torch.device(spec["device"]), spec["precision"], int(spec["seed"])
+    warmup, steps, B, S = int(spec["warmup_steps"]), int(spec["steps"]), int(spec["batch_size"]), int(spec["source_len"])
+    model_cfg, reference = dict(spec["model"]), getattr(hf, REFERENCES[spec["reference"]])
+    n, vocab = warmup + steps, model_cfg["vocab_size"]
+    if spec["reference"] == "t5":
+        build = lambda: EncoderDecoder(EncoderDecoderConfig.from_dict(model_cfg))  # noqa: E731
+        batches = seq2seq_batches(n, B, S, int(spec["target_len"]), vocab, seed)
+        losses, forward, inputs = None, hf.seq2seq_logits, SEQ2SEQ_INPUTS
+    else:
+        build = lambda: GPT(GPTConfig.from_dict(model_cfg))  # noqa: E731
+        batches = random_loader(n, B, S, vocab, seed)
+        losses, forward, inputs = {"ours": task_loss, "hf": hf.causal_lm_loss}, None, ("input_ids",)
+    loops = {}
+    for which in ("ours", "hf"):
+        torch.manual_seed(seed)
+        model = build() if which == "ours" else reference(build())
+        loops[which] = PlainLoop(model, device, precision, n, spec["optim"], forward if which == "hf" else None,
+                                 inputs=inputs, loss=losses[which](model) if losses else None)
+    return {"times": interleaved(loops, batches, warmup, steps, device), "pid": os.getpid()}
 
 
 def ratio_rows(cfg: dict, names: dict, prefix: str, times: dict, steps_of: dict) -> list[dict]:

@@ -18,9 +18,7 @@ Step time: the median of `steps` steps after the first measured one.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import multiprocessing
 import os
 import resource
 import statistics
@@ -29,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lit_llm.benchmarks.common import autocast, ratio, resolve_device, sync
+from lit_llm.benchmarks.common import autocast, ratio, resolve_device, run_fresh, sync
 from lit_llm.models import build_backbone
 
 MB = 2**20
@@ -154,9 +152,8 @@ def run(cfg: dict) -> list[dict]:
 
 def measure_fresh(spec: dict, mmap_threshold: int | None = None) -> dict:
     """`measure(spec)` in a fresh process: nothing kept from an earlier configuration (allocator caches, peaks)."""
-    with _child_env(mmap_threshold), \
-            concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure, spec).result()
+    with _child_env(mmap_threshold):
+        return run_fresh(measure, spec)
 
 
 def measure_name(device: torch.device) -> str:

@@ -108,6 +108,50 @@ def test_ours_and_hf_train_alike_in_the_plain_loop():
         assert (hf.logits(theirs.eval(), ids) - ours.eval()(ids)).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("reference", ["gpt2", "llama", "t5"])
+def test_timed_pair_times_ours_and_its_transformers_copy_step_by_step(reference):
+    """One comparison at one precision, as the fresh process runs it: both models, every timed step."""
+    pytest.importorskip("transformers")
+    import os
+
+    from lit_llm.benchmarks.hf_training import LLAMA_OPTIONS, T5_OPTIONS, timed_pair
+
+    model = {"gpt2": TINY, "llama": {**TINY, **LLAMA_OPTIONS, "n_kv_head": 1, "intermediate_size": 48},
+             "t5": {**TINY, **T5_OPTIONS, "n_head": 4, "intermediate_size": 48}}[reference]
+    spec = {"reference": reference, "model": model, "batch_size": 2, "source_len": 12, "target_len": 7,
+            "precision": "32-true", "steps": 3, "warmup_steps": 1, "seed": 0, "optim": OPTIM, "device": "cpu",
+            "threads": None}
+    result = timed_pair(spec)
+    assert result["pid"] == os.getpid()
+    assert {k: len(v) for k, v in result["times"].items()} == {"ours": 3, "hf": 3}
+    assert all(t > 0 for times in result["times"].values() for t in times)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_each_precision_of_a_comparison_runs_in_its_own_fresh_process(monkeypatch, fresh):
+    """In one process HF's speed depended on what ran before it (the section order): `fresh_process` gives each
+    comparison at each precision its own process (monkeypatched here to record the calls and run in this one)."""
+    from lit_llm.benchmarks import hf_training
+
+    calls = []
+    monkeypatch.setattr(hf_training, "run_fresh", lambda fn, spec: calls.append(spec["precision"]) or fn(spec))
+    monkeypatch.setattr(hf_training, "timed_pair",
+                        lambda spec: {"times": {"ours": [1.0] * spec["steps"], "hf": [2.0] * spec["steps"]}})
+    cfg = {"precisions": ["32-true", "bf16-mixed"], "steps": 3, "bf16_steps": 2, "warmup_steps": 1, "optim": OPTIM,
+           "fresh_process": fresh}
+    times, steps = hf_training.step_times(cfg, {"reference": "gpt2", "model": TINY}, CPU)
+    assert calls == (["32-true", "bf16-mixed"] if fresh else []) and steps == {"32-true": 3, "bf16-mixed": 2}
+    assert times[("hf", "bf16-mixed")] == [2.0, 2.0] and times[("ours", "32-true")] == [1.0, 1.0, 1.0]
+
+
+def test_run_fresh_runs_in_another_process():
+    import os
+
+    from lit_llm.benchmarks.common import run_fresh
+
+    assert run_fresh(os.getpid) != os.getpid()
+
+
 T5_TINY = {**TINY, "block_size": 32, "n_head": 4, "intermediate_size": 48}
 
 
