@@ -63,7 +63,7 @@ def test_every_section_writes_its_table(tmp_path):
 
     training = sections["training"]
     assert _runs(training) == {("lightning", "32-true"), ("plain", "32-true"), ("lightning / plain", "32-true"),
-                               ("lightning compiled", "32-true"), ("lightning compiled / eager", "32-true"),
+                               ("lightning compiled", "32-true"), ("lightning compiled / plain eager", "32-true"),
                                ("matmul peak", "float32")}
     for r in training[:2]:
         assert {"tokens_per_s", "step_ms", "model_gflops", "mfu", "target", "meets"} <= set(r) and r["tokens_per_s"] > 0

@@ -48,6 +48,22 @@ def test_lightning_and_the_plain_loop_taking_turns_end_with_the_same_weights():
     assert paired_ratio([2.0, 3.0, 9.0], [1.0, 3.0, 3.0]) == 2.0  # the median of 2, 1, 3
 
 
+def test_the_compiled_row_takes_turns_with_the_eager_plain_loop(monkeypatch):
+    """`plain_compile=False`: Lightning with task.compile=true, the plain loop eager (torch.compile monkeypatched
+    to record what it compiles): compiled / eager becomes a paired ratio of the same steps."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    loader = random_loader(num_batches=3, batch_size=2, seq_len=16, vocab_size=128, seed=0)
+    times, task, plain = lightning_and_plain(TINY, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM, seed=7,
+                                             compile=True, plain_compile=False)
+    assert [fn.__self__ for fn in compiled] == [task.backbone]  # the task's backbone only, not the plain model
+    assert {k: len(v) for k, v in times.items()} == {"lightning": 2, "plain": 2}
+    assert max_diff(task.backbone, plain) < 1e-5  # the same steps
+    compiled.clear()
+    lightning_and_plain(TINY, loader, CPU, "32-true", warmup=1, steps=2, optim=OPTIM, seed=7, compile=True)
+    assert len(compiled) == 2  # by default the plain loop is compiled as the task is
+
+
 def test_interleaved_plain_loops_take_turns_and_time_every_step():
     from lit_llm.benchmarks.training import PlainLoop, interleaved
 
