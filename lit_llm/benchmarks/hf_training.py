@@ -7,9 +7,9 @@ groups and schedule), in fp32 and in bf16 autocast ("bf16-mixed"). Each comparis
 FRESH process (`fresh_process`, 'spawn'), as a user's training run starts: what ran earlier in the benchmark
 process changes the speed of the models that follow, and not equally (measured on a 2-core Zen 4: Hugging Face
 GPT-2's bf16 step 400 -> 347 ms after an fp32 run in the same process, ours 310 ms either way; its element-wise
-copies, multiplies and fills ran twice as fast once the allocator had been warmed by the larger fp32 tensors), so
-in one process the figures depended on the order of the sections and precisions. The GPTs each train with their own
-library's loss, as a user of either would: ours with `CausalLMTask`'s (`training.task_loss`: the LM head and
+copies, multiplies and fills ran twice as fast once the process had run the larger fp32 steps; fixing glibc's malloc
+thresholds did not reproduce that), so in one process the figures depended on the order of sections and precisions.
+The GPTs each train with their own library's loss, as a user of either would: ours with `CausalLMTask`'s (`training.task_loss`: the LM head and
 cross-entropy in chunks), HF's with `labels=` (its `ForCausalLMLoss` on the full logits; the same value,
 tested); the encoder-decoders (source, decoder input and source mask, teacher-forced) both with cross-entropy
 on their logits. So the ratio is the implementations' alone; the T5 pair is checked to give the same logits
