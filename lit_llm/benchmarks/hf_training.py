@@ -9,14 +9,13 @@ process changes the speed of the models that follow, and not equally (measured o
 GPT-2's bf16 step 400 -> 347 ms after an fp32 run in the same process, ours 310 ms either way; its element-wise
 copies, multiplies and fills ran twice as fast once the process had run the larger fp32 steps; fixing glibc's malloc
 thresholds did not reproduce that), so in one process the figures depended on the order of sections and precisions.
-The GPTs each train with their own library's loss, as a user of either would: ours with `CausalLMTask`'s (`training.task_loss`: the LM head and
-cross-entropy in chunks), HF's with `labels=` (its `ForCausalLMLoss` on the full logits; the same value,
-tested); the encoder-decoders (source, decoder input and source mask, teacher-forced) both with cross-entropy
-on their logits. So the ratio is the implementations' alone; the T5 pair is checked to give the same logits
-before it is timed. Encoder-decoder tokens are source + target tokens (what
-`perf.batch_shape` counts). bf16 runs take `bf16_steps` timed steps: a CPU without AVX512-BF16 runs bf16
-matmuls far slower than fp32, and the table reports that as it is. Without transformers the section is
-one note row.
+The GPTs each train with their own library's loss, as a user of either would: ours with `CausalLMTask`'s
+(`training.task_loss`: the LM head and cross-entropy in chunks), HF's with `labels=` (its `ForCausalLMLoss` on the
+full logits; the same value, tested); the encoder-decoders (source, decoder input and source mask, teacher-forced)
+both with cross-entropy on their logits. So the ratio is the implementations' alone; the T5 pair is checked to give
+the same logits before it is timed. Encoder-decoder tokens are source + target tokens (what `perf.batch_shape`
+counts). bf16 runs take `bf16_steps` timed steps: a CPU without AVX512-BF16 runs bf16 matmuls far slower than fp32,
+and the table reports that as it is. Without transformers the section is one note row.
 """
 from __future__ import annotations
 
