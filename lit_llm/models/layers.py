@@ -57,6 +57,8 @@ class KVCache:
     costs O(1) copies instead of re-concatenating a growing tensor. `length` is the number of
     positions already filled; the model advances it once all layers have written a chunk.
     Keys are stored after the rotary rotation, so cached positions are never rotated again.
+    Positions at and after `length` hold whatever was there (zeros at first, stale rows after a `reorder`):
+    nothing reads them before `update` writes them.
     """
 
     def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
@@ -67,6 +69,7 @@ class KVCache:
         self.batch_size = batch_size
         self.max_len = max_len
         self.length = 0
+        self._spare: torch.Tensor | None = None  # `reorder`'s target buffer, the one a layer gave up last
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this chunk's keys/values at [length, length+T) and return all filled positions."""
@@ -82,9 +85,18 @@ class KVCache:
         self.length = 0
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index`, in that order (beam search: the parents of the surviving beams)."""
-        self.k = [k.index_select(0, index) for k in self.k]
-        self.v = [v.index_select(0, index) for v in self.v]
+        """Keep batch rows `index`, in that order (beam search: the parents of the surviving beams; greedy
+        decoding: the rows still running). Only the filled positions are copied (half the buffer on average over
+        a generation), into a buffer the previous layer gave up: with the batch size unchanged (beam search) no
+        step allocates, and at most one layer's buffer exists beyond the cache, as with index_select."""
+        filled = self.length
+        for buffers in (self.k, self.v):
+            for i, old in enumerate(buffers):
+                new = self._spare
+                if new is None or new.shape != (len(index), *old.shape[1:]) or new.dtype != old.dtype:
+                    new = old.new_empty((len(index), *old.shape[1:]))
+                torch.index_select(old[:, :, :filled], 0, index, out=new[:, :, :filled])
+                buffers[i], self._spare = new, old
         self.batch_size = len(index)
 
 

@@ -100,6 +100,36 @@ def test_kv_cache_matches_full_forward(pos):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
 
 
+def test_kv_cache_reorder_moves_the_filled_rows_into_recycled_buffers():
+    """reorder(index) keeps rows `index` of every filled position; beam search's reorders (same batch size) cycle
+    through a fixed set of buffers (no allocation per step); a smaller batch (greedy rows dropped) still works."""
+    from lit_llm.models.layers import KVCache
+
+    torch.manual_seed(0)
+    cache = KVCache(n_layer=2, batch_size=4, n_head=2, max_len=8, head_dim=3)
+    expected = {}
+    for step, index in enumerate([[1, 1, 0, 3], [3, 2, 2, 0], [0, 1, 2, 3], [2, 0, 1, 1]]):
+        for layer in range(2):
+            k, v = torch.randn(4, 2, 1, 3), torch.randn(4, 2, 1, 3)
+            cache.update(layer, k, v)
+        cache.advance(1)
+        expected = {(name, layer): getattr(cache, name)[layer][:, :, :cache.length].clone()
+                    for name in ("k", "v") for layer in range(2)}
+        before = {t.data_ptr() for t in cache.k + cache.v}
+        cache.reorder(torch.tensor(index))
+        for (name, layer), full in expected.items():
+            torch.testing.assert_close(getattr(cache, name)[layer][:, :, :cache.length], full[index], rtol=0, atol=0)
+        if step == 0:
+            buffers = before | {t.data_ptr() for t in cache.k + cache.v}
+        assert {t.data_ptr() for t in cache.k + cache.v} <= buffers  # 4 buffers + 1 spare, recycled
+    assert len(buffers) == 5
+    cache.reorder(torch.tensor([2, 0]))  # two rows left
+    assert cache.batch_size == 2 and cache.k[0].shape == (2, 2, 8, 3)
+    for (name, layer), full in expected.items():
+        torch.testing.assert_close(getattr(cache, name)[layer][:, :, :cache.length],
+                                   full[[2, 0, 1, 1]][[2, 0]], rtol=0, atol=0)
+
+
 def test_kv_cache_is_preallocated():
     model = tiny()
     cache = model.new_kv_cache(batch_size=2, max_len=16)
