@@ -257,15 +257,16 @@ def run(cfg: dict) -> list[dict]:
         rows.append({"run": "lightning / plain", "precision": precision, "ratio": r,
                      **check("ratio", r, targets.get("lightning_vs_plain"))})
     if cfg.get("compiled_row") and not cfg.get("compile") and "lightning" in paths:
-        # the same Lightning run with task.compile=true (compiled in its warmup steps), against mfu_compiled, taking
-        # turns with the eager plain loop: compiled / eager is then a paired ratio (two Lightning runs one after the
-        # other read 0.94 and 1.11 on this shared machine)
+        # the same Lightning run with task.compile=true (compiled in its warmup steps), against mfu_compiled; with the
+        # plain path, taking turns with the eager plain loop: compiled / eager is then a paired ratio (two Lightning
+        # runs one after the other read 0.94 and 1.11 on this shared machine)
         compiled, _, _ = lightning_and_plain(model_cfg, loader, device, precision, warmup, steps, cfg["optim"], seed,
-                                             True, PATHS, plain_compile=False)
+                                             True, paths, plain_compile=False)
         peak, peak_rows = peaks(device, [precision], cfg, peak)
         rows.append(speed_row("lightning compiled", "gpt", gpt, precision, B, T, steps,
                               statistics.median(compiled["lightning"]) * steps, device, peak,
                               mfu_target_of(targets, True)))
-        rows.append({"run": "lightning compiled / plain eager", "precision": precision,
-                     "ratio": round(paired_ratio(compiled["plain"], compiled["lightning"]), 3)})
+        if "plain" in compiled:
+            rows.append({"run": "lightning compiled / plain eager", "precision": precision,
+                         "ratio": round(paired_ratio(compiled["plain"], compiled["lightning"]), 3)})
     return rows + peak_rows

@@ -64,6 +64,20 @@ def test_the_compiled_row_takes_turns_with_the_eager_plain_loop(monkeypatch):
     assert len(compiled) == 2  # by default the plain loop is compiled as the task is
 
 
+@pytest.mark.parametrize("paths", [["lightning", "plain"], ["lightning"]])
+def test_the_training_section_pairs_the_compiled_row_only_with_the_plain_path(monkeypatch, paths):
+    """The GPU recipe runs Lightning alone: its compiled row stays Lightning alone (no plain model on the GPU)."""
+    from lit_llm.benchmarks import training
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    cfg = {"model": TINY, "paths": paths, "precision": "32-true", "batch_size": 2, "warmup_steps": 1, "steps": 2,
+           "compiled_row": True, "optim": OPTIM, "peak": {"n": 64, "budget_s": 0.01},
+           "targets": {"lightning_vs_plain": 0.99, "mfu_fp32": 0.75, "mfu_compiled": 0.85}}
+    runs = [r["run"] for r in training.run(cfg)]
+    assert "lightning compiled" in runs
+    assert ("lightning compiled / plain eager" in runs) == ("plain" in paths)
+
+
 def test_interleaved_plain_loops_take_turns_and_time_every_step():
     from lit_llm.benchmarks.training import PlainLoop, interleaved
 
