@@ -1,9 +1,7 @@
 """What the benchmark sections share: the device, timing, random batches, the FLOP/s peak, targets."""
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import multiprocessing
 import time
 
 import numpy as np
@@ -26,13 +24,6 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a clock read afterwards includes it (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def run_fresh(fn, *args):
-    """`fn(*args)` in a fresh Python process ('spawn': nothing inherited from this one: allocator state, caches,
-    peak memory, imported modules' settings); `fn`, its arguments and its result must pickle."""
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
 
 
 def best_of(fn, repeats: int, device: torch.device = torch.device("cpu")) -> float:

@@ -24,8 +24,8 @@ import statistics
 
 import torch
 
-from lit_llm.benchmarks import hf
-from lit_llm.benchmarks.common import FP32, check, random_loader, ratio, resolve_device, run_fresh
+from lit_llm.benchmarks import hf, run_fresh
+from lit_llm.benchmarks.common import FP32, check, random_loader, ratio, resolve_device
 from lit_llm.benchmarks.training import PlainLoop, interleaved, paired_ratio, peaks, speed_row, task_loss
 from lit_llm.models.encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from lit_llm.models.gpt import GPT, GPTConfig

@@ -27,7 +27,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lit_llm.benchmarks.common import autocast, ratio, resolve_device, run_fresh, sync
+from lit_llm.benchmarks import run_fresh
+from lit_llm.benchmarks.common import autocast, ratio, resolve_device, sync
 from lit_llm.models import build_backbone
 
 MB = 2**20

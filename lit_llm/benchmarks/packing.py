@@ -25,10 +25,8 @@ or as the `packing` section of pipelines/benchmark.py (`packing.enabled=true`: s
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import importlib.util
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -36,6 +34,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from lit_llm.benchmarks import run_fresh
 
 MB = 2**20
 
@@ -123,8 +123,7 @@ class _AnonPeak:
 
 
 def _fresh(spec: dict) -> dict:
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure, spec).result()
+    return run_fresh(measure, spec)
 
 
 def _forget_datasets_caches(cache_dir: Path) -> None:

@@ -177,7 +177,7 @@ def test_each_precision_of_a_comparison_runs_in_its_own_fresh_process(monkeypatc
 def test_run_fresh_runs_in_another_process():
     import os
 
-    from lit_llm.benchmarks.common import run_fresh
+    from lit_llm.benchmarks import run_fresh
 
     assert run_fresh(os.getpid) != os.getpid()
 
